@@ -1,0 +1,1 @@
+"""Batch entry points (top floor): they compose the ground floor, encoders and ranking."""

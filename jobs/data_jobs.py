@@ -1,0 +1,82 @@
+"""Data jobs behind `recsys data ...`: convert a source to a canonical dataset folder, and split it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from recsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    from recsys.data.dataset import Dataset
+    from recsys.splits import Split
+
+SourceFormat = Literal["movielens", "mind", "generic", "synthetic", "dataset"]
+
+
+def load_source(
+    fmt: SourceFormat,
+    path: Path | None = None,
+    items: Path | None = None,
+    interactions: Path | None = None,
+    impressions: Path | None = None,
+    mapping: dict[str, str] | None = None,
+    delimiter: str | None = None,
+    template: str | None = None,
+    drop_unknown_items: bool = False,
+) -> Dataset:
+    """Read any supported source into a validated `Dataset`."""
+    unknown = "drop" if drop_unknown_items else "error"
+    if fmt == "dataset":
+        from recsys.data.dataset import Dataset
+
+        if path is None:
+            raise ConfigError("--path is required for a dataset folder")
+        return Dataset.load(path)
+    if fmt == "movielens":
+        from recsys.data.movielens import load_movielens
+
+        if path is None:
+            raise ConfigError("--path (the MovieLens folder) is required")
+        return load_movielens(path, text_template=template, unknown_items=unknown)
+    if fmt == "mind":
+        from recsys.data.mind import load_mind
+
+        if path is None:
+            raise ConfigError("--path (the MIND folder with news.tsv and behaviors.tsv) is required")
+        return load_mind(path, text_template=template, unknown_items=unknown)
+    if fmt == "generic":
+        from recsys.data.generic import load_generic
+
+        if items is None or interactions is None:
+            raise ConfigError("--items and --interactions are required for --format generic")
+        kwargs = {"text_template": template} if template else {}
+        return load_generic(
+            items,
+            interactions,
+            impressions,
+            mapping=mapping,
+            delimiter=delimiter,
+            unknown_items=unknown,
+            **kwargs,
+        )
+    raise ConfigError(f"unknown format {fmt!r}; use movielens, mind, generic or dataset")
+
+
+def split_dataset(
+    dataset: Dataset,
+    method: Literal["leave-last-out", "time-cut"] = "leave-last-out",
+    test_start: str | None = None,
+    valid_start: str | None = None,
+    min_interactions: int = 3,
+) -> Split:
+    """Make the evaluation split the rest of the product is measured on."""
+    from recsys.splits import global_time_cut, leave_last_out
+
+    if method == "leave-last-out":
+        return leave_last_out(dataset.interactions, min_interactions=min_interactions)
+    if method == "time-cut":
+        if not test_start:
+            raise ConfigError("--test-start is required for --method time-cut")
+        return global_time_cut(dataset.interactions, test_start, valid_start)
+    raise ConfigError(f"unknown split method {method!r}; use leave-last-out or time-cut")

@@ -1,0 +1,1 @@
+"""Data contracts, readers, adapters and the synthetic generator (DESIGN §2)."""
