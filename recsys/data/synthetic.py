@@ -51,13 +51,17 @@ positions ``0..k-1`` of the same request. Two consequences that make IPS exact (
   sequentially (the click at ``k`` depends only on the item at ``k``, by the click model).
 
 :meth:`GroundTruth.logging_probability` recomputes the single-slot probabilities, and
-:meth:`GroundTruth.click_probability` gives the true value of any target policy.
+:meth:`GroundTruth.click_probability` (or ``click_probability_matrix`` over a candidate list, with
+``available`` and ``logging_probability_matrix``) gives the true value of any target policy, e.g.
+``(pi_e * truth.click_probability_matrix(users, ts, item_ids)).sum(axis=1).mean()``.
+Temperatures below ~0.1 are valid but slower (slates need many rejection rounds).
 
 Scale
 -----
 Everything is vectorised numpy plus polars string concatenation (no per-row Python), and every
-random stream is seeded, so the same seed gives identical frames. 10M interactions take about a
-minute and a few GB on two cores (see ``benchmarks/bench_synthetic.py``).
+random stream is seeded, so the same seed gives identical frames. 10M interactions (500k users,
+250k items, 5M impressions) take about 50 s and 2.6 GB peak RSS on two shared cores (see
+``benchmarks/bench_synthetic.py``).
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ CATEGORIES: tuple[Category, ...] = (
                "Thoughtful science fiction about humanity's future.",
         titles="The {adj} {noun}|{noun} of the {noun2}|{adj} {noun}|Beyond the {adj} {noun2}",
         descriptions="{maker}'s {topic} novel follows {hook}. {extra}|"
-                     "In this {topic} novel by {maker}, {hook} changes everything. {extra}|"
+                     "This {topic} novel by {maker} tells the story of {hook}. {extra}|"
                      "Science fiction from {maker}: {hook}. {extra}",
         series_sep=", Book ",
         topics=(
@@ -419,17 +423,17 @@ CATEGORIES: tuple[Category, ...] = (
         signature="kids",
         adjs="Super|Mega|Tiny|Magic|Happy|Rainbow|Jumbo|Wonder|Little|Bright|Giggly|Deluxe",
         makers="Playful Pine|BrightBlocks|Tinker Town|Wonder Kids Co.|Huggable|Little Explorers|Funbox|"
-               "Mighty Minis",
+               "Mighty Mini",
         extras="Recommended for ages 3 and up.|Made from safe, non-toxic materials.|No batteries required.|"
                "A great birthday gift.|Encourages creativity and imagination.",
-        titles="{adj} {noun}|{maker} {adj} {noun}|{adj} {noun} Set|My First {noun}",
+        titles="{adj} {noun}|{maker} {adj} {noun}|{adj} {noun} Bundle|My First {noun}",
         descriptions="{maker}'s {topic} toy for kids who love {hook}. {extra}|"
                      "Kids will enjoy {hook} with this {adjl} {noun} from {maker}. {extra}",
         series_sep=" Series ",
         topics=(
             _topic(
                 "building",
-                "Blocks|Castle|Bricks|Tower|Construction Set|Magnetic Tiles|Marble Run|Builder Kit",
+                "Blocks|Castle|Bricks|Tower|Construction Kit|Magnetic Tiles|Marble Run|Builder Kit",
                 "stacking colorful bricks into towers|building castles, bridges and cities|"
                 "magnetic tiles that snap together|marble runs with twisty tracks|"
                 "open-ended construction play",
@@ -456,13 +460,13 @@ CATEGORIES: tuple[Category, ...] = (
             ),
             _topic(
                 "outdoor",
-                "Bubble Machine|Kite|Water Blaster|Scooter|Sandbox Set|Swing|Balance Bike|Sidewalk Chalk",
+                "Bubble Machine|Kite|Water Blaster|Scooter|Sandbox Kit|Swing|Balance Bike|Sidewalk Chalk",
                 "backyard adventures in the sunshine|flying kites at the park|"
                 "water fights on hot summer days|learning to ride and balance|digging in the sandbox",
             ),
             _topic(
                 "pretend play",
-                "Play Kitchen|Doctor Kit|Tea Set|Tool Bench|Dollhouse|Toy Shop|Costume Box|Fire Truck",
+                "Play Kitchen|Doctor Kit|Tea Party Kit|Tool Bench|Dollhouse|Toy Shop|Costume Box|Fire Truck",
                 "cooking pretend meals for the family|playing doctor with a toy stethoscope|"
                 "tea parties with stuffed friends|fixing things with a toy tool bench|"
                 "role play and storytelling",
@@ -650,7 +654,7 @@ CATEGORIES: tuple[Category, ...] = (
                "An Edgar Award finalist.",
         titles="The {adj} {noun}|{adj} {noun}|Death and the {noun}|The {noun} Affair",
         descriptions="{maker}'s {topic} crime novel follows {hook}. {extra}|"
-                     "This {adjl} crime story by {maker} is about {hook}. {extra}",
+                     "This {topic} crime story by {maker} is about {hook}. {extra}",
         series_sep=", Book ",
         topics=(
             _topic(
@@ -975,7 +979,7 @@ def generate(
 ) -> Dataset:
     """A synthetic `Dataset` named ``"synthetic"``; see the module docstring for what it contains.
 
-    Defaults: ``n_users = n_interactions // 20``, ``n_items = max(300, n_interactions // 40)``,
+    Defaults: ``n_users = n_interactions // 20``, ``n_items = max(600, n_interactions // 40)``,
     ``n_impressions_requests = n_interactions // 20`` (0 gives no impressions table).
     """
     dataset, _ = generate_with_truth(
@@ -1065,7 +1069,7 @@ def _resolve_sizes(
             f"n_users={n_users} is impossible with n_interactions={n_interactions}: "
             "every user needs at least 3"
         )
-    n_items = max(300, n_interactions // 40) if n_items is None else n_items
+    n_items = max(600, n_interactions // 40) if n_items is None else n_items
     if n_items < 2 * N_TOPICS:
         raise ConfigError(f"n_items must be at least {2 * N_TOPICS} (two per topic); got {n_items}")
     n_requests = n_interactions // 20 if n_requests is None else n_requests
@@ -1376,15 +1380,21 @@ def _inverse_cdf(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 
 def _sample_topics(
-    rng: np.random.Generator, truth: GroundTruth, uidx: np.ndarray, anchor: np.ndarray, chunk: int = 500_000
+    rng: np.random.Generator,
+    truth: GroundTruth,
+    uidx: np.ndarray,
+    anchor: np.ndarray,
+    category: np.ndarray | None = None,
+    chunk: int = 500_000,
 ) -> np.ndarray:
-    """A topic per row from the user's anchor (0 or 1): category from theta, then topic from phi."""
+    """A topic per row from the user's anchor (0 or 1): category from theta (unless given), topic from phi."""
     u_cat = rng.random(len(uidx))
     u_topic = rng.random(len(uidx))
     out = np.empty(len(uidx), dtype=np.int64)
     for s in range(0, len(uidx), chunk):
         a, us = anchor[s:s + chunk], uidx[s:s + chunk]
-        c = _inverse_cdf(truth.theta[a, us], u_cat[s:s + chunk])
+        given = category is not None
+        c = category[s:s + chunk] if given else _inverse_cdf(truth.theta[a, us], u_cat[s:s + chunk])
         t = _inverse_cdf(truth.phi[a, us, c], u_topic[s:s + chunk])
         out[s:s + chunk] = c * TOPICS_PER_CATEGORY + t
     return out
@@ -1447,8 +1457,9 @@ def _sample_interactions(
         bad_rows = check[bad]
         if len(bad_rows) == 0:
             break
-        if attempt >= 4:  # the topic is crowded for this user: draw a fresh topic from the taste
-            topic[bad_rows] = _sample_topics(rng, truth, uid[bad_rows], anchor[bad_rows])
+        if attempt >= 4:  # the topic is exhausted for this user: another of their topics in the category
+            category = topic[bad_rows] // TOPICS_PER_CATEGORY
+            topic[bad_rows] = _sample_topics(rng, truth, uid[bad_rows], anchor[bad_rows], category)
         item[bad_rows] = _sample_in_topic(rng, catalog, topic[bad_rows])
         check = _user_rows(np.unique(uid[bad_rows]), users["first_idx"], users["counts"])
     too_new = np.flatnonzero(created[item] > t)
@@ -1553,6 +1564,11 @@ def _slates(
             chosen[r, k] = alive[rng.choice(len(alive), p=w / w.sum())]
         item = chosen[:, k]
         own = factor[np.arange(m), truth.item_topic[item]] * av["weight"][item]
-        props[:, k] = np.minimum(own / (z - used), 1.0)
+        remaining = z - used
+        for r in np.flatnonzero(remaining <= 1e-8 * z):  # cancellation (greedy policies): sum exactly
+            alive = np.flatnonzero(truth.item_created_s <= t_s[r])
+            alive = alive[~np.isin(alive, chosen[r, :k])]
+            remaining[r] = np.sum(factor[r, truth.item_topic[alive]] * av["weight"][alive])
+        props[:, k] = np.minimum(own / remaining, 1.0)
         used += own
     return chosen, props
