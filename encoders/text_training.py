@@ -1,0 +1,343 @@
+"""Two-tower fine-tuning of the text encoder: user history text -> next item text (InfoNCE).
+
+One shared transformer (with a PEFT adapter, or fully trained, or frozen) encodes both towers.
+Loss: in-batch softmax over the batch's target items (plus optional hard negatives mined with the
+frozen model) at a temperature; rows whose target repeats in the batch do not count each other as
+negatives. Budgeted for CPUs: item texts are tokenized once, histories are assembled from those ids
+(`history_text`), the step count and token budgets are explicit, and training stops early on the
+validation NDCG@10 over the full catalog. A checkpoint after every `checkpoint_every` steps lets a
+killed run resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from encoders.history_text import ItemTokens, prefix_ids
+from recsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from encoders.text_encoder import TextEncoder
+
+
+@dataclass
+class TextTrainConfig:
+    """Budget and optimisation settings of the text two-tower fine-tuning."""
+
+    method: str = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None
+    history_tokens: int = 128
+    item_tokens: int = 32
+    history_items: int = 20
+    prompt: str | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float | None = None  # None: 3e-4 for adapters, 3e-5 for full fine-tuning
+    weight_decay: float = 0.01
+    temperature: float = 0.05
+    warmup_ratio: float = 0.1
+    max_steps: int = 300
+    max_seconds: float | None = None
+    eval_every: int = 100
+    patience: int = 3
+    clip_norm: float = 1.0
+    crop_probability: float = 0.3
+    hard_negatives: int = 0
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_every: int = 50
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 3e-5 if self.method == "full" else 3e-4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TextTrainReport:
+    steps: int
+    best_step: int
+    best_valid_ndcg10: float
+    seconds: float
+    examples_per_second: float
+    resumed_from: int = 0
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Sequences:
+    """Per-user item-index sequences (oldest first), the unit both towers are trained from."""
+
+    user_ids: list[str]
+    items: list[np.ndarray]
+
+
+def encode_token_rows(
+    encoder: TextEncoder,
+    rows: list[list[int]],
+    batch_size: int = 128,
+    progress: bool = False,
+    description: str = "encode",
+) -> np.ndarray:
+    """Embed pre-tokenized rows in length-sorted batches (little padding); output in input order."""
+    import torch
+
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    out = np.zeros((len(rows), encoder.dim), dtype=np.float32)
+    was_training = encoder.training
+    encoder.eval()
+    starts = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=description, unit="batch", leave=False, dynamic_ncols=True)
+    with torch.inference_mode():
+        for start in starts:
+            chunk = order[start : start + batch_size]
+            batch = encoder.pad([rows[i] for i in chunk])
+            batch = {k: v.to(encoder.device) for k, v in batch.items()}
+            out[chunk] = encoder(**batch).float().cpu().numpy()
+    encoder.train(was_training)
+    return out
+
+
+def _sample_batch(
+    seqs: Sequences, rows: np.ndarray, rng: np.random.Generator, crop_p: float, history_items: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """(histories, targets) for a batch: a random cut point per user; sometimes a shorter window."""
+    histories, targets = [], []
+    for row in rows:
+        seq = seqs.items[row]
+        cut = int(rng.integers(1, len(seq)))
+        start = max(0, cut - history_items)
+        if rng.random() < crop_p and cut - start > 2:
+            start = int(rng.integers(start, cut - 1))
+        histories.append(seq[start:cut])
+        targets.append(int(seq[cut]))
+    return histories, np.asarray(targets, dtype=np.int64)
+
+
+def info_nce(
+    users: torch.Tensor, items: torch.Tensor, target_ids: torch.Tensor, item_ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Softmax over in-batch items; an item equal to a row's own target is masked unless it is the positive.
+
+    `items[i]` is row i's positive for i < len(users); extra rows are hard negatives.
+    """
+    import torch
+
+    logits = users @ items.T / temperature
+    same = target_ids.unsqueeze(1) == item_ids.unsqueeze(0)
+    positive = torch.zeros_like(same)
+    positive[torch.arange(len(users)), torch.arange(len(users))] = True
+    logits = logits.masked_fill(same & ~positive, float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, torch.arange(len(users), device=users.device))
+
+
+def _lr_lambda(total: int, warmup: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+    return factor
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, Any]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+class TextTowerTrainer:
+    """Fine-tunes `encoder` in place; evaluation callbacks score the full catalog."""
+
+    def __init__(self, encoder: TextEncoder, item_texts: list[str], config: TextTrainConfig) -> None:
+        from encoders.peft_methods import apply_peft
+
+        self.config = config
+        if config.method not in ("frozen",):
+            apply_peft(
+                encoder,
+                config.method,
+                r=config.lora_r,
+                alpha=config.lora_alpha,
+                dropout=config.lora_dropout,
+                target_modules=config.target_modules,
+                total_steps=config.max_steps,
+            )
+        else:
+            apply_peft(encoder, "frozen")
+        self.encoder = encoder
+        self.tokens = ItemTokens.build(encoder, item_texts, config.item_tokens)
+        self.prefix = prefix_ids(encoder, config.prompt)
+
+    # -------------------------------------------------------------------------------- towers
+    def history_rows(self, histories: list[np.ndarray]) -> list[list[int]]:
+        budget, cap = self.config.history_tokens, self.config.history_items
+        return [self.tokens.history(h[-cap:].tolist(), budget, self.prefix) for h in histories]
+
+    def item_vectors(self, progress: bool = False) -> np.ndarray:
+        rows = [self.tokens.item(i) for i in range(len(self.tokens.ids))]
+        return encode_token_rows(self.encoder, rows, progress=progress, description="encode items")
+
+    def user_vectors(self, histories: list[np.ndarray], progress: bool = False) -> np.ndarray:
+        return encode_token_rows(
+            self.encoder, self.history_rows(histories), batch_size=64, progress=progress, description="encode histories"
+        )
+
+    # ------------------------------------------------------------------------------ training
+    def fit(
+        self,
+        seqs: Sequences,
+        evaluate,
+        checkpoint: Path | None = None,
+        progress: bool = True,
+        hard_negative_pool: np.ndarray | None = None,
+    ) -> TextTrainReport:
+        """Train; `evaluate(trainer) -> float` returns validation NDCG@10 and drives early stopping."""
+        import torch
+
+        from encoders.peft_methods import peft_regularization, peft_step
+
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        trainable_rows = np.array([i for i, s in enumerate(seqs.items) if len(s) >= 2])
+        if len(trainable_rows) == 0:
+            raise ConfigError("no user has two or more training interactions; nothing to fine-tune on")
+        if cfg.method == "frozen" or cfg.max_steps <= 0:
+            score = evaluate(self)
+            return TextTrainReport(0, 0, score, 0.0, 0.0, curve=[{"step": 0, "valid_ndcg10": score}])
+        params = [p for p in self.encoder.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(cfg.max_steps, int(cfg.warmup_ratio * cfg.max_steps))
+        )
+        step, best, best_step, bad, curve, resumed = 0, -1.0, 0, 0, [], 0
+        best_state = None
+        if checkpoint is not None and checkpoint.exists():
+            state = torch.load(checkpoint, weights_only=False)
+            self.encoder.load_state_dict(state["trainable"], strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            step, best, best_step, bad, curve = (
+                state["step"],
+                state["best"],
+                state["best_step"],
+                state["bad"],
+                state["curve"],
+            )
+            best_state = state.get("best_state")
+            resumed = step
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=cfg.max_steps, initial=step, desc=f"fine-tune ({cfg.method})", unit="step", dynamic_ncols=True
+            )
+        started, examples = time.perf_counter(), 0
+        self.encoder.train()
+        while step < cfg.max_steps:
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = 0.0
+            for _ in range(cfg.grad_accum):
+                rows = rng.choice(trainable_rows, size=cfg.batch_size, replace=len(trainable_rows) < cfg.batch_size)
+                histories, targets = _sample_batch(seqs, rows, rng, cfg.crop_probability, cfg.history_items)
+                item_ids = targets
+                if cfg.hard_negatives and hard_negative_pool is not None:
+                    picks = hard_negative_pool[
+                        targets, rng.integers(0, hard_negative_pool.shape[1], size=(len(targets), cfg.hard_negatives))
+                    ]
+                    item_ids = np.concatenate([targets, picks.reshape(-1)])
+                users = self._embed(self.history_rows(histories))
+                items = self._embed([self.tokens.item(i) for i in item_ids])
+                loss = info_nce(users, items, torch.as_tensor(targets), torch.as_tensor(item_ids), cfg.temperature)
+                loss = (loss + peft_regularization(self.encoder)) / cfg.grad_accum
+                loss.backward()
+                loss_value += float(loss.detach())
+                examples += len(targets)
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+            optimizer.step()
+            peft_step(self.encoder, step)
+            scheduler.step()
+            step += 1
+            elapsed = time.perf_counter() - started
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{loss_value:.3f}", ex_s=f"{examples / max(elapsed, 1e-9):.1f}", best=f"{max(best, 0):.4f}"
+                )
+            out_of_time = cfg.max_seconds is not None and elapsed > cfg.max_seconds
+            if step % cfg.eval_every == 0 or step == cfg.max_steps or out_of_time:
+                score = evaluate(self)
+                self.encoder.train()
+                curve.append({"step": step, "loss": loss_value, "valid_ndcg10": score})
+                if score > best:
+                    best, best_step, bad = score, step, 0
+                    best_state = _trainable_state(self.encoder)
+                else:
+                    bad += 1
+            if checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "trainable": _trainable_state(self.encoder),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state(),
+                        "step": step,
+                        "best": best,
+                        "best_step": best_step,
+                        "bad": bad,
+                        "curve": curve,
+                        "best_state": best_state,
+                        "config": cfg.to_dict(),
+                    },
+                )
+            if bad >= cfg.patience or out_of_time:
+                break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            self.encoder.load_state_dict(best_state, strict=False)
+        self.encoder.eval()
+        seconds = time.perf_counter() - started
+        return TextTrainReport(step, best_step, best, seconds, examples / max(seconds, 1e-9), resumed, curve)
+
+    def _embed(self, rows: list[list[int]]) -> torch.Tensor:
+        batch = self.encoder.pad(rows)
+        return self.encoder(**{k: v.to(self.encoder.device) for k, v in batch.items()})
+
+
+def write_report(path: Path, report: TextTrainReport) -> None:
+    path.write_text(json.dumps(asdict(report), indent=2))

@@ -1,0 +1,233 @@
+"""`recsys train-encoder`: fine-tune the text encoder, train the chosen user tower, evaluate, save.
+
+Flow (DESIGN §3):
+1. text stage — PEFT (LoRA by default) two-tower fine-tuning, history text -> next item text,
+   early-stopped on validation NDCG@10 (`frozen` skips it: the zero-shot baseline);
+2. item vectors — every item of the catalog encoded once with the tuned encoder (cached);
+3. user tower — `text` (history text through the same encoder), `pooled` (recency-weighted mean),
+   or `sequence` (a small transformer over the cached item vectors, trained here in minutes);
+4. evaluation on the test targets under DESIGN §2 (history excluded, full catalog), top-50 lists
+   written as parquet for outside rescoring, and every artefact saved under `out`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recsys.errors import ConfigError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from encoders.sequence import SequenceConfig
+    from encoders.sequence_training import SequenceTrainConfig
+    from encoders.text_training import TextTrainConfig
+    from recsys.data.dataset import Dataset
+    from recsys.splits import Split
+
+
+@dataclass
+class EncoderRun:
+    """What a training run produced: metrics, timings and where the artefacts are."""
+
+    out: Path
+    tower: str
+    method: str
+    valid: dict[str, float]
+    test: dict[str, float]
+    timings: dict[str, float]
+    text_report: dict[str, Any] = field(default_factory=dict)
+    sequence_report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"tower": self.tower, "method": self.method, "valid": self.valid, "test": self.test,
+                "timings": self.timings, "text_report": self.text_report,
+                "sequence_report": self.sequence_report}
+
+
+@dataclass
+class CatalogView:
+    """Item rows shared by all towers: ids, texts, the ranking mask and each user's sequences."""
+
+    item_ids: list[str]
+    texts: list[str]
+    allowed: np.ndarray
+    row_of: dict[str, int]
+
+    @classmethod
+    def build(cls, dataset: Dataset, split: Split) -> CatalogView:
+        text = dataset.item_text()
+        item_ids = text["item_id"].to_list()
+        row_of = {item: i for i, item in enumerate(item_ids)}
+        allowed = np.zeros(len(item_ids), dtype=bool)
+        allowed[[row_of[i] for i in split.catalog().to_list()]] = True
+        return cls(item_ids, text["text"].to_list(), allowed, row_of)
+
+    def sequences(self, interactions: pl.DataFrame) -> tuple[list[str], list[np.ndarray]]:
+        """Users and their item rows, oldest first, ordered by (ts, item_id) like the split."""
+        import polars as pl
+
+        grouped = (
+            interactions.sort(["user_id", "ts", "item_id"])
+            .with_columns(pl.col("item_id").replace_strict(self.row_of, return_dtype=pl.Int64).alias("row"))
+            .group_by("user_id", maintain_order=True)
+            .agg("row")
+        )
+        return grouped["user_id"].to_list(), [np.asarray(r, dtype=np.int64) for r in grouped["row"].to_list()]
+
+
+def _targets(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select("user_id", "item_id")
+
+
+def _evaluate_vectors(view: CatalogView, users: list[str], histories: list[np.ndarray], user_vectors: np.ndarray,
+                      item_vectors: np.ndarray, targets: pl.DataFrame, item_counts: pl.DataFrame | None,
+                      k: int = 50) -> tuple[dict[str, float], pl.DataFrame]:
+    import polars as pl
+
+    from recsys.metrics import evaluate_topk
+    from recsys.scoring import dense_topk
+
+    wanted = set(targets["user_id"].to_list())
+    keep = [i for i, u in enumerate(users) if u in wanted]
+    topk = dense_topk([users[i] for i in keep], user_vectors[keep], view.item_ids, item_vectors, k,
+                      exclude=[histories[i] for i in keep], allowed=view.allowed)
+    catalog = pl.Series("item_id", [i for i, a in zip(view.item_ids, view.allowed, strict=True) if a])
+    metrics = evaluate_topk(topk, targets, ks=(10, 50), catalog=catalog, item_counts=item_counts)
+    return metrics, topk
+
+
+def train_encoder(
+    dataset: Dataset,
+    split: Split,
+    out: Path,
+    tower: str = "sequence",
+    base_model: str | None = None,
+    text_config: TextTrainConfig | None = None,
+    sequence_config: SequenceConfig | None = None,
+    sequence_train_config: SequenceTrainConfig | None = None,
+    progress: bool = True,
+) -> EncoderRun:
+    """Run the whole encoder training flow and save artefacts to `out` (resumable text stage)."""
+    import polars as pl
+    import torch
+
+    from encoders.peft_methods import save_adapter
+    from encoders.sequence import SequenceConfig
+    from encoders.sequence_training import SequenceTrainConfig
+    from encoders.text_encoder import TextEncoder
+    from encoders.text_training import Sequences, TextTowerTrainer, TextTrainConfig
+    from encoders.towers import TOWERS, pooled_user_vectors
+
+    if tower not in TOWERS:
+        raise ConfigError(f"unknown user tower {tower!r}; choose one of {', '.join(TOWERS)}")
+    text_config = text_config or TextTrainConfig()
+    if text_config.threads:
+        torch.set_num_threads(text_config.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    view = CatalogView.build(dataset, split)
+    valid_users, valid_hist = view.sequences(split.history("valid"))
+    test_users, test_hist = view.sequences(split.history("test"))
+    valid_targets, test_targets = _targets(split.targets("valid")), _targets(split.targets("test"))
+    valid_counts = split.history("valid").group_by("item_id").agg(pl.len().alias("count"))
+    test_counts = split.history("test").group_by("item_id").agg(pl.len().alias("count"))
+
+    started = time.perf_counter()
+    encoder = TextEncoder.from_pretrained(base_model, max_length=max(text_config.history_tokens,
+                                                                     text_config.item_tokens + 2), device="cpu")
+    trainer = TextTowerTrainer(encoder, view.texts, text_config)
+
+    def evaluate_text(current: TextTowerTrainer) -> float:
+        items = current.item_vectors(progress=progress)
+        users = current.user_vectors(valid_hist, progress=progress)
+        metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, users, items, valid_targets, None, k=10)
+        return metrics["ndcg@10"]
+
+    def evaluate_pooled(current: TextTowerTrainer) -> float:
+        items = current.item_vectors(progress=progress)
+        users = pooled_user_vectors(valid_hist, items)
+        metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, users, items, valid_targets, None, k=10)
+        return metrics["ndcg@10"]
+
+    # The sequence tower is trained afterwards on the tuned item vectors; the text stage is
+    # early-stopped on the text tower's own validation score, the signal it optimises.
+    evaluate = evaluate_pooled if tower == "pooled" else evaluate_text
+    seqs = Sequences(valid_users, valid_hist)
+    text_report = trainer.fit(seqs, evaluate, checkpoint=out / "checkpoint" / "text_stage.pt", progress=progress)
+    timings["text_stage_s"] = round(time.perf_counter() - started, 1)
+
+    started = time.perf_counter()
+    item_vectors = trainer.item_vectors(progress=progress)
+    np.save(out / "item_vectors.npy", item_vectors)
+    pl.DataFrame({"item_id": view.item_ids, "text": view.texts}).write_parquet(out / "items.parquet")
+    timings["encode_items_s"] = round(time.perf_counter() - started, 1)
+    save_adapter(encoder, out / "encoder")
+
+    sequence_report: dict[str, Any] = {}
+    started = time.perf_counter()
+    if tower == "sequence":
+        valid_users_vec, test_users_vec, sequence_report = _train_sequence(
+            view, item_vectors, split, valid_users, valid_hist, test_users, test_hist,
+            sequence_config or SequenceConfig(), sequence_train_config or SequenceTrainConfig(), out, progress)
+        item_matrix = np.load(out / "sequence" / "item_matrix.npy")
+    elif tower == "text":
+        valid_users_vec = trainer.user_vectors(valid_hist, progress=progress)
+        test_users_vec = trainer.user_vectors(test_hist, progress=progress)
+        item_matrix = item_vectors
+    else:
+        valid_users_vec = pooled_user_vectors(valid_hist, item_vectors)
+        test_users_vec = pooled_user_vectors(test_hist, item_vectors)
+        item_matrix = item_vectors
+    timings["user_tower_s"] = round(time.perf_counter() - started, 1)
+
+    valid_metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, valid_users_vec, item_matrix,
+                                         valid_targets, valid_counts)
+    test_metrics, topk = _evaluate_vectors(view, test_users, test_hist, test_users_vec, item_matrix,
+                                           test_targets, test_counts)
+    topk.select("user_id", "item_id", "rank").write_parquet(out / "topk_test.parquet")
+    run = EncoderRun(out, tower, text_config.method, valid_metrics, test_metrics, timings,
+                     text_report=text_report.__dict__, sequence_report=sequence_report)
+    (out / "run.json").write_text(json.dumps({**run.summary(), "text_config": text_config.to_dict(),
+                                              "base_model": encoder.base_model}, indent=2, default=str))
+    return run
+
+
+def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, valid_users: list[str],
+                    valid_hist: list[np.ndarray], test_users: list[str], test_hist: list[np.ndarray],
+                    config: SequenceConfig, train_config: SequenceTrainConfig, out: Path,
+                    progress: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train the sequence tower on cached item vectors; return valid/test user vectors and its report."""
+    import torch
+
+    from encoders.sequence_training import histories, train_sequence_tower, user_vectors
+
+    index = {item: row + 1 for item, row in view.row_of.items()}
+    text = np.vstack([np.zeros((1, item_vectors.shape[1]), np.float32), item_vectors])
+    allowed = np.concatenate([[False], view.allowed])
+    warm = np.zeros(len(text), dtype=bool)
+    warm[[index[i] for i in split.history("valid")["item_id"].unique().to_list()]] = True
+    train_hist = histories(split.history("valid"), index)
+    valid_target_rows = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
+    model, report = train_sequence_tower(train_hist, valid_target_rows, text, warm, allowed, config, train_config,
+                                         progress=progress)
+    test_seq = histories(split.history("test"), index)
+    by_user_valid = dict(zip(train_hist.user_ids, range(len(train_hist.user_ids)), strict=True))
+    by_user_test = dict(zip(test_seq.user_ids, range(len(test_seq.user_ids)), strict=True))
+    valid_vec = user_vectors(model, train_hist, config.max_len)[[by_user_valid[u] for u in valid_users]]
+    test_vec = user_vectors(model, test_seq, config.max_len)[[by_user_test[u] for u in test_users]]
+    with torch.inference_mode():
+        matrix = model.eval().item_matrix()[1:].numpy()
+    folder = out / "sequence"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "item_matrix.npy", matrix)
+    torch.save(model.state_dict(), folder / "model.pt")
+    (folder / "config.json").write_text(json.dumps({"model": config.to_dict(),
+                                                    "train": train_config.__dict__}, indent=2))
+    return valid_vec, test_vec, report.to_dict()
