@@ -211,7 +211,7 @@ def train_sequence_tower(
     for epoch in range(1, tc.epochs + 1):
         model.train()
         order = rng.permutation(trainable_rows)
-        epoch_loss = 0.0
+        epoch_loss, epoch_examples = 0.0, 0
         for start in range(0, len(order), tc.batch_size):
             inputs, gaps, targets = _training_batch(
                 train_hist, order[start : start + tc.batch_size], config.max_len, rng, tc.crop_probability
@@ -230,9 +230,10 @@ def train_sequence_tower(
             scheduler.step()
             epoch_loss += float(loss.detach()) * int(keep.sum())
             examples += int(keep.sum())
+            epoch_examples += int(keep.sum())
         if epoch % tc.eval_every == 0 or epoch == tc.epochs:
             ndcg = ndcg10_of_targets(score_users(model, train_hist, config.max_len), train_hist, valid_targets, allowed)
-            curve.append((epoch, epoch_loss / max(1, examples), ndcg))
+            curve.append((epoch, epoch_loss / max(1, epoch_examples), ndcg))
             if ndcg > best_ndcg:
                 best_ndcg, best_epoch, bad_evals = ndcg, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())

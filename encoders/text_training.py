@@ -194,6 +194,9 @@ class TextTowerTrainer:
         self.encoder = encoder
         self.tokens = ItemTokens.build(encoder, item_texts, config.item_tokens)
         self.prefix = prefix_ids(encoder, config.prompt)
+        self._weights_version = 0  # bumped by every optimiser step; keys the item-vector cache
+        self._item_cache: tuple[int, np.ndarray] | None = None
+        self._user_cache: tuple[tuple[int, int, int], np.ndarray] | None = None
 
     # -------------------------------------------------------------------------------- towers
     def history_rows(self, histories: list[np.ndarray]) -> list[list[int]]:
@@ -201,8 +204,13 @@ class TextTowerTrainer:
         return [self.tokens.history(h[-cap:].tolist(), budget, self.prefix) for h in histories]
 
     def item_vectors(self, progress: bool = False) -> np.ndarray:
+        """Every item's vector; cached until the next optimiser step (catalog encoding is the dear part)."""
+        if self._item_cache is not None and self._item_cache[0] == self._weights_version:
+            return self._item_cache[1]
         rows = [self.tokens.item(i) for i in range(len(self.tokens.ids))]
-        return encode_token_rows(self.encoder, rows, progress=progress, description="encode items")
+        vectors = encode_token_rows(self.encoder, rows, progress=progress, description="encode items")
+        self._item_cache = (self._weights_version, vectors)
+        return vectors
 
     def user_vectors(self, histories: list[np.ndarray], progress: bool = False) -> np.ndarray:
         return encode_token_rows(
@@ -287,6 +295,7 @@ class TextTowerTrainer:
                 examples += len(targets)
             torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
             optimizer.step()
+            self._weights_version += 1
             peft_step(self.encoder, step)
             scheduler.step()
             step += 1
@@ -330,6 +339,7 @@ class TextTowerTrainer:
             bar.close()
         if best_state is not None:
             self.encoder.load_state_dict(best_state, strict=False)
+            self._weights_version += 1
         self.encoder.eval()
         seconds = time.perf_counter() - started
         return TextTrainReport(step, best_step, best, seconds, examples / max(seconds, 1e-9), resumed, curve)

@@ -148,6 +148,55 @@ def baselines(
         typer.echo(f"wrote {out / 'metrics.json'}")
 
 
+@app.command("train-encoder")
+def train_encoder_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder."),
+    split: Path = typer.Option(..., "--split", "-s", help="Split folder (leave-last-out)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder for adapter, vectors, towers and metrics."),
+    tower: str = typer.Option("sequence", "--tower", help="User tower: sequence, text or pooled."),
+    method: str = typer.Option("lora", "--method", help="lora, adalora, ia3, full or frozen (zero-shot)."),
+    base_model: str | None = typer.Option(None, "--base-model", help="Local folder or hub name; default MiniLM."),
+    steps: int = typer.Option(300, "--steps", help="Text-stage optimiser steps (the CPU budget)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    history_tokens: int = typer.Option(128, "--history-tokens", help="Token budget of the history text."),
+    item_tokens: int = typer.Option(32, "--item-tokens", help="Token budget of one item's text."),
+    lr: float | None = typer.Option(None, "--lr", help="Default 3e-4 for adapters, 3e-5 for full."),
+    eval_every: int = typer.Option(100, "--eval-every", help="Steps between validation passes."),
+    seq_epochs: int = typer.Option(200, "--seq-epochs", help="Sequence tower epochs (early-stopped)."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Log and register in MLflow."),
+    alias: str | None = typer.Option(None, "--alias", help="Point this alias (challenger/champion) at it."),
+) -> None:
+    """Fine-tune the text encoder (PEFT), train the user tower, evaluate on the split; resumable.
+
+    The run is logged to MLflow (embedded SQLite store under ./.recsys unless MLFLOW_TRACKING_URI is
+    set) and registered as <prefix>-encoder; `--alias` moves an alias to the new version.
+    """
+    from dataclasses import replace
+
+    from encoders.sequence_training import SequenceTrainConfig
+    from encoders.text_training import TextTrainConfig
+    from jobs.train_encoder import train_encoder
+    from recsys.data.dataset import Dataset
+    from recsys.splits import Split
+
+    text_config = TextTrainConfig(method=method, max_steps=steps, batch_size=batch_size,
+                                  history_tokens=history_tokens, item_tokens=item_tokens, lr=lr,
+                                  eval_every=eval_every, seed=seed, threads=threads)
+    seq_config = replace(SequenceTrainConfig(), epochs=seq_epochs, seed=seed, threads=threads)
+    run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
+                        text_config=text_config, sequence_train_config=seq_config)
+    columns = ("ndcg@10", "hr@10", "mrr@10", "hr@50")
+    typer.echo(f"{tower}/{method} test " + " ".join(f"{c}={run.test[c]:.4f}" for c in columns)
+               + f" | valid ndcg@10={run.valid['ndcg@10']:.4f} | timings {run.timings} | wrote {out}")
+    if register:
+        from jobs.log_encoder import log_encoder_run
+
+        model = log_encoder_run(out, alias=alias)
+        typer.echo(f"registered {model.name} version {model.version}" + (f" as @{alias}" if alias else ""))
+
+
 def main() -> None:
     """Entry point: run the app, turning user-fixable errors into one line and exit status 2."""
     from recsys.errors import RecsysError

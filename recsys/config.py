@@ -1,0 +1,103 @@
+"""Where recsys keeps its state and which MLflow it talks to: one small settings object.
+
+Why a settings object and not module-level constants: tests, the CLI and a host application each
+need their own working directory and tracking store in the same process, so every function that
+touches the store takes (or falls back to) a `Settings` value instead of reading globals.
+
+Resolution order, highest first:
+- explicit arguments to `load_settings(...)` (a CLI option, a host application's configuration);
+- environment: `RECSYS_HOME` (work dir), `RECSYS_PREFIX` (registered-model name prefix),
+  `MLFLOW_TRACKING_URI` (a real MLflow server or any store MLflow understands);
+- defaults: work dir `./.recsys`, prefix `recsys`, and the *embedded* store: SQLite tracking and
+  registry at `<work dir>/mlflow.db` with artifacts under `<work dir>/mlartifacts`.
+
+This module is ground floor and import-light: no mlflow, no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys.errors import ConfigError
+
+DEFAULT_HOME = ".recsys"
+DEFAULT_PREFIX = "recsys"
+HOME_ENV = "RECSYS_HOME"
+PREFIX_ENV = "RECSYS_PREFIX"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+
+# Registered-model names become parts of `models:/<name>@<alias>` URIs and of file paths, so the
+# prefix is kept to characters that survive both; '@' and '/' would make URIs ambiguous.
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. `tracking_uri=None` means the embedded SQLite store under `home`."""
+
+    home: Path
+    prefix: str = DEFAULT_PREFIX
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ConfigError(
+                f"model-name prefix {self.prefix!r} is not valid: use letters, digits, '.', '_' or '-' "
+                f"(set it with {PREFIX_ENV} or --prefix)"
+            )
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+        if self.tracking_uri is not None and not self.tracking_uri.strip():
+            object.__setattr__(self, "tracking_uri", None)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no tracking URI was given and the SQLite store under `home` is used."""
+        return self.tracking_uri is None
+
+    @property
+    def db_path(self) -> Path:
+        """The embedded SQLite file (meaningful only when `embedded`)."""
+        return self.home / DB_FILE
+
+    @property
+    def artifact_root(self) -> Path:
+        """The embedded artifact folder; experiments created by recsys store their files here."""
+        return self.home / ARTIFACTS_DIR
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The tracking (and registry) URI to hand to MLflow."""
+        if self.tracking_uri is not None:
+            return self.tracking_uri
+        # An absolute path gives sqlite:////abs/path (four slashes), which SQLAlchemy reads as absolute.
+        return f"sqlite:///{self.db_path.as_posix()}"
+
+    def model_name(self, kind: str) -> str:
+        """`<prefix>-encoder` or `<prefix>-ranker` (DESIGN §4)."""
+        if kind not in MODEL_KINDS:
+            raise ConfigError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+        return f"{self.prefix}-{kind}"
+
+
+MODEL_KINDS = ("encoder", "ranker")
+
+
+def load_settings(
+    home: str | Path | None = None,
+    prefix: str | None = None,
+    tracking_uri: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from explicit values, else the environment, else the defaults (see module doc)."""
+    env = os.environ if environ is None else environ
+    return Settings(
+        home=Path(home if home is not None else env.get(HOME_ENV) or DEFAULT_HOME),
+        prefix=prefix if prefix is not None else env.get(PREFIX_ENV) or DEFAULT_PREFIX,
+        tracking_uri=tracking_uri if tracking_uri is not None else env.get(TRACKING_ENV) or None,
+    )
