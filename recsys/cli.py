@@ -197,6 +197,37 @@ def train_encoder_command(
         typer.echo(f"registered {model.name} version {model.version}" + (f" as @{alias}" if alias else ""))
 
 
+@app.command("ab")
+def ab(
+    split: Path = typer.Option(..., "--split", "-s", help="Split folder both systems are scored on."),
+    a: str = typer.Option(..., "--a", help="System A: mostpop, itemknn, or a top-K parquet (user_id,item_id,rank)."),
+    b: str = typer.Option(..., "--b", help="System B (same forms as A)."),
+    stage: str = typer.Option("test", "--stage", help="valid or test."),
+    out: Path = typer.Option(Path("ab-report"), "--out", "-o", help="Report folder (report.md, report.json, PNGs)."),
+    impressions: Path | None = typer.Option(None, "--impressions", help="Impression log for off-policy estimates."),
+    clip: float | None = typer.Option(None, "--clip", help="IPS weight clipping for off-policy estimates."),
+    bootstrap: int = typer.Option(5000, "--bootstrap", help="Bootstrap resamples for the CIs."),
+    test: str = typer.Option("randomization", "--test", help="p-values: randomization or ttest."),
+    seed: int = typer.Option(0, "--seed"),
+    log: bool = typer.Option(True, "--log/--no-log", help="Log the report to MLflow as an evaluation run."),
+) -> None:
+    """Offline A/B: paired differences with bootstrap CIs, Holm-corrected p-values, segments, report."""
+    from jobs.ab_job import run_ab
+
+    log_fn = None
+    if log:
+        from jobs.log_ab import log_ab_result
+
+        def log_fn(result, folder):
+            return log_ab_result(result, folder)
+
+    result = run_ab(split, a, b, stage=stage, impressions=impressions, clip=clip, seed=seed,  # type: ignore[arg-type]
+                    n_bootstrap=bootstrap, primary=test, out=out, log_fn=log_fn)  # type: ignore[arg-type]
+    for line in result.verdicts():
+        typer.echo(line)
+    typer.echo(f"report: {out / 'report.md'}")
+
+
 def main() -> None:
     """Entry point: run the app, turning user-fixable errors into one line and exit status 2."""
     from recsys.errors import RecsysError
