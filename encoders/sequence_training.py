@@ -36,6 +36,7 @@ class SequenceTrainConfig:
     seed: int = 0
     crop_probability: float = 0.5
     loss_positions: int = 50
+    crop_min_fraction: float = 0.5
     threads: int | None = None
     max_seconds: float | None = None
 
@@ -102,7 +103,8 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _training_batch(
-    hist: SequenceHistories, rows: np.ndarray, max_len: int, rng: np.random.Generator, crop_p: float
+    hist: SequenceHistories, rows: np.ndarray, max_len: int, rng: np.random.Generator, crop_p: float,
+    crop_min_fraction: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs, gap buckets and next-item targets for a batch.
 
@@ -115,7 +117,7 @@ def _training_batch(
         seq, gap = hist.items[row], hist.gaps[row]
         end = len(seq)
         if end > 4 and rng.random() < crop_p:
-            end = int(rng.integers(max(3, end // 2), end + 1))
+            end = int(rng.integers(max(3, int(end * crop_min_fraction)), end + 1))
         start = max(0, end - max_len - 1)
         inputs.append(seq[start : end - 1])
         gaps.append(gap[start : end - 1])

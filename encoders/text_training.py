@@ -55,6 +55,8 @@ class TextTrainConfig:
     clip_norm: float = 1.0
     crop_probability: float = 0.3
     hard_negatives: int = 0
+    random_negatives: int = 64
+    logq_correction: bool = True
     seed: int = 0
     threads: int | None = None
     checkpoint_every: int = 50
@@ -133,20 +135,39 @@ def _sample_batch(
 
 
 def info_nce(
-    users: torch.Tensor, items: torch.Tensor, target_ids: torch.Tensor, item_ids: torch.Tensor, temperature: float
+    users: torch.Tensor,
+    items: torch.Tensor,
+    target_ids: torch.Tensor,
+    item_ids: torch.Tensor,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax over in-batch items; an item equal to a row's own target is masked unless it is the positive.
+    """Sampled softmax: row i's positive is `items[i]`; every other column is a negative.
 
-    `items[i]` is row i's positive for i < len(users); extra rows are hard negatives.
+    Columns past `len(users)` are extra negatives (uniform or hard). A column holding a row's own
+    target item is masked for that row unless it is the positive. `log_q` (log of each column's
+    expected count among the sampled candidates) is subtracted from the logits: the logQ correction
+    that stops in-batch sampling from teaching the model to push popular items down.
     """
     import torch
 
     logits = users @ items.T / temperature
+    if log_q is not None:
+        logits = logits - log_q.unsqueeze(0)
     same = target_ids.unsqueeze(1) == item_ids.unsqueeze(0)
     positive = torch.zeros_like(same)
     positive[torch.arange(len(users)), torch.arange(len(users))] = True
     logits = logits.masked_fill(same & ~positive, float("-inf"))
     return torch.nn.functional.cross_entropy(logits, torch.arange(len(users), device=users.device))
+
+
+def target_probabilities(seqs: Sequences, n_items: int) -> np.ndarray:
+    """P(item is a batch's target) under `_sample_batch`: a uniform user, then a uniform cut point."""
+    prob = np.zeros(n_items, dtype=np.float64)
+    users = [s for s in seqs.items if len(s) >= 2]
+    for seq in users:
+        np.add.at(prob, seq[1:], 1.0 / (len(seq) - 1))
+    return prob / max(1, len(users))
 
 
 def _lr_lambda(total: int, warmup: int):
@@ -249,6 +270,9 @@ class TextTowerTrainer:
         )
         step, best, best_step, bad, curve, resumed = 0, -1.0, 0, 0, [], 0
         best_state = None
+        target_prob = target_probabilities(seqs, len(self.tokens.ids))
+        negative_pool = np.flatnonzero(np.bincount(np.concatenate(seqs.items), minlength=len(target_prob)))
+        n_random = cfg.random_negatives
         if checkpoint is not None and checkpoint.exists():
             state = torch.load(checkpoint, weights_only=False)
             self.encoder.load_state_dict(state["trainable"], strict=False)
@@ -286,9 +310,16 @@ class TextTowerTrainer:
                         targets, rng.integers(0, hard_negative_pool.shape[1], size=(len(targets), cfg.hard_negatives))
                     ]
                     item_ids = np.concatenate([targets, picks.reshape(-1)])
+                if n_random:
+                    item_ids = np.concatenate([item_ids, rng.choice(negative_pool, size=n_random)])
+                log_q = None
+                if cfg.logq_correction:
+                    expected = cfg.batch_size * target_prob[item_ids] + n_random / len(negative_pool)
+                    log_q = torch.as_tensor(np.log(np.maximum(expected, 1e-12)), dtype=torch.float32)
                 users = self._embed(self.history_rows(histories))
                 items = self._embed([self.tokens.item(i) for i in item_ids])
-                loss = info_nce(users, items, torch.as_tensor(targets), torch.as_tensor(item_ids), cfg.temperature)
+                loss = info_nce(users, items, torch.as_tensor(targets), torch.as_tensor(item_ids), cfg.temperature,
+                                log_q)
                 loss = (loss + peft_regularization(self.encoder)) / cfg.grad_accum
                 loss.backward()
                 loss_value += float(loss.detach())

@@ -228,6 +228,49 @@ def ab(
     typer.echo(f"report: {out / 'report.md'}")
 
 
+@app.command("embed")
+def embed_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (items + interactions)."),
+    encoder: str = typer.Option("champion", "--encoder", "-e", help="Registry reference (champion, "
+                                "models:/recsys-encoder@champion, models:/recsys-encoder/3) or a bundle/run folder."),
+    store: Path = typer.Option(..., "--store", help="Nightly store folder: embeddings/, index/ (CURRENT), encoders/."),
+    active_days: float = typer.Option(30.0, "--active-days", help="Encode users active within this many days of "
+                                      "the newest interaction."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors)."),
+    int8: bool = typer.Option(False, "--int8", help="Dynamic int8 encoder on CPU (vectors kept apart from fp32)."),
+    batch_size: int | None = typer.Option(None, "--batch-size",
+                                          help="Texts a forward pass (default 128 CPU, 512 CUDA)."),
+    keep: int = typer.Option(3, "--keep", help="Index versions to keep."),
+    shard_size: int = typer.Option(4096, "--shard-size", help="Items a store shard (the resume unit)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store item vectors as fp16 (half the disk)."),
+    index_kind: str = typer.Option("auto", "--index-kind", help="auto, flat, ivf_flat, ivf_pq or hnsw."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: CUDA when available)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS or local)."),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Ray encoder actors (default: one a GPU)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
+    log: bool = typer.Option(True, "--log/--no-log", help="Log the run to MLflow (experiment nightly-embed)."),
+    log_index: bool = typer.Option(False, "--log-index", help="Also log the index files to MLflow (large)."),
+) -> None:
+    """Nightly job: encode new/changed items and active users, publish a new index version atomically."""
+    from jobs.nightly_embed import EmbedConfig, LocalEngine, run_nightly
+    from recsys.errors import ConfigError
+
+    config = EmbedConfig(active_days=active_days, int8=int8, batch_size=batch_size, shard_size=shard_size, keep=keep,
+                         store_dtype="float16" if fp16 else "float32", index={"kind": index_kind}, device=device,
+                         threads=threads, progress=progress, log=log, log_index_files=log_index)
+    if engine == "ray":
+        from jobs.ray_engine import RayEngine
+
+        chosen = RayEngine(address=ray_address, concurrency=concurrency, batch_size=batch_size)
+    elif engine == "local":
+        chosen = LocalEngine(batch_size)
+    else:
+        raise ConfigError(f"--engine must be local or ray, got {engine!r}")
+    report = run_nightly(data, encoder, store, config, engine=chosen)  # type: ignore[arg-type]
+    typer.echo(report.summary_line())
+
+
 def main() -> None:
     """Entry point: run the app, turning user-fixable errors into one line and exit status 2."""
     from recsys.errors import RecsysError

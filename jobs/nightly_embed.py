@@ -1,0 +1,650 @@
+"""`recsys embed`: the nightly job that turns the catalog and user histories into a served index.
+
+Flow (DESIGN §3, §7, §8):
+1. resolve the encoder: a registry reference (`models:/recsys-encoder@champion`, `champion`, ...),
+   pinned to one version and downloaded once into the store's cache, or a local bundle / training
+   run folder; its version string is `<model name>/<version>` or a content hash of the folder;
+2. render every item's text with the dataset's template and ask the embedding store
+   (`recsys.embedding_store`) which (item, text, encoder) vectors it already has;
+3. encode the rest, shard by shard: each finished shard is written atomically at once, so a run
+   killed half way resumes from its last finished shard (the served index is untouched until 5);
+4. encode the histories of users active within `active_days` of the newest interaction with the
+   encoder's user tower, and write them as the version's user-vector file (the service's cache);
+5. build a `VectorIndex` over the items in the user tower's space (`EncoderBundle.index_vectors`)
+   and publish it with `IndexStore.publish` (verify, atomic rename, CURRENT, keep N);
+6. log counts, parameters and the checksum to MLflow (experiment `nightly-embed`).
+
+Store layout (`--store DIR`):
+
+    DIR/embeddings/        EmbeddingStore: item vectors by (item id, text hash, encoder key)
+    DIR/index/             IndexStore: CURRENT, versions/<v>/, and user_vectors/ files
+    DIR/encoders/          registry encoders downloaded once per (model, version)
+    DIR/.lock              one nightly run at a time
+
+Throughput (local engine): background threads tokenise, length-sort and pad the next windows of
+texts (pinned memory on CUDA) while the main thread runs the model on the current one under
+`torch.inference_mode` (bf16 autocast on CUDA); `--int8` swaps in the dynamic-int8 CPU encoder
+(`encoders.export.quantize_int8`). `jobs/ray_engine.py` runs the same `encode_chunks` inside Ray
+Data actors for a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from recsys.embedding_store import (
+    DEFAULT_SHARD_SIZE,
+    EmbeddingStore,
+    encoder_key,
+    exclusive_lock,
+    local_encoder_version,
+    prune_user_vectors,
+    registry_encoder_version,
+    text_sha256,
+    write_user_vectors,
+)
+from recsys.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from encoders.packaging import EncoderBundle
+    from encoders.text_encoder import TextEncoder
+    from recsys.config import Settings
+    from recsys.data.dataset import Dataset
+    from recsys.index import IndexStore
+
+EXPERIMENT = "nightly-embed"
+BUNDLE_ARTIFACT = "bundle"  # the artifact name encoders/mlflow_model.py loads
+CPU_BATCH = 128
+CUDA_BATCH = 512
+# Texts tokenised, length-sorted and padded together: the unit the background threads work ahead
+# by. Long enough that sorting removes most padding, short enough to overlap with the model.
+WINDOW_BATCHES = 16
+USER_CHUNK = 1024
+# Test hook: called with the number of shards written so far after each one (the crash test stops
+# the child process there to SIGKILL it); None in normal use.
+_on_shard: Callable[[int], None] | None = None
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclass
+class EmbedConfig:
+    """Settings of one nightly run (the CLI options)."""
+
+    active_days: float = 30.0
+    int8: bool = False
+    batch_size: int | None = None          # None: 128 on CPU, 512 on CUDA
+    shard_size: int = DEFAULT_SHARD_SIZE
+    keep: int = 3
+    store_dtype: str = "float32"           # or "float16"
+    index: dict[str, Any] = field(default_factory=dict)  # IndexConfig settings (kind, nlist, ...)
+    device: str | None = None              # None: CUDA when available
+    threads: int | None = None             # torch CPU threads
+    progress: bool = True
+    log: bool = True
+    log_index_files: bool = False          # also log the index files themselves to MLflow
+    user_batch_size: int = 64
+
+    def check(self) -> None:
+        if not self.active_days > 0:
+            raise ConfigError(f"active_days must be positive, got {self.active_days!r}")
+        for name in ("shard_size", "keep", "user_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ConfigError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.store_dtype not in ("float32", "float16"):
+            raise ConfigError(f"store dtype must be float32 or float16, got {self.store_dtype!r}")
+
+
+@dataclass
+class LoadedEncoder:
+    """A resolved encoder: the bundle in memory plus what identifies it."""
+
+    bundle: EncoderBundle
+    folder: Path                 # the bundle (or training run) folder it was loaded from
+    version: str                 # `<name>/<version>` or `sha256-...`
+    ref: str                     # what the caller asked for
+    model_uri: str | None = None  # pinned `models:/<name>/<version>` for registry encoders
+    int8: bool = False
+
+    @property
+    def variant(self) -> str | None:
+        """Embedding-store variant: int8 vectors are kept apart from fp32 ones of the same encoder."""
+        return "int8" if self.int8 else None
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        return self.bundle.encoder
+
+
+@dataclass
+class EmbedReport:
+    """What a run did; `summary_line()` is the job's last line of output."""
+
+    index_version: str
+    encoder_version: str
+    items: int
+    encoded: int
+    skipped: int
+    removed: int | None
+    users: int
+    shards_written: int
+    seconds: float
+    encode_seconds: float
+    engine: str
+    metadata: dict[str, Any]
+    mlflow_run_id: str | None = None
+
+    @property
+    def texts_per_s(self) -> float:
+        return self.encoded / self.encode_seconds if self.encoded and self.encode_seconds > 0 else 0.0
+
+    def summary_line(self) -> str:
+        removed = "?" if self.removed is None else str(self.removed)
+        return (f"embed: encoded {self.encoded}, skipped {self.skipped}, removed {removed}, users {self.users}, "
+                f"{self.seconds:.1f} s, {self.texts_per_s:,.0f} texts/s, index {self.index_version} "
+                f"(encoder {self.encoder_version}, {self.engine})")
+
+
+# ----------------------------------------------------------------------------------- encoder
+def resolve_encoder(ref: str | Path, *, settings: Settings | None = None, cache_dir: Path | None = None,
+                    device: str | None = None, int8: bool = False) -> LoadedEncoder:
+    """Load the encoder named by `ref`: an existing local folder, else a registry reference.
+
+    Registry encoders are pinned first (an alias moving mid-run changes nothing), downloaded into
+    `cache_dir/<name>/<version>` once (atomically), and versioned `<name>/<version>`; local folders
+    are versioned by a hash of their content (and of an outside local base model they refer to).
+    """
+    from encoders.packaging import EncoderBundle
+
+    text = str(ref).strip()
+    if not text:
+        raise ConfigError("--encoder is empty; give a registry reference (champion, models:/...) or a folder")
+    path = Path(text).expanduser()
+    model_uri = None
+    if path.is_dir():
+        folder = path.resolve()
+        version = local_encoder_version(folder)
+    else:
+        if path.exists():
+            raise ConfigError(f"--encoder {text}: a file, not an encoder folder or registry reference")
+        if text.startswith(("/", ".", "~")) or (len(path.parts) > 1 and path.parent.is_dir()):
+            raise ConfigError(f"--encoder {text}: no such folder (and not a registry reference such as "
+                              "champion or models:/recsys-encoder@champion)")
+        from recsys.registry import configure_mlflow, resolve
+
+        configure_mlflow(settings)
+        try:
+            resolved = resolve(text, kind="encoder", settings=settings)
+        except ConfigError as exc:
+            raise ConfigError(f"--encoder {text}: not a local folder, and as a registry reference: {exc}") from None
+        folder = _download_bundle(resolved.name, resolved.version, resolved.uri, cache_dir)
+        version, model_uri = registry_encoder_version(resolved.name, resolved.version), resolved.uri
+    bundle = EncoderBundle.load(folder, device=device)
+    if int8:
+        bundle.encoder = quantized_for_cpu(bundle.encoder)
+    return LoadedEncoder(bundle, folder, version, text, model_uri, int8)
+
+
+def quantized_for_cpu(encoder: TextEncoder) -> TextEncoder:
+    """The dynamic-int8 copy of `encoder` (`encoders.export.quantize_int8`); CPU only."""
+    if encoder.device.type != "cpu":
+        raise ConfigError("--int8 is a CPU option (dynamic int8 kernels): add --device cpu; on CUDA the "
+                          "encoder runs in bf16 without it")
+    from encoders.export import quantize_int8
+
+    return quantize_int8(encoder)
+
+
+def _download_bundle(name: str, version: int, uri: str, cache_dir: Path | None) -> Path:
+    """The `bundle` artifact of a registered encoder version, downloaded once into the cache."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    cache_root = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="recsys-encoder-"))
+    target = cache_root / name / str(version)
+    if not (target / "artifacts" / BUNDLE_ARTIFACT).is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".{version}.*.download"):  # a killed run's half download
+            shutil.rmtree(stale, ignore_errors=True)
+        work = target.parent / f".{version}.{os.getpid()}.download"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(work)))
+        if not (local / "artifacts" / BUNDLE_ARTIFACT).is_dir():
+            shutil.rmtree(work, ignore_errors=True)
+            raise ConfigError(f"{uri} has no '{BUNDLE_ARTIFACT}' artifact: it was not logged by recsys "
+                              "(jobs/log_encoder.py)")
+        if local != work:  # pragma: no cover - MLflow returns dst_path for a model URI
+            shutil.move(str(local), str(work / "model"))
+            local = work / "model"
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(local, target)  # appears whole or not at all
+        shutil.rmtree(work, ignore_errors=True)
+    return target / "artifacts" / BUNDLE_ARTIFACT
+
+
+# ---------------------------------------------------------------------------------- encoding
+def default_batch_size(encoder: TextEncoder) -> int:
+    return CUDA_BATCH if encoder.device.type == "cuda" else CPU_BATCH
+
+
+def default_tokenizer_workers(encoder: TextEncoder) -> int:
+    """Tokenising threads: one on CPU (the cores are busy with the model), more in front of a GPU."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2)) if encoder.device.type == "cuda" else 1
+
+
+def encode_chunks(encoder: TextEncoder, chunks: Iterable[Sequence[str]], *, max_length: int,
+                  batch_size: int, on_batch: Callable[[int], None] | None = None,
+                  workers: int | None = None, prefetch: int = 2) -> Iterator[np.ndarray]:
+    """Encode each chunk of texts; yields one float32 [len(chunk), dim] array per chunk, in order.
+
+    Background threads (`workers`) tokenise (the fast tokenizer releases the GIL), length-sort and
+    pad window after window (`WINDOW_BATCHES` batches; pinned memory on CUDA) while this thread
+    runs the model on the window before, so tokenisation overlaps with compute. Each window is
+    sorted on its own and never spans two chunks, so a chunk always gets the same batches whatever
+    came before it: a resumed run reproduces an uninterrupted one. Token ids are
+    `encoder.token_ids(text, max_length)`, the rule training used.
+    """
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import torch
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    device = encoder.device
+    pin = device.type == "cuda"
+    window = batch_size * WINDOW_BATCHES
+    workers = workers or default_tokenizer_workers(encoder)
+
+    def prepare(texts: Sequence[str]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        ids = encoder.token_ids(texts, max_length=max_length)
+        order = np.argsort(-np.fromiter((len(r) for r in ids), np.int64, len(ids)), kind="stable")
+        batches = []
+        for b in range(0, len(order), batch_size):
+            rows = order[b:b + batch_size]
+            batch = encoder.pad([ids[i] for i in rows])
+            if pin:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            batches.append((rows, batch))
+        return batches
+
+    def windows() -> Iterator[tuple[int, int, list[str] | None]]:
+        """(chunk size, offset, texts) per window; texts None marks the end of a chunk."""
+        for chunk in chunks:
+            texts = list(chunk)
+            for offset in range(0, len(texts), window):
+                yield len(texts), offset, texts[offset:offset + window]
+            yield len(texts), len(texts), None
+
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    was_training = encoder.training
+    encoder.eval()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recsys-tokenize")
+    pending: deque[tuple[int, int, Future | None]] = deque()
+    source = windows()
+    out: np.ndarray | None = None
+    try:
+        while True:
+            while len(pending) < workers + prefetch:
+                item = next(source, None)
+                if item is None:
+                    break
+                size, offset, texts = item
+                pending.append((size, offset, None if texts is None else pool.submit(prepare, texts)))
+            if not pending:
+                return
+            size, offset, future = pending.popleft()
+            if out is None:
+                out = np.empty((size, encoder.dim), dtype=np.float32)
+            if future is None:  # the chunk is complete
+                yield out
+                out = None
+                continue
+            for rows, batch in future.result():
+                with torch.inference_mode(), autocast:
+                    vectors = encoder(batch["input_ids"].to(device, non_blocking=pin),
+                                      batch["attention_mask"].to(device, non_blocking=pin))
+                out[offset + rows] = vectors.float().cpu().numpy()
+                if on_batch is not None:
+                    on_batch(len(rows))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        encoder.train(was_training)
+
+
+def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, max_length: int, batch_size: int) -> np.ndarray:
+    """`encode_chunks` for one list of texts (what a Ray actor does with one batch)."""
+    if not len(texts):
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    with contextlib.closing(encode_chunks(encoder, [texts], max_length=max_length, batch_size=batch_size)) as pieces:
+        return next(pieces)
+
+
+class Engine(Protocol):
+    """Where item encoding runs. `encode` yields `(positions, vectors)` pieces as they finish;
+    positions index `texts`; each piece becomes one store shard (so at most `shard_size` rows)."""
+
+    name: str
+
+    def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
+               on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+class LocalEngine:
+    """Encode in this process (CPU or one GPU), shard after shard, in catalog order."""
+
+    name = "local"
+
+    def __init__(self, batch_size: int | None = None, tokenizer_workers: int | None = None) -> None:
+        self.batch_size = batch_size
+        self.tokenizer_workers = tokenizer_workers
+
+    def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
+               on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        encoder = loaded.text_encoder
+        starts = list(range(0, len(texts), shard_size))
+        chunks = (texts[start:start + shard_size] for start in starts)
+        pieces = encode_chunks(encoder, chunks, max_length=loaded.bundle.item_max_length,
+                               batch_size=self.batch_size or default_batch_size(encoder), on_batch=on_batch,
+                               workers=self.tokenizer_workers)
+        for start, vectors in zip(starts, pieces, strict=True):
+            yield np.arange(start, start + len(vectors), dtype=np.int64), vectors
+
+
+# ------------------------------------------------------------------------------------- users
+@dataclass
+class ActiveHistories:
+    """Users active in the window and their histories (catalog items only), newest first."""
+
+    as_of: datetime
+    user_ids: list[str]
+    item_ids: list[list[str]]
+    seconds: list[list[float]]
+    last_ts: list[datetime]
+
+
+def active_histories(interactions: pl.DataFrame, catalog: Sequence[str], active_days: float,
+                     max_items: int) -> ActiveHistories:
+    """Histories of users with an interaction within `active_days` of the newest one in the data.
+
+    Newest first, ordered like the splits ((ts, item_id) descending), capped at `max_items`, and
+    limited to items still in the catalog; a user whose history is all removed items is left out
+    (the service's cold-start path serves them).
+    """
+    import polars as pl
+
+    if interactions.height == 0:
+        raise DataError("no interactions: cannot tell which users are active", column="ts")
+    as_of = interactions["ts"].max()
+    if as_of.tzinfo is None:  # the contract says UTC; be lenient with naive datetimes
+        as_of = as_of.replace(tzinfo=timezone.utc)
+    cutoff = as_of - timedelta(days=float(active_days))
+    active = interactions.filter(pl.col("ts") >= cutoff).select("user_id").unique()
+    items = pl.DataFrame({"item_id": pl.Series(list(catalog), dtype=pl.String)})
+    grouped = (
+        interactions.join(active, on="user_id", how="semi")
+        .join(items, on="item_id", how="semi")
+        .sort(["user_id", "ts", "item_id"], descending=[False, True, True])
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("item_id").head(max_items), (pl.col("ts").dt.epoch("us") / 1e6).head(max_items).alias("s"),
+             pl.col("ts").first().alias("last_ts"))
+        .sort("user_id")
+    )
+    return ActiveHistories(as_of, grouped["user_id"].to_list(), grouped["item_id"].to_list(),
+                           grouped["s"].to_list(), grouped["last_ts"].to_list())
+
+
+def user_vectors(loaded: LoadedEncoder, histories: ActiveHistories, row_of: dict[str, int],
+                 texts: Sequence[str], text_vectors: np.ndarray, batch_size: int,
+                 progress: bool = False) -> np.ndarray:
+    """Vectors of the active users with the bundle's user tower (`text`, `pooled` or `sequence`).
+
+    `pooled` reuses the stored item text vectors instead of encoding the histories' texts again.
+    """
+    from tqdm.auto import tqdm
+
+    bundle = loaded.bundle
+    n = len(histories.user_ids)
+    out = np.zeros((n, bundle.index_dim), dtype=np.float32)
+    if n == 0:
+        return out
+    bar = tqdm(total=n, desc="users", unit="user", disable=not progress, dynamic_ncols=True, leave=False)
+    for start in range(0, n, USER_CHUNK):
+        part = slice(start, min(n, start + USER_CHUNK))
+        ids = histories.item_ids[part]
+        if bundle.tower == "text":
+            out[part] = bundle.user_vectors_text([[texts[row_of[i]] for i in h] for h in ids], batch_size=batch_size)
+        elif bundle.tower == "pooled":
+            from encoders.packaging import POOLED_HALF_LIFE, POOLED_MAX_ITEMS
+            from encoders.towers import pooled_user_vectors
+
+            pooled = bundle.meta.get("pooled") or {}
+            rows = [np.asarray([row_of[i] for i in reversed(h)], dtype=np.int64) for h in ids]  # oldest first
+            out[part] = pooled_user_vectors(rows, text_vectors,
+                                            half_life=float(pooled.get("half_life", POOLED_HALF_LIFE)),
+                                            max_items=int(pooled.get("max_items", POOLED_MAX_ITEMS)))
+        else:
+            out[part] = bundle.user_vectors_sequence(ids, histories.seconds[part])
+        bar.update(part.stop - part.start)
+    bar.close()
+    return out
+
+
+def history_cap(bundle: EncoderBundle) -> int:
+    """How many recent items the user tower reads (longer histories are cut before encoding).
+
+    The sequence tower gets one item more than it reads: the oldest item it sees keeps its true
+    time gap to the item before it, as in training (gaps over the whole history, then the cut).
+    """
+    if bundle.tower == "sequence" and bundle.sequence_config is not None:
+        return int(bundle.sequence_config.max_len) + 1
+    if bundle.tower == "pooled":
+        return int((bundle.meta.get("pooled") or {}).get("max_items", 50))
+    return int(bundle.meta["history"]["items"])
+
+
+# --------------------------------------------------------------------------------------- job
+def store_paths(store: str | Path) -> dict[str, Path]:
+    """Where the parts of a nightly store live (see the module doc)."""
+    root = Path(store)
+    return {"root": root, "embeddings": root / "embeddings", "index": root / "index",
+            "encoders": root / "encoders", "lock": root / ".lock"}
+
+
+def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder, store: str | Path,
+                config: EmbedConfig | None = None, engine: Engine | None = None,
+                settings: Settings | None = None) -> EmbedReport:
+    """Run the whole nightly job (module doc) and return its report."""
+    from recsys.data.dataset import Dataset
+    from recsys.index import IndexStore
+
+    config = config or EmbedConfig()
+    config.check()
+    started = time.perf_counter()
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    dataset = data if isinstance(data, Dataset) else Dataset.load(data)
+    paths = store_paths(store)
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    engine = engine or LocalEngine(config.batch_size)
+    with exclusive_lock(paths["lock"], f"nightly store {paths['root']}"):
+        loaded = encoder if isinstance(encoder, LoadedEncoder) else resolve_encoder(
+            encoder, settings=settings, cache_dir=paths["encoders"], device=config.device, int8=config.int8)
+        embeddings = EmbeddingStore(paths["embeddings"], dtype=config.store_dtype)
+        index_store = IndexStore(paths["index"], keep=config.keep)
+        embeddings.clean_tmp()
+
+        catalog = dataset.item_text()
+        item_ids, texts = catalog["item_id"].to_list(), catalog["text"].to_list()
+        if not item_ids:
+            raise DataError("the catalog is empty: nothing to index", column="item_id")
+        hashes = text_sha256(texts)
+        text_vectors, encoded, shards, encode_s = _encode_items(loaded, embeddings, engine, item_ids, texts,
+                                                                hashes, config)
+
+        bundle = loaded.bundle
+        vectors = bundle.index_vectors(item_ids, text_vectors=text_vectors)
+        row_of = {item: row for row, item in enumerate(item_ids)}
+        histories = active_histories(dataset.interactions, item_ids, config.active_days, history_cap(bundle))
+        users = user_vectors(loaded, histories, row_of, texts, text_vectors, config.user_batch_size, config.progress)
+        user_info = write_user_vectors(paths["index"], histories.user_ids, users, encoder_version=loaded.version,
+                                       as_of=histories.as_of, history_len=[len(h) for h in histories.item_ids],
+                                       last_ts=histories.last_ts)
+        user_info["active_days"] = config.active_days
+
+        removed = _removed_since_current(index_store, set(item_ids))
+        from recsys.index import VectorIndex
+
+        index = VectorIndex.build(item_ids, vectors, dict(config.index), encoder_version=loaded.version)
+        key = encoder_key(loaded.version, loaded.variant)
+        metadata = {
+            "dataset": dataset.name,
+            "tower": bundle.tower,
+            "encoder_ref": loaded.ref,
+            "model_uri": loaded.model_uri,
+            "precision": "int8" if loaded.int8 else ("bf16" if bundle.encoder.device.type == "cuda" else "fp32"),
+            "embedding_key": key,
+            "store_dtype": config.store_dtype,
+            "engine": engine.name,
+            "items": len(item_ids),
+            "encoded": encoded,
+            "skipped": len(item_ids) - encoded,
+            "removed": removed,
+            "shards_written": shards,
+            "shard_size": config.shard_size,
+            "users": len(histories.user_ids),
+            "user_vectors": user_info,
+            "encode_seconds": round(encode_s, 3),
+        }
+        version = index_store.publish(index, metadata, encoder_version=loaded.version)
+        kept = [index_store.metadata(v) for v in index_store.versions()]
+        prune_user_vectors(paths["index"], [(m.get("extra") or {}).get("user_vectors", {}).get("path", "")
+                                            for m in kept])
+        embeddings.compact(loaded.version, item_ids, hashes, variant=loaded.variant, shard_size=config.shard_size)
+        embeddings.prune_encoders({key, *((m.get("extra") or {}).get("embedding_key", "") for m in kept)} - {""})
+
+    report = EmbedReport(version, loaded.version, len(item_ids), encoded, len(item_ids) - encoded, removed,
+                         len(histories.user_ids), shards, time.perf_counter() - started, encode_s, engine.name,
+                         index_store.metadata(version))
+    if config.log:
+        report.mlflow_run_id = log_nightly_run(report, index_store, config, settings)
+    return report
+
+
+def _encode_items(loaded: LoadedEncoder, embeddings: EmbeddingStore, engine: Engine, item_ids: list[str],
+                  texts: list[str], hashes: list[str], config: EmbedConfig) -> tuple[np.ndarray, int, int, float]:
+    """Fill the catalog's text vectors from the store, encoding (and storing) only what is missing."""
+    from tqdm.auto import tqdm
+
+    plan = embeddings.plan(loaded.version, item_ids, text_hashes=hashes, variant=loaded.variant)
+    out = np.zeros((len(item_ids), loaded.text_encoder.dim), dtype=np.float32)
+    if len(plan.cached_rows):
+        if plan.cached_vectors.shape[1] != out.shape[1]:
+            raise DataError(f"stored vectors are {plan.cached_vectors.shape[1]}-d but the encoder makes "
+                            f"{out.shape[1]}-d ones", file=str(embeddings.folder(loaded.version, loaded.variant)))
+        out[plan.cached_rows] = plan.cached_vectors
+    todo = plan.todo_rows
+    started = time.perf_counter()
+    shards = 0
+    if len(todo):
+        bar = tqdm(total=len(todo), desc=f"encode ({engine.name})", unit="text", disable=not config.progress,
+                   dynamic_ncols=True, leave=False)
+        todo_texts = [texts[i] for i in todo]
+        for positions, vectors in engine.encode(loaded, todo_texts, config.shard_size,
+                                                on_batch=bar.update if engine.name == "local" else None):
+            rows = todo[np.asarray(positions, dtype=np.int64)]
+            embeddings.write_shard(loaded.version, [item_ids[i] for i in rows], [hashes[i] for i in rows], vectors,
+                                   variant=loaded.variant)
+            out[rows] = embeddings.as_read(vectors)
+            shards += 1
+            if engine.name != "local":
+                bar.update(len(rows))
+            if _on_shard is not None:
+                _on_shard(shards)
+        bar.close()
+    return out, len(todo), shards, time.perf_counter() - started
+
+
+def _removed_since_current(index_store: IndexStore, catalog: set[str]) -> int | None:
+    """Items the served version has that the catalog no longer has (0 before the first publish; None
+    when the served version's id list cannot be read)."""
+    from recsys.index.faiss_index import IDS_FILE
+
+    current = index_store.current_version()
+    if current is None:
+        return 0
+    try:
+        previous = json.loads((index_store.versions_dir / current / IDS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return len(set(previous) - catalog)
+
+
+# ------------------------------------------------------------------------------------ mlflow
+def log_nightly_run(report: EmbedReport, index_store: IndexStore, config: EmbedConfig,
+                    settings: Settings | None = None) -> str:
+    """One MLflow run in experiment `nightly-embed`: params, counts, checksum; returns the run id."""
+    import mlflow
+
+    from recsys.registry import configure_mlflow, ensure_experiment
+
+    configure_mlflow(settings)
+    experiment_id = ensure_experiment(EXPERIMENT, settings)
+    meta = report.metadata
+    extra = meta.get("extra") or {}
+    params = {
+        "encoder_version": report.encoder_version,
+        "encoder_ref": extra.get("encoder_ref"),
+        "model_uri": extra.get("model_uri"),
+        "tower": extra.get("tower"),
+        "dataset": extra.get("dataset"),
+        "engine": report.engine,
+        "precision": extra.get("precision"),
+        "store_dtype": config.store_dtype,
+        "active_days": config.active_days,
+        "batch_size": config.batch_size,
+        "shard_size": config.shard_size,
+        "keep": config.keep,
+        "index.kind": meta.get("kind"),
+        **{f"index.{k}": v for k, v in (meta.get("params") or {}).items() if k != "kind"},
+    }
+    metrics = {
+        "items": report.items, "encoded": report.encoded, "skipped": report.skipped,
+        "removed": report.removed if report.removed is not None else 0, "users": report.users,
+        "shards_written": report.shards_written, "seconds": report.seconds,
+        "encode_seconds": report.encode_seconds, "texts_per_s": report.texts_per_s, "dim": meta.get("dim", 0),
+    }
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"embed-{report.index_version}", nested=nested) as run:
+        mlflow.log_params({k: ("" if v is None else str(v))[:6000] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.set_tags({"recsys.kind": "nightly-embed", "index_version": report.index_version,
+                         "index_checksum": str(meta.get("checksum")), "encoder_version": report.encoder_version})
+        folder = index_store.versions_dir / report.index_version
+        for name in ("metadata.json", "manifest.json"):
+            mlflow.log_artifact(str(folder / name), artifact_path="index")
+        if config.log_index_files:
+            mlflow.log_artifacts(str(folder), artifact_path="index/files")
+        return str(run.info.run_id)
