@@ -23,6 +23,11 @@ demo: setup
 	$(BIN)/recsys data validate --path $(WORK)/data
 	$(BIN)/recsys data split --data $(WORK)/data --out $(WORK)/split
 	$(BIN)/recsys baselines --split $(WORK)/split --out $(WORK)/baselines
+	$(BIN)/recsys train-encoder --data $(WORK)/data --split $(WORK)/split --out $(WORK)/encoder \
+		--method lora --tower text --steps 30 --eval-every 15 --history-tokens 64 --alias champion
+	$(BIN)/recsys ab --split $(WORK)/split --a itemknn --b $(WORK)/encoder/topk_test.parquet --out $(WORK)/ab
+	$(BIN)/recsys embed --data $(WORK)/data --encoder champion --store $(WORK)/store
+	@echo "demo done: reports in $(WORK)/ab/report.md; MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$PWD/.recsys/mlflow.db"
 
 lint: setup
 	$(BIN)/ruff check .
