@@ -218,7 +218,9 @@ def _download_bundle(name: str, version: int, uri: str, cache_dir: Path | None) 
 
     import mlflow
 
+    # Absolute: MLflow returns absolute paths, and a relative store (the demo's) must compare equal.
     cache_root = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="recsys-encoder-"))
+    cache_root = cache_root.resolve()
     target = cache_root / name / str(version)
     if not (target / "artifacts" / BUNDLE_ARTIFACT).is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -232,7 +234,7 @@ def _download_bundle(name: str, version: int, uri: str, cache_dir: Path | None) 
             shutil.rmtree(work, ignore_errors=True)
             raise ConfigError(f"{uri} has no '{BUNDLE_ARTIFACT}' artifact: it was not logged by recsys "
                               "(jobs/log_encoder.py)")
-        if local != work:  # pragma: no cover - MLflow returns dst_path for a model URI
+        if local.resolve() != work.resolve():  # pragma: no cover - MLflow returns dst_path for a model URI
             shutil.move(str(local), str(work / "model"))
             local = work / "model"
         shutil.rmtree(target, ignore_errors=True)

@@ -343,7 +343,8 @@ def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, 
     with pytest.raises(ConfigError, match=r"champion: not a local folder.*'recsys-encoder' does not exist"):
         run_nightly(world["data"], "champion", tmp_path / "store", _config(), settings=settings)
     model = log_encoder_run(world["enc_a"], settings, alias="champion")
-    store = tmp_path / "store"
+    monkeypatch.chdir(tmp_path)
+    store = Path("store")  # relative, as `make demo` passes it: the download cache must still resolve
     report = run_nightly(world["data"], "models:/recsys-encoder@champion", store, _config(log=True), settings=settings)
     assert report.encoder_version == f"recsys-encoder/{model.version}" and report.encoded == N_ITEMS
     cached = store / "encoders" / "recsys-encoder" / str(model.version) / "artifacts" / "bundle"
