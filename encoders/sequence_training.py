@@ -129,16 +129,9 @@ def score_users(model: torch.nn.Module, hist: SequenceHistories, max_len: int, b
     """Scores of every item row (column 0 = padding) for each user's next item: [users, items+1]."""
     import torch
 
-    model.eval()
-    out = []
     with torch.inference_mode():
-        matrix = model.item_matrix()
-        for start in range(0, len(hist.items), batch_size):
-            items = torch.as_tensor(right_aligned(hist.items[start : start + batch_size], max_len))
-            gaps = torch.as_tensor(right_aligned(hist.gaps[start : start + batch_size], max_len))
-            states = model.user_states(items, gaps, matrix)[:, -1]
-            out.append((states @ matrix.T).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        matrix = model.eval().item_matrix().numpy()
+    return user_vectors(model, hist, max_len, batch_size) @ matrix.T
 
 
 def user_vectors(model: torch.nn.Module, hist: SequenceHistories, max_len: int, batch_size: int = 256) -> np.ndarray:
@@ -146,7 +139,7 @@ def user_vectors(model: torch.nn.Module, hist: SequenceHistories, max_len: int, 
     import torch
 
     model.eval()
-    out = []
+    out = [np.zeros((0, model.config.dim), dtype=np.float32)]
     with torch.inference_mode():
         matrix = model.item_matrix()
         for start in range(0, len(hist.items), batch_size):
