@@ -107,7 +107,7 @@ def train_encoder(
     dataset: Dataset,
     split: Split,
     out: Path,
-    tower: str = "sequence",
+    tower: str = "text",
     base_model: str | None = None,
     text_config: TextTrainConfig | None = None,
     sequence_config: SequenceConfig | None = None,

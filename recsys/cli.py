@@ -153,7 +153,7 @@ def train_encoder_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder."),
     split: Path = typer.Option(..., "--split", "-s", help="Split folder (leave-last-out)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder for adapter, vectors, towers and metrics."),
-    tower: str = typer.Option("sequence", "--tower", help="User tower: sequence, text or pooled."),
+    tower: str = typer.Option("text", "--tower", help="User tower: text (default), sequence or pooled."),
     method: str = typer.Option("lora", "--method", help="lora, adalora, ia3, full or frozen (zero-shot)."),
     base_model: str | None = typer.Option(None, "--base-model", help="Local folder or hub name; default MiniLM."),
     steps: int = typer.Option(300, "--steps", help="Text-stage optimiser steps (the CPU budget)."),
