@@ -44,11 +44,11 @@ class TextTrainConfig:
     prompt: str | None = None
     batch_size: int = 32
     grad_accum: int = 1
-    lr: float | None = None  # None: 3e-4 for adapters, 3e-5 for full fine-tuning
+    lr: float | None = None  # None: 1e-3 for adapters (best on MovieLens, BENCHMARKS.md), 3e-5 for full fine-tuning
     weight_decay: float = 0.01
     temperature: float = 0.05
     warmup_ratio: float = 0.1
-    max_steps: int = 300
+    max_steps: int = 200
     max_seconds: float | None = None
     eval_every: int = 100
     patience: int = 3
@@ -64,7 +64,7 @@ class TextTrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 3e-5 if self.method == "full" else 3e-4
+        return 3e-5 if self.method == "full" else 1e-3
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
