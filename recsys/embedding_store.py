@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.errors import ConfigError, DataError
+from recsys.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     import polars as pl
@@ -148,15 +149,6 @@ def encoder_key(encoder_version: str, variant: str | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------ files
-def _fsync_dir(path: Path) -> None:
-    flags = getattr(os, "O_DIRECTORY", None)
-    if flags is None:  # pragma: no cover - Windows
-        return
-    fd = os.open(path, os.O_RDONLY | flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _atomic_parquet(frame: pl.DataFrame, target: Path) -> None:
@@ -166,7 +158,7 @@ def _atomic_parquet(frame: pl.DataFrame, target: Path) -> None:
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _atomic_json(data: dict[str, Any], target: Path) -> None:
@@ -396,7 +388,7 @@ class EmbeddingStore:
                                  vectors[start:start + shard_size], variant=variant)
         for path in shards:  # only after the survivors are safely written
             path.unlink(missing_ok=True)
-        _fsync_dir(self.folder(encoder_version, variant))
+        fsync_dir(self.folder(encoder_version, variant))
         return dead
 
     def prune_encoders(self, keep: Sequence[str]) -> list[str]:
@@ -486,7 +478,7 @@ def write_user_vectors(index_root: str | Path, user_ids: Sequence[str], vectors:
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, target)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return {"path": f"{USER_VECTORS_DIR}/{target.name}", "sha256": digest, "count": len(user_ids),
             "dim": int(x.shape[1]), "as_of": as_of.isoformat(), "encoder_version": encoder_version}
 

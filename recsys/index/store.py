@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import ConfigError, DataError
+from recsys.fsutil import fsync_dir
 from recsys.index.faiss_index import MANIFEST_FILE, VectorIndex, read_manifest
 
 METADATA_FILE = "metadata.json"
@@ -56,16 +57,6 @@ def _stage(name: str) -> None:
         _on_stage(name)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or new entry in `path` durable (POSIX; a no-op where directories cannot be opened)."""
-    flags = getattr(os, "O_DIRECTORY", None)
-    if flags is None:  # pragma: no cover - Windows
-        return
-    fd = os.open(path, os.O_RDONLY | flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IndexStore:
@@ -181,14 +172,14 @@ class IndexStore:
                 "extra": extra,
             }
             self._write_json(work / METADATA_FILE, record)
-            _fsync_dir(work)
+            fsync_dir(work)
             _stage("written")
             self._verify(work, index)
             _stage("verified")
             final = self.versions_dir / version
             os.rename(work, final)
-            _fsync_dir(self.versions_dir)
-            _fsync_dir(self.tmp_dir)
+            fsync_dir(self.versions_dir)
+            fsync_dir(self.tmp_dir)
             _stage("renamed")
             self._switch(version)
             _stage("switched")
@@ -248,7 +239,7 @@ class IndexStore:
             os.fsync(handle.fileno())
         _stage("pointer_written")
         os.replace(tmp, self.root / CURRENT_FILE)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _prune(self, keep: int) -> list[str]:
         current = self.current_version()
