@@ -197,6 +197,56 @@ def train_encoder_command(
         typer.echo(f"registered {model.name} version {model.version}" + (f" as @{alias}" if alias else ""))
 
 
+@app.command("train-ranker")
+def train_ranker_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder."),
+    split: Path = typer.Option(..., "--split", "-s", help="Split folder (leave-last-out)."),
+    encoder: str = typer.Option(..., "--encoder", "-e",
+                                help="Encoder: champion, models:/<prefix>-encoder@alias or a local folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder for the model, top-K lists and metrics."),
+    retrieval_k: int = typer.Option(200, "--retrieval-k", help="Candidates from the encoder per query."),
+    covisit_k: int = typer.Option(100, "--covisit-k", help="Co-visitation candidates per query."),
+    popular_k: int = typer.Option(50, "--popular-k", help="Recent-popularity candidates per query."),
+    extra_cuts: int = typer.Option(4, "--extra-cuts", help="Training targets per user from its training part."),
+    graded: bool = typer.Option(True, "--graded/--binary", help="Grade labels by rating/weight when present."),
+    learning_rate: float = typer.Option(0.03, "--learning-rate"),
+    num_leaves: int = typer.Option(15, "--num-leaves"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(0, "--threads", help="Threads for torch and LightGBM (0: all cores)."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Log and register in MLflow."),
+    alias: str | None = typer.Option(None, "--alias", help="Point this alias (challenger/champion) at it."),
+) -> None:
+    """Train the LightGBM LambdaRank ranker over the encoder's candidates (+ co-visitation, popularity).
+
+    Writes the booster (native text format), test top-50 lists of the ranker and of the encoder
+    alone, metrics and an importance plot to --out; logs and registers <prefix>-ranker in MLflow.
+    """
+    from jobs.nightly_embed import resolve_encoder
+    from jobs.train_ranker import train_ranker
+    from ranking.candidates import CandidateConfig
+    from ranking.training import RankerConfig
+    from recsys.data.dataset import Dataset
+    from recsys.splits import Split
+
+    config = RankerConfig(candidates=CandidateConfig(retrieval_k=retrieval_k, covisit_k=covisit_k,
+                                                     popular_k=popular_k),
+                          extra_cuts=extra_cuts, graded=graded, learning_rate=learning_rate,
+                          num_leaves=num_leaves, seed=seed, threads=threads)
+    config.check()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    loaded = resolve_encoder(encoder, cache_dir=out / "encoders")
+    run = train_ranker(Dataset.load(data), Split.load(split), loaded, out, config)
+    typer.echo(run.summary_line() + f" | wrote {out}")
+    if register:
+        from jobs.log_ranker import log_ranker_run
+
+        model = log_ranker_run(out, alias=alias)
+        typer.echo(f"registered {model.name} version {model.version}" + (f" as @{alias}" if alias else ""))
+
+
 @app.command("ab")
 def ab(
     split: Path = typer.Option(..., "--split", "-s", help="Split folder both systems are scored on."),

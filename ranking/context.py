@@ -1,0 +1,180 @@
+"""`BehaviorContext`: everything the ranker knows about the world besides the request itself.
+
+Built once from a `Dataset` (items, interaction log, optional impressions) and shared by training
+(thousands of requests, each at its own time t) and serving (one request at "now"). It holds only
+time-indexed structures (`ranking.behavior`), so asking it about time t can never reveal an event at
+or after t: point-in-time correctness is a property of the data structure, not of caller discipline.
+
+Item metadata used as features: a release year (`year` column, or the year of `created_at`), a
+primary category (`category`, else the first of `genres`) and the set of genres for the user x
+category affinity (`genres` split on "," or "|", else the category alone).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ranking.behavior import DEFAULT_COVISIT_WINDOW, CovisitPairs, KeyedEvents, to_seconds
+from recsys.errors import DataError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from recsys.data.dataset import Dataset
+
+DAY = 86_400
+# The epoch of every time held here: 1900 leaves room for old catalogues; 32-bit seconds reach 2036+.
+_ORIGIN = int(datetime(1970, 1, 1, tzinfo=timezone.utc).timestamp()) - 70 * 365 * DAY
+_GENRE_SPLIT = re.compile(r"\s*[|,]\s*")
+
+
+@dataclass
+class BehaviorContext:
+    """Item rows, time-indexed logs and item metadata; see the module doc."""
+
+    item_ids: list[str]
+    row_of: dict[str, int]
+    popularity: KeyedEvents
+    covisit: CovisitPairs
+    covisit_forward: CovisitPairs
+    user_events: dict[str, tuple[np.ndarray, np.ndarray]]  # user -> (item rows, seconds), oldest first
+    year: np.ndarray  # float, NaN unknown
+    category: np.ndarray  # int code per item, -1 unknown
+    categories: list[str]
+    genres: list[frozenset[int]]
+    impressions: KeyedEvents | None = None
+    clicks: KeyedEvents | None = None
+    as_of: int = 0  # seconds (context epoch) just after the newest event
+    origin: int = _ORIGIN
+    _popular_cache: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, dataset: Dataset, covisit_window: int = DEFAULT_COVISIT_WINDOW,
+              interactions: pl.DataFrame | None = None) -> BehaviorContext:
+        """Index `interactions` (default: the dataset's whole log) over the dataset's item catalogue."""
+        import polars as pl
+
+        items = dataset.items
+        item_ids = items["item_id"].to_list()
+        row_of = {item: row for row, item in enumerate(item_ids)}
+        log = dataset.interactions if interactions is None else interactions
+        log = log.sort(["user_id", "ts", "item_id"])
+        unknown = log.filter(~pl.col("item_id").is_in(items["item_id"].implode()))
+        if unknown.height:
+            raise DataError(f"{unknown.height} interactions name items missing from the catalogue "
+                            f"(first: {unknown['item_id'][0]!r})", column="item_id", count=unknown.height)
+        item_rows = log["item_id"].replace_strict(row_of, return_dtype=pl.Int64).to_numpy()
+        user_codes = log["user_id"].rank("dense").to_numpy().astype(np.int64)
+        seconds = to_seconds(log["ts"], _ORIGIN)
+        grouped = log.with_columns(row=pl.Series(item_rows), sec=pl.Series(seconds)) \
+            .group_by("user_id", maintain_order=True).agg("row", "sec")
+        user_events = {user: (np.asarray(rows, np.int64), np.asarray(secs, np.int64))
+                       for user, rows, secs in zip(grouped["user_id"].to_list(), grouped["row"].to_list(),
+                                                   grouped["sec"].to_list(), strict=True)}
+        n = len(item_ids)
+        year, category, categories, genres = _item_metadata(items)
+        context = cls(
+            item_ids=item_ids,
+            row_of=row_of,
+            popularity=KeyedEvents(item_rows, seconds),
+            covisit=CovisitPairs.build(user_codes, item_rows, seconds, n, covisit_window),
+            covisit_forward=CovisitPairs.build(user_codes, item_rows, seconds, n, covisit_window, directed=True),
+            user_events=user_events,
+            year=year,
+            category=category,
+            categories=categories,
+            genres=genres,
+            as_of=int(seconds.max()) + 1 if len(seconds) else 0,
+        )
+        if dataset.impressions is not None and dataset.impressions.height:
+            context._add_impressions(dataset.impressions)
+        return context
+
+    def _add_impressions(self, impressions: pl.DataFrame) -> None:
+        import polars as pl
+
+        known = impressions.filter(pl.col("item_id").is_in(list(self.row_of)))
+        rows = known["item_id"].replace_strict(self.row_of, return_dtype=pl.Int64).to_numpy()
+        seconds = to_seconds(known["ts"], self.origin)
+        clicked = known["clicked"].to_numpy().astype(bool)
+        self.impressions = KeyedEvents(rows, seconds)
+        self.clicks = KeyedEvents(rows[clicked], seconds[clicked])
+        if len(seconds):
+            self.as_of = max(self.as_of, int(seconds.max()) + 1)
+
+    # ----------------------------------------------------------------------------- queries
+    def seconds_of(self, when: datetime | None) -> int:
+        """A request time in context seconds; None means "just after the newest event we know"."""
+        if when is None:
+            return self.as_of
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return int(when.timestamp()) - self.origin
+
+    def datetime_of(self, seconds: int) -> datetime:
+        return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=int(seconds) + self.origin)
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Row numbers of known ids (unknown ones dropped: the facade reports them)."""
+        return np.asarray([self.row_of[i] for i in item_ids if i in self.row_of], dtype=np.int64)
+
+    def history_of(self, user_id: str, before: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A user's (item rows, seconds), oldest first, optionally only events before `before`."""
+        rows, seconds = self.user_events.get(user_id, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        if before is not None:
+            keep = seconds < before
+            return rows[keep], seconds[keep]
+        return rows, seconds
+
+    def popular(self, end: int, days: int, top: int) -> np.ndarray:
+        """The `top` item rows by interactions in [end - days, end), then by all-time count before `end`.
+
+        Cached per (hour, days): the online path asks this for every cold request.
+        """
+        key = (end // 3600, days)
+        cached = self._popular_cache.get(key)
+        if cached is None or len(cached) < top:
+            every = np.arange(len(self.item_ids), dtype=np.int64)
+            recent = self.popularity.total(every, end, end - days * DAY)
+            ever = self.popularity.total(every, end)
+            order = np.lexsort((every, -ever, -recent))  # recent first, all-time breaks ties
+            cached = order[ever[order] > 0][: max(top, 500)]
+            if len(self._popular_cache) > 256:
+                self._popular_cache.clear()
+            self._popular_cache[key] = cached
+        return cached[:top]
+
+
+def _item_metadata(items: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], list[frozenset[int]]]:
+    """(year, category code, category names, genre-code sets) per item row."""
+    import polars as pl
+
+    n = items.height
+    if "year" in items.columns:
+        year = items["year"].cast(pl.Float64, strict=False).to_numpy().astype(np.float64)
+    elif "created_at" in items.columns:
+        year = items["created_at"].dt.year().cast(pl.Float64).to_numpy().astype(np.float64)
+    else:
+        year = np.full(n, np.nan)
+    genre_lists: list[list[str]]
+    if "genres" in items.columns:
+        genre_lists = [[g for g in _GENRE_SPLIT.split(v) if g and g != "(no genres listed)"] if v else []
+                       for v in items["genres"].cast(pl.String).to_list()]
+    else:
+        genre_lists = [[] for _ in range(n)]
+    if "category" in items.columns:
+        primary = [v or "" for v in items["category"].cast(pl.String).to_list()]
+    else:
+        primary = [g[0] if g else "" for g in genre_lists]
+    genre_lists = [g or ([p] if p else []) for g, p in zip(genre_lists, primary, strict=True)]
+    names = sorted({p for p in primary if p} | {g for gl in genre_lists for g in gl})
+    code = {name: i for i, name in enumerate(names)}
+    category = np.asarray([code.get(p, -1) if p else -1 for p in primary], dtype=np.int64)
+    genres = [frozenset(code[g] for g in gl) for gl in genre_lists]
+    return year, category, names, genres
