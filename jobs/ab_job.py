@@ -9,6 +9,9 @@ A and B are each
 - a path to a parquet top-K file (`user_id, item_id, rank`): how the encoder, the ranker or any
   outside system plugs in: write the lists (for the stage's target users, ranked over the same
   catalog, history excluded), then compare them;
+- a `train-encoder` / `train-ranker` output folder: its saved `topk_<stage>.parquet`;
+- a model: `encoder:<ref>`, `ranker:<ref>` or `models:/<prefix>-encoder|ranker@alias|/version`,
+  scored here on the stage's queries (`jobs.ab_systems`; needs `data=`, the dataset folder);
 - a polars DataFrame with the same columns (in-process callers).
 
 Both systems are scored on the same targets by `recsys.metrics.per_user_metrics`; a target user
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from recsys.abtest.report import ABResult
+    from recsys.data.dataset import Dataset
     from recsys.splits import Split
 
 DEFAULT_KS = (10, 50)
@@ -78,8 +82,9 @@ def resolve_system(
     stage: str,
     k: int,
     baseline_params: dict[str, dict[str, Any]] | None = None,
+    data: Dataset | str | Path | None = None,
 ) -> tuple[pl.DataFrame, str, str | None]:
-    """(top-K table, description, file) for a baseline name, a parquet path or an in-memory table."""
+    """(top-K table, description, file) for a baseline, a parquet path, a run folder, a model or a table."""
     import polars as pl
 
     from recsys.baselines import BASELINES, make_baseline
@@ -92,6 +97,18 @@ def resolve_system(
     path = Path(system)
     if path.is_file():
         return _read_topk(path), f"top-K file `{path}`", str(path)
+    if path.is_dir():
+        saved = path / f"topk_{stage}.parquet"
+        if not saved.is_file():
+            raise ConfigError(f"{path}: a run folder without {saved.name}; train-encoder and train-ranker "
+                              "runs save their test lists (use --stage test), or pass a top-K parquet")
+        return _read_topk(saved), f"run folder `{path}`", str(saved)
+    from jobs.ab_systems import is_model_reference, model_topk
+
+    if is_model_reference(str(system)):
+        dataset = _load_dataset(data)
+        topk, description = model_topk(str(system), dataset, split, stage, k)
+        return topk.select("user_id", "item_id", "rank"), description, None
     name = str(system).strip().lower()
     if name in BASELINES:
         params = (baseline_params or {}).get(name, {})
@@ -101,9 +118,18 @@ def resolve_system(
         description = f"baseline `{model!r}` fitted on the {stage} history"
         return topk.select("user_id", "item_id", "rank"), description, None
     raise ConfigError(
-        f"system {str(system)!r} is neither a baseline ({', '.join(sorted(BASELINES))}) nor an existing "
-        "top-K parquet file (user_id, item_id, rank)"
+        f"system {str(system)!r} is neither a baseline ({', '.join(sorted(BASELINES))}), an existing "
+        "top-K parquet file (user_id, item_id, rank) or run folder, nor a model (encoder:<ref>, ranker:<ref>, "
+        "models:/...)"
     )
+
+
+def _load_dataset(data: Dataset | str | Path | None) -> Dataset | None:
+    from recsys.data.dataset import Dataset
+
+    if data is None or isinstance(data, Dataset):
+        return data
+    return Dataset.load(data)
 
 
 def _checked_topk(topk: pl.DataFrame, file: str | None, targets: pl.DataFrame, ks: Sequence[int]) -> None:
@@ -231,6 +257,7 @@ def run_ab(
     reference_baselines: Sequence[str] = ("mostpop", "itemknn"),
     out: str | Path | None = None,
     log_fn: Callable[[ABResult, Path], Any] | None = None,
+    data: Dataset | str | Path | None = None,
 ) -> ABResult:
     """Compare system B with system A on `split` at `stage`; write the report to `out` when given.
 
@@ -252,6 +279,7 @@ def run_ab(
     if len(labels) != 2 or labels[0] == labels[1]:
         raise ConfigError(f"labels must be two different names, got {labels!r}")
     label_a, label_b = labels
+    dataset = _load_dataset(data)
     data = _load_split(split)
     targets = data.targets(stage)
     history = data.history(stage)
@@ -260,7 +288,7 @@ def run_ab(
     tick = time.perf_counter()
     topks, described = {}, {}
     for label, system in ((label_a, system_a), (label_b, system_b)):
-        topk, description, file = resolve_system(system, data, stage, max(ks), baseline_params)
+        topk, description, file = resolve_system(system, data, stage, max(ks), baseline_params, dataset)
         _checked_topk(topk, file, targets, ks)
         topks[label], described[label] = topk, description
     timings["lists"] = time.perf_counter() - tick

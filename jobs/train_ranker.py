@@ -59,20 +59,22 @@ class RankerRun:
                 f"{sum(self.timings.values()):.0f} s")
 
 
-def item_space(loaded: LoadedEncoder, dataset: Dataset, item_ids: list[str], out: Path,
+def item_space(loaded: LoadedEncoder, dataset: Dataset, item_ids: list[str], out: Path | None,
                progress: bool = True) -> np.ndarray:
-    """Every item's vector in the encoder's retrieval space, cached per encoder version."""
-    cache, stamp = out / "item_vectors.npy", out / "item_vectors.json"
+    """Every item's vector in the encoder's retrieval space, cached in `out` per encoder version."""
     key = {"encoder_version": loaded.version, "items": len(item_ids)}
-    if cache.is_file() and stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == key:
-        return np.load(cache)
+    if out is not None:
+        cache, stamp = out / "item_vectors.npy", out / "item_vectors.json"
+        if cache.is_file() and stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == key:
+            return np.load(cache)
     text = dataset.item_text()
     text_of = dict(zip(text["item_id"].to_list(), text["text"].to_list(), strict=True))
     texts = [text_of[i] for i in item_ids]
     vectors = loaded.bundle.index_vectors(item_ids, text_vectors=loaded.bundle.encode_items(texts))
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    np.save(cache, vectors)
-    stamp.write_text(json.dumps(key), encoding="utf-8")
+    if out is not None:
+        np.save(cache, vectors)
+        stamp.write_text(json.dumps(key), encoding="utf-8")
     return vectors
 
 

@@ -156,19 +156,24 @@ class CovisitPairs:
         values = self.events.total(pos_safe, end)
         return np.where(found, values, 0.0)
 
-    def neighbours(self, items: np.ndarray, end: int, weights: np.ndarray | None = None) -> dict[int, float]:
-        """Partners of `items` before `end`, each partner's strength summed (optionally weighted per item)."""
-        scores: dict[int, float] = {}
+    def neighbours(self, items: np.ndarray, end: int, weights: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Partners of `items` before `end` and their summed strength (optionally weighted per item).
+
+        Returns (partner rows, strengths) sorted by strength descending, then row ascending.
+        """
         cumulative = self.by_source.cumulative
-        for i, item in enumerate(np.asarray(items, dtype=np.int64)):
-            rows = self.by_source.block_before(int(item), int(end))
+        partners, values = [], []
+        for i, item in enumerate(np.asarray(items, dtype=np.int64).tolist()):
+            rows = self.by_source.block_before(item, int(end))
             if rows.stop <= rows.start:
                 continue
-            partners = self.partner[rows]
-            w = np.diff(cumulative[rows.start:rows.stop + 1])
             scale = 1.0 if weights is None else float(weights[i])
-            uniq, inverse = np.unique(partners, return_inverse=True)
-            sums = np.bincount(inverse, weights=w) * scale
-            for partner, value in zip(uniq.tolist(), sums.tolist(), strict=True):
-                scores[partner] = scores.get(partner, 0.0) + value
-        return scores
+            partners.append(self.partner[rows])
+            values.append(np.diff(cumulative[rows.start:rows.stop + 1]) * scale)
+        if not partners:
+            return np.zeros(0, np.int64), np.zeros(0)
+        uniq, inverse = np.unique(np.concatenate(partners), return_inverse=True)
+        sums = np.bincount(inverse, weights=np.concatenate(values))
+        order = np.lexsort((uniq, -sums))
+        return uniq[order], sums[order]

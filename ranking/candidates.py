@@ -109,15 +109,11 @@ def _one(context: BehaviorContext, q_index: int, query: Query, config: Candidate
     recent = np.asarray(query.history, np.int64)[::-1][: config.recent_items]
     if config.covisit_k and len(recent):
         weights = 1.0 / np.arange(1, len(recent) + 1)
-        scores = context.covisit.neighbours(recent, query.t, weights)
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-        added = 0
-        for row, _ in ranked:
-            if added >= config.covisit_k:
-                break
-            if row in banned or (allowed is not None and not allowed[row]):
-                continue
-            added += 1
+        partners, _ = context.covisit.neighbours(recent, query.t, weights)
+        keep = ~np.isin(partners, np.fromiter(banned, np.int64, len(banned)))
+        if allowed is not None:
+            keep &= allowed[partners]
+        for row in partners[keep][: config.covisit_k].tolist():
             chosen.setdefault(row, COVISIT)
     if config.popular_k:
         fresh = [r for r in usable(context.popular(query.t, config.popular_days, config.popular_k + len(banned)))

@@ -96,7 +96,9 @@ class RankerModel:
         candidates = generate(self.context, queries, self.candidate_config, item_vectors)
         features = compute(self.context, queries, candidates, item_vectors)
         remap_categories(features, self._category_map)
-        scores = self.booster.predict(features) if len(candidates) else np.zeros(0)
+        # One request: a single thread is ~3x faster than OpenMP's fan-out for a few hundred rows.
+        threads = {"num_threads": 1} if len(queries) == 1 else {}
+        scores = self.booster.predict(features, **threads) if len(candidates) else np.zeros(0)
         return candidates, features, np.asarray(scores, dtype=np.float64)
 
     def rank(self, request: RankRequest, *, explain: bool = False) -> RankResult:
@@ -136,7 +138,7 @@ class RankerModel:
         """Top feature contributions (SHAP values from `pred_contrib`) and the best-explaining history item."""
         if not len(rows):
             return []
-        contrib = self.booster.predict(features[rows], pred_contrib=True)
+        contrib = self.booster.predict(features[rows], pred_contrib=True, num_threads=1)
         because = self._because_of(query, candidates.item[rows], item_vectors)
         out = []
         for i in range(len(rows)):

@@ -250,8 +250,11 @@ def train_ranker_command(
 @app.command("ab")
 def ab(
     split: Path = typer.Option(..., "--split", "-s", help="Split folder both systems are scored on."),
-    a: str = typer.Option(..., "--a", help="System A: mostpop, itemknn, or a top-K parquet (user_id,item_id,rank)."),
+    a: str = typer.Option(..., "--a", help="System A: mostpop, itemknn, a top-K parquet (user_id,item_id,rank), "
+                          "a train-encoder/train-ranker run folder, or a model: encoder:<ref>, ranker:<ref>, "
+                          "models:/recsys-ranker@champion."),
     b: str = typer.Option(..., "--b", help="System B (same forms as A)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Dataset folder (needed when a system is a model)."),
     stage: str = typer.Option("test", "--stage", help="valid or test."),
     out: Path = typer.Option(Path("ab-report"), "--out", "-o", help="Report folder (report.md, report.json, PNGs)."),
     impressions: Path | None = typer.Option(None, "--impressions", help="Impression log for off-policy estimates."),
@@ -272,7 +275,7 @@ def ab(
             return log_ab_result(result, folder)
 
     result = run_ab(split, a, b, stage=stage, impressions=impressions, clip=clip, seed=seed,  # type: ignore[arg-type]
-                    n_bootstrap=bootstrap, primary=test, out=out, log_fn=log_fn)  # type: ignore[arg-type]
+                    n_bootstrap=bootstrap, primary=test, out=out, log_fn=log_fn, data=data)  # type: ignore[arg-type]
     for line in result.verdicts():
         typer.echo(line)
     typer.echo(f"report: {out / 'report.md'}")

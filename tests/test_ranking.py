@@ -72,8 +72,11 @@ def test_covisit_strength_and_neighbours_are_point_in_time():
     assert pairs.strength(np.array([1]), np.array([2]), np.array([201]))[0] == pytest.approx(2.0)
     assert pairs.strength(np.array([1]), np.array([3]), np.array([31]))[0] == pytest.approx(0.5)  # distance 2
     assert pairs.strength(np.array([4]), np.array([1]), np.array([999]))[0] == 0.0  # never seen
-    assert pairs.neighbours(np.array([1]), 25) == {2: pytest.approx(1.0)}
-    assert pairs.neighbours(np.array([1]), 999) == {2: pytest.approx(2.0), 3: pytest.approx(0.5)}
+    rows, strength = pairs.neighbours(np.array([1]), 25)
+    assert rows.tolist() == [2] and strength.tolist() == pytest.approx([1.0])
+    rows, strength = pairs.neighbours(np.array([1, 3]), 999, weights=np.array([1.0, 0.5]))
+    # from 1: 2 (2.0), 3 (0.5); from 3 (x0.5): 2 (0.5 * 1.0), 1 (0.5 * 0.5)
+    assert rows.tolist() == [2, 3, 1] and strength.tolist() == pytest.approx([2.5, 0.5, 0.25])
     forward = CovisitPairs.build(users, items, seconds, n_items=5, window=2, directed=True)
     assert forward.strength(np.array([1]), np.array([2]), np.array([999]))[0] == pytest.approx(1.0)  # 1 -> 2 once
     assert forward.strength(np.array([2]), np.array([1]), np.array([999]))[0] == pytest.approx(1.0)  # 2 -> 1 once
@@ -292,3 +295,26 @@ def test_cli_trains_and_reports_one_line_errors(world, tmp_path):
     bad_k = subprocess.run([*args, "--encoder", str(world["root"] / "encoder"), "--retrieval-k", "-1"],
                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert bad_k.returncode == 2 and "retrieval_k" in bad_k.stderr
+
+
+def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path):
+    """`recsys ab` systems: encoder:<ref> vs ranker:<ref> scored here, and a run folder's saved lists."""
+    from jobs.ab_job import run_ab
+
+    root = world["root"]
+    result = run_ab(root / "split", f"encoder:{root / 'encoder'}", f"ranker:{root / 'ranker-run'}",
+                    data=root / "data", n_bootstrap=200, n_permutations=500, reference_baselines=(),
+                    out=tmp_path / "report")
+    verdicts = result.verdicts()
+    assert any("NDCG@10" in line or "ndcg@10" in line for line in verdicts)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert "ranker" in json.dumps(report) and "encoder" in json.dumps(report)
+    # The ranker scored here equals the lists training saved for the same test queries.
+    saved = pl.read_parquet(root / "ranker-run" / "topk_test.parquet")
+    again = run_ab(root / "split", root / "ranker-run", f"ranker:{root / 'ranker-run'}", data=root / "data",
+                   n_bootstrap=200, n_permutations=500, reference_baselines=())
+    ndcg = next(m for m in again.comparison.metrics if m.metric == "ndcg@10")
+    assert ndcg.diff == pytest.approx(0.0, abs=1e-12)
+    assert saved.height > 0
+    with pytest.raises(ConfigError, match="--data"):
+        run_ab(root / "split", "mostpop", f"ranker:{root / 'ranker-run'}", reference_baselines=())
