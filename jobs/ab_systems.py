@@ -5,6 +5,9 @@ A/B systems may be named by model reference instead of a precomputed file:
 - `encoder:<ref>` or `models:/<prefix>-encoder@alias|/version`: the encoder's retrieval order;
 - `ranker:<ref>` or `models:/<prefix>-ranker@alias|/version`: the full second stage, with the
   encoder the ranker was trained on (its registry version, or the local folder it names);
+- `frozen`: the zero-shot base encoder (text tower), built once per dataset under
+  `$RECSYS_HOME/frozen/<dataset>-<split hash>` with `train-encoder --method frozen` and then scored
+  like any encoder;
 - a `train-encoder` / `train-ranker` output folder: its saved `topk_<stage>.parquet`.
 
 Both model paths build the stage's queries exactly like training (`jobs.train_ranker`): history =
@@ -29,7 +32,23 @@ PREFIXES = ("encoder:", "ranker:")
 
 
 def is_model_reference(spec: str) -> bool:
-    return spec.startswith(PREFIXES) or spec.startswith("models:/")
+    return spec.startswith(PREFIXES) or spec.startswith("models:/") or spec == "frozen"
+
+
+def frozen_encoder(dataset: Dataset, split: Split, settings: Settings | None = None) -> Path:
+    """The zero-shot encoder's run folder for this dataset and split (made once, then reused)."""
+    import hashlib
+
+    from encoders.text_training import TextTrainConfig
+    from jobs.train_encoder import train_encoder
+    from recsys.registry import active_settings
+
+    settings = settings or active_settings()
+    digest = hashlib.sha256(repr((dataset.name, sorted(split.counts().items()))).encode()).hexdigest()[:12]
+    folder = settings.home / "frozen" / f"{dataset.name}-{digest}"
+    if not (folder / "run.json").is_file():
+        train_encoder(dataset, split, folder, tower="text", text_config=TextTrainConfig(method="frozen", max_steps=0))
+    return folder
 
 
 def _kind_and_ref(spec: str) -> tuple[str, str]:
@@ -58,6 +77,8 @@ def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: 
 
     if dataset is None:
         raise ConfigError(f"system {spec!r} is a model: pass the dataset folder too (--data)")
+    if spec == "frozen":
+        spec = f"encoder:{frozen_encoder(dataset, split, settings)}"
     kind, ref = _kind_and_ref(spec)
     ranker = None
     if kind == "ranker":

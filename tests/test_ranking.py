@@ -297,7 +297,7 @@ def test_cli_trains_and_reports_one_line_errors(world, tmp_path):
     assert bad_k.returncode == 2 and "retrieval_k" in bad_k.stderr
 
 
-def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path):
+def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path, monkeypatch):
     """`recsys ab` systems: encoder:<ref> vs ranker:<ref> scored here, and a run folder's saved lists."""
     from jobs.ab_job import run_ab
 
@@ -318,3 +318,9 @@ def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path):
     assert saved.height > 0
     with pytest.raises(ConfigError, match="--data"):
         run_ab(root / "split", "mostpop", f"ranker:{root / 'ranker-run'}", reference_baselines=())
+    # `frozen`: the zero-shot base encoder (real MiniLM), built once under RECSYS_HOME and reused.
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    frozen = run_ab(root / "split", "frozen", "mostpop", data=root / "data", n_bootstrap=200,
+                    n_permutations=500, reference_baselines=())
+    assert "encoder" in frozen.system_a
+    assert len(list((tmp_path / "home" / "frozen").glob("*/run.json"))) == 1
