@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-WORK ?= .recsys/demo
+WORK ?= .recsys/quickstart
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: setup demo test lint bench clean
@@ -19,15 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/recsys data synth --out $(WORK)/data --interactions 20000 --seed 0
-	$(BIN)/recsys data validate --path $(WORK)/data
-	$(BIN)/recsys data split --data $(WORK)/data --out $(WORK)/split
-	$(BIN)/recsys baselines --split $(WORK)/split --out $(WORK)/baselines
-	$(BIN)/recsys train-encoder --data $(WORK)/data --split $(WORK)/split --out $(WORK)/encoder \
-		--method lora --tower text --steps 30 --eval-every 15 --history-tokens 64 --alias champion
-	$(BIN)/recsys ab --split $(WORK)/split --a itemknn --b $(WORK)/encoder/topk_test.parquet --out $(WORK)/ab
-	$(BIN)/recsys embed --data $(WORK)/data --encoder champion --store $(WORK)/store
-	@echo "demo done: reports in $(WORK)/ab/report.md; MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$PWD/.recsys/mlflow.db"
+	$(BIN)/recsys quickstart --work $(WORK)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -41,9 +41,10 @@ def frozen_encoder(dataset: Dataset, split: Split, settings: Settings | None = N
 
     from encoders.text_training import TextTrainConfig
     from jobs.train_encoder import train_encoder
-    from recsys.registry import active_settings
+    from recsys.config import load_settings
 
-    settings = settings or active_settings()
+    # From the environment, not the last MLflow configuration: RECSYS_HOME decides where it lives.
+    settings = settings or load_settings()
     digest = hashlib.sha256(repr((dataset.name, sorted(split.counts().items()))).encode()).hexdigest()[:12]
     folder = settings.home / "frozen" / f"{dataset.name}-{digest}"
     if not (folder / "run.json").is_file():

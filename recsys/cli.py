@@ -119,6 +119,41 @@ def data_synth(
     _print_summary(f"synthetic dataset written to {out}", dataset.summary())
 
 
+@app.command("quickstart")
+def quickstart_command(
+    work: Path = typer.Option(Path(".recsys/quickstart"), "--work", "-w", help="Folder for all state."),
+    dataset: str = typer.Option("synthetic", "--dataset", help="synthetic or movielens-small."),
+    path: Path | None = typer.Option(None, "--path", help="The ml-latest-small folder (for movielens-small)."),
+    steps: int | None = typer.Option(None, "--steps", help="LoRA steps (default 30 synthetic, 200 MovieLens)."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the API and send sample requests."),
+    users: int = typer.Option(3, "--users", help="Users whose recommendations are printed."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the work folder first."),
+) -> None:
+    """The main job end to end: data -> encoder -> index -> ranker -> A/B -> API -> sample recommendations.
+
+    Resumable: finished steps are reused, so a rerun takes a minute or two.
+    """
+    from jobs.quickstart import QuickstartConfig, run_quickstart
+
+    run_quickstart(QuickstartConfig(work=work, dataset=dataset, path=path, steps=steps, serve=serve,
+                                    users_to_show=users, threads=threads, fresh=fresh, echo=typer.echo))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="Dataset to download: movielens-small."),
+    out: Path = typer.Option(Path("data"), "--out", "-o", help="Folder to unpack into."),
+    url: str | None = typer.Option(None, "--url", help="Mirror URL of the zip (its .md5 must sit beside it)."),
+    md5: str | None = typer.Option(None, "--md5", help="Expected MD5 (default: the published .md5 file)."),
+) -> None:
+    """Download the official MovieLens ml-latest-small zip, check its MD5, unpack it (needs the internet)."""
+    from jobs.fetch import fetch_dataset
+
+    folder = fetch_dataset(name, out, url=url, md5=md5)
+    typer.echo(f"{name} ready in {folder}; next: recsys quickstart --dataset {name} --path {folder}")
+
+
 @app.command("baselines")
 def baselines(
     split: Path = typer.Option(..., "--split", "-s", help="Split folder (from `recsys data split`)."),
@@ -322,6 +357,38 @@ def embed_command(
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     report = run_nightly(data, encoder, store, config, engine=chosen)  # type: ignore[arg-type]
     typer.echo(report.summary_line())
+
+
+@app.command("serve")
+def serve_command(
+    store: Path = typer.Option(..., "--store", help="Nightly store folder (index/ with CURRENT, encoders/)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder: titles, filters, histories, popularity."),
+    encoder: str = typer.Option("champion", "--encoder", "-e", help="Registry reference (champion, "
+                                "models:/recsys-encoder@champion) or an encoder folder; an alias is followed."),
+    ranker: str = typer.Option("champion", "--ranker", help="Ranker alias/reference, or 'none' for retrieval order."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", help="uvicorn worker processes (each loads its own models)."),
+    poll_interval: float = typer.Option(5.0, "--poll-interval", help="Seconds between hot-swap checks."),
+    api_key: list[str] | None = typer.Option(None, "--api-key", help="Accepted API key; repeatable. Also read "
+                                             "from RECSYS_API_KEYS (comma-separated). None: /v1/ is open."),
+    candidates: int = typer.Option(200, "--candidates", help="FAISS candidates handed to the ranker."),
+    max_k: int = typer.Option(1000, "--max-k", help="Largest k a request may ask for."),
+    device: str | None = typer.Option(None, "--device", help="Encoder device (default: CUDA when available)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch and FAISS CPU threads (1 on small boxes)."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn) with hot swap of new index/model versions."""
+    import os
+
+    from recsys.serving.config import ServingConfig
+    from recsys.serving.server import ENV_KEYS, ServeOptions, parse_keys, serve
+
+    config = ServingConfig(candidates=candidates, max_k=max_k, poll_interval=poll_interval, device=device,
+                           threads=threads)
+    keys = parse_keys(*(api_key or []), os.environ.get(ENV_KEYS))
+    serve(ServeOptions(store=store, data=data, encoder=encoder, ranker=ranker, host=host, port=port, workers=workers,
+                       api_keys=keys, config=config, log_level=log_level))
 
 
 def main() -> None:

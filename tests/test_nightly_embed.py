@@ -23,12 +23,8 @@ import polars as pl
 import pytest
 
 from encoders.packaging import EncoderBundle
-from encoders.sequence import SequenceConfig
-from encoders.sequence_training import SequenceTrainConfig
 from encoders.testing import make_tiny_bert
-from encoders.text_training import TextTrainConfig
 from jobs.nightly_embed import EmbedConfig, active_histories, run_nightly
-from jobs.train_encoder import train_encoder
 from recsys.data.dataset import Dataset
 from recsys.data.synthetic import generate
 from recsys.embedding_store import (
@@ -42,6 +38,7 @@ from recsys.embedding_store import (
 )
 from recsys.errors import ConfigError, DataError
 from recsys.index import IndexStore
+from recsys.serving.testing import train_tiny_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 RECSYS = [sys.executable, "-m", "recsys.cli"]
@@ -50,16 +47,7 @@ SHARD = 32  # 120 items -> shards of 32, 32, 32, 24
 ACTIVE_DAYS = 400.0
 
 
-def _train(dataset: Dataset, out: Path, bert: Path, tower: str) -> Path:
-    from recsys.splits import leave_last_out
-
-    method = "lora" if tower == "sequence" else "frozen"
-    config = TextTrainConfig(method=method, max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
-                             item_tokens=16, checkpoint_every=1, threads=1)
-    train_encoder(dataset, leave_last_out(dataset.interactions), out, tower=tower, base_model=str(bert),
-                  text_config=config, sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
-                  sequence_train_config=SequenceTrainConfig(epochs=2, eval_every=1, threads=1), progress=False)
-    return out
+_train = train_tiny_encoder  # shared with the service tests (recsys/serving/testing.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,36 @@
+"""The online layer: the `Recommender` facade, its HTTP service, hot swap, limits and metrics.
+
+This package sits above `encoders`, `ranking` and `jobs` (it is the only part of `recsys` that uses
+them, and only inside functions), so `import recsys.serving` stays as cheap as `import recsys`.
+
+- `recommender.py`  `Recommender`: load, recommend, similar, refresh (hot swap), status
+- `state.py`        the immutable serving state a request reads once; user-vector cache; filter masks
+- `catalog.py`      titles, texts, filters, histories and popularity from the dataset folder
+- `models.py`       encoder and ranker sources (registry aliases, folders, objects)
+- `batcher.py`      one encoder thread that batches concurrent requests
+- `app.py`          the FastAPI app; `schemas.py` its bodies; `middleware.py` request id, keys, body limit
+- `metrics.py`      Prometheus; `logs.py` JSON log lines; `server.py` uvicorn (`recsys serve`)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "Recommender": "recsys.serving.recommender",
+    "ServingConfig": "recsys.serving.config",
+    "Recommendation": "recsys.serving.results",
+    "RecommendResult": "recsys.serving.results",
+    "UnknownItemError": "recsys.serving.errors",
+    "NotReadyError": "recsys.serving.errors",
+    "create_app": "recsys.serving.app",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'recsys.serving' has no attribute {name!r}")

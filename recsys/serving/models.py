@@ -1,0 +1,144 @@
+"""Where the served encoder and ranker come from, and how the poller learns that a newer one exists.
+
+The facade sits above `encoders`, `ranking` and `jobs`; this is the one module that reaches into
+them, always inside functions, so importing `recsys.serving` stays cheap.
+
+- Encoder: a registry reference (`champion`, `models:/recsys-encoder@champion`, ...) whose alias
+  may move, a local bundle/run folder (fixed: its version is a content hash), or an already loaded
+  `jobs.nightly_embed.LoadedEncoder` from a host application. Loading reuses the nightly job's
+  `resolve_encoder`, so the service and the job agree on version strings and on the download cache.
+- Ranker: a registry reference resolved by `ranking.load_ranker`, or any object satisfying
+  `ranking.protocol.CandidateRanker` (a host application's own), or None. A missing
+  `ranking.load_ranker` or a registry without that model is not an error: the service serves
+  retrieval order and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recsys.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from jobs.nightly_embed import LoadedEncoder
+    from ranking.protocol import CandidateRanker
+    from recsys.config import Settings
+    from recsys.data.dataset import Dataset
+
+log = logging.getLogger("recsys.serving")
+NO_RANKER = ("", "none", "off", "false")
+
+
+class EncoderSource:
+    """The encoder reference the service was started with (see the module doc)."""
+
+    def __init__(self, ref: Any, *, settings: Settings | None = None, cache_dir: Path | None = None,
+                 device: str | None = None) -> None:
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.device = device
+        self.fixed: LoadedEncoder | None = None
+        if hasattr(ref, "bundle") and hasattr(ref, "version"):
+            self.fixed, self.ref = ref, str(getattr(ref, "ref", ref.version))
+            self.is_folder = False
+        else:
+            self.ref = str(ref).strip()
+            if not self.ref:
+                raise ConfigError("encoder reference is empty; give an alias (champion), models:/... or a folder")
+            self.is_folder = Path(self.ref).expanduser().is_dir()
+
+    @property
+    def movable(self) -> bool:
+        """True for registry references, whose alias can point elsewhere tomorrow."""
+        return self.fixed is None and not self.is_folder
+
+    def wanted_version(self) -> str | None:
+        """The version the reference names right now (registry only; a cheap lookup), else None."""
+        if not self.movable:
+            return None
+        from recsys.embedding_store import registry_encoder_version
+        from recsys.registry import resolve
+
+        resolved = resolve(self.ref, kind="encoder", settings=self.settings)
+        return registry_encoder_version(resolved.name, resolved.version)
+
+    def load(self, ref: str | None = None) -> LoadedEncoder:
+        """Load the reference (or `ref`, e.g. the pinned `models:/<name>/<v>` an index was built with)."""
+        if self.fixed is not None and ref is None:
+            return self.fixed
+        from jobs.nightly_embed import resolve_encoder
+
+        loaded = resolve_encoder(ref or self.ref, settings=self.settings, cache_dir=self.cache_dir, device=self.device)
+        loaded.bundle.encoder.eval()
+        return loaded
+
+
+class RankerSource:
+    """The ranker reference: registry alias, local folder, a ranker object, or None (retrieval only)."""
+
+    def __init__(self, ref: Any, *, settings: Settings | None = None, cache_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self.fixed: CandidateRanker | None = None
+        self.ref: str | None = None
+        if ref is None or (isinstance(ref, str) and ref.strip().lower() in NO_RANKER):
+            return
+        if isinstance(ref, str | Path):
+            self.ref = str(ref).strip()
+        else:
+            self.fixed = ref
+
+    @property
+    def wanted(self) -> bool:
+        return self.ref is not None or self.fixed is not None
+
+    @property
+    def movable(self) -> bool:
+        return self.ref is not None and not Path(self.ref).expanduser().is_dir()
+
+    def loader(self) -> tuple[Any, str | None]:
+        """`ranking.load_ranker`, or None and why it is unavailable."""
+        try:
+            import ranking
+
+            return ranking.load_ranker, None  # type: ignore[attr-defined]
+        except (ImportError, AttributeError) as exc:
+            return None, f"ranking.load_ranker is not available ({type(exc).__name__}: {exc})"
+
+    def wanted_version(self) -> str | None:
+        """The registry version the reference names now (`<name>/<n>`), None for folders/objects."""
+        if not self.movable:
+            return None
+        from recsys.registry import resolve
+
+        resolved = resolve(str(self.ref), kind="ranker", settings=self.settings)
+        return f"{resolved.name}/{resolved.version}"
+
+    def load(self, dataset: Dataset) -> tuple[CandidateRanker | None, str | None]:
+        """The ranker, or None and the reason it is not served."""
+        if self.fixed is not None:
+            return self.fixed, None
+        if self.ref is None:
+            return None, "no ranker configured"
+        load_ranker, why = self.loader()
+        if load_ranker is None:
+            return None, why
+        import inspect
+
+        extra = {"cache_dir": self.cache_dir} if "cache_dir" in inspect.signature(load_ranker).parameters else {}
+        try:
+            ranker = load_ranker(self.ref, dataset=dataset, settings=self.settings, **extra)
+        except (ConfigError, DataError) as exc:
+            return None, f"ranker {self.ref!r} not loaded: {exc}"
+        return ranker, None
+
+
+def ranker_conflict(ranker: Any, encoder_version: str) -> str | None:
+    """Why `ranker` cannot serve with this encoder (its interest scores come from another), else None."""
+    trained_with = getattr(ranker, "encoder_version", None)
+    if trained_with is not None and str(trained_with) != encoder_version:
+        return (f"ranker {getattr(ranker, 'version', '?')} was trained on interest scores of encoder "
+                f"{trained_with}, the service runs {encoder_version}: serving retrieval order")
+    return None

@@ -1,0 +1,158 @@
+"""Request and response bodies of the HTTP API (pydantic), with the bounds the OpenAPI schema shows.
+
+The bounds come from `ServingConfig`, so `request_model(config)` builds the request class for one
+app; everything else is static. Strings are strict (no number-to-string coercion) and must be valid
+Unicode: JSON can smuggle lone surrogates (`"\\ud800"`), which no tokenizer, log or UTF-8 response
+can carry, so they are a 422 like any other bad value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from recsys.serving.config import ServingConfig
+
+MAX_ID_CHARS = 256
+MAX_FILTERS = 16
+MAX_FILTER_VALUES = 100
+
+
+def _valid_unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"holds an unpaired surrogate (U+{ord(value[exc.start]):04X}): not valid Unicode text") \
+            from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(_valid_unicode)]
+FilterValue = Annotated[StrictStr, Field(max_length=MAX_ID_CHARS), AfterValidator(_valid_unicode)]
+FilterKey = Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_valid_unicode)]
+Filters = Annotated[
+    dict[FilterKey, FilterValue | Annotated[list[FilterValue], Field(min_length=1, max_length=MAX_FILTER_VALUES)]],
+    Field(max_length=MAX_FILTERS),
+]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "absent" is the default; a null default would contradict `type: string`
+
+
+def request_model(config: ServingConfig) -> type[BaseModel]:
+    """The `POST /v1/recommend` body class with this config's bounds."""
+    History = Annotated[list[Id], Field(min_length=1, max_length=config.max_history)]
+
+    class RecommendRequest(BaseModel):
+        """Exactly one of `user_id`, `item_ids` or `text`."""
+
+        model_config = ConfigDict(
+            extra="forbid",
+            # "Exactly one of" in the schema too, so generated clients and fuzzers know the rule.
+            json_schema_extra={"oneOf": [{"required": [name]} for name in ("user_id", "item_ids", "text")],
+                               "examples": [
+                {"user_id": "42", "k": 10},
+                {"item_ids": ["318", "296", "2571"], "k": 20, "filters": {"genres": ["Drama", "Crime"]}},
+                {"text": "space opera with robots", "k": 5, "explain": True},
+            ]},
+        )
+
+        user_id: Id | SkipJsonSchema[None] = Field(
+            None, json_schema_extra=_no_default,
+            description="A user id from the interaction log. Known users get their nightly vector while it is "
+            "fresh, else their history is encoded; unknown users get the cold-start fallback (`cold_start: true`).",
+            examples=["42"])
+        item_ids: History | SkipJsonSchema[None] = Field(
+            None, json_schema_extra=_no_default,
+            description=f"The user's recent item ids, newest first (1 to {config.max_history}). Ids not in the "
+            "catalog are dropped and listed in `ignored_items`; if none is known the request is a 422.",
+            examples=[["318", "296"]])
+        text: Annotated[Text, Field(min_length=1, max_length=config.max_text)] | SkipJsonSchema[None] = Field(
+            None, json_schema_extra=_no_default,
+            description=f"Free text (1 to {config.max_text} characters), encoded with the item tower and searched "
+            "like an item.", examples=["space opera with robots"])
+        k: StrictInt = Field(10, ge=1, le=config.max_k, description=f"How many items to return (1 to {config.max_k}).")
+        exclude_seen: StrictBool = Field(
+            True, description="Leave out items in the user's history (`user_id`) or in `item_ids`.")
+        filters: Filters | SkipJsonSchema[None] = Field(
+            None, json_schema_extra=_no_default,
+            description="Item-column filters, e.g. `{\"category\": \"Comedy\"}` or `{\"genres\": [\"Comedy\", "
+            "\"Drama\"]}`: an item passes when, for every column, its value or one of its comma-separated parts "
+            "equals one of the given values (case-insensitive). Unknown columns are a 422.",
+            examples=[{"genres": ["Comedy", "Drama"]}])
+        explain: StrictBool = Field(
+            False, description="Attach an explanation to each item (ranker contributions, or the closest history "
+            "item in retrieval order, or the popularity count).")
+
+        @model_validator(mode="after")
+        def _one_query(self) -> RecommendRequest:
+            given = [name for name in ("user_id", "item_ids", "text") if getattr(self, name) is not None]
+            if len(given) != 1:
+                raise ValueError(f"give exactly one of user_id, item_ids or text (got {', '.join(given) or 'none'})")
+            return self
+
+    return RecommendRequest
+
+
+class RecommendedItem(BaseModel):
+    item_id: str = Field(description="The item id.", examples=["318"])
+    title: str | None = Field(description="The item's title from the catalog.",
+                              examples=["Shawshank Redemption, The (1994)"])
+    score: float | None = Field(description="Ranker score (ranked), inner product (retrieval) or interaction count "
+                                "(popular).")
+    rank: int = Field(ge=1, description="1-based position.")
+    source: str = Field(description="Stage that proposed the item: retrieval, covisit or popular.",
+                        examples=["retrieval"])
+    explanation: dict[str, Any] | None = Field(None, description="Present when `explain` was asked.")
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    cold_start: bool = Field(description="True when the user had no usable history (popularity or the ranker's "
+                             "fallbacks).")
+    mode: Literal["ranked", "retrieval", "popular"] = Field(
+        description="ranked: the ranker ordered the items; retrieval: FAISS order (no usable ranker); popular: "
+        "cold-start popularity.")
+    query: Literal["user", "history", "text", "item"]
+    user_vector: Literal["cached", "encoded"] | None = Field(
+        description="cached: the nightly vector; encoded: the history was encoded for this request.")
+    index_version: str = Field(description="The index version that answered.")
+    encoder_version: str
+    ranker_version: str | None
+    ignored_items: list[str] = Field(description="History ids dropped because the catalog does not have them.")
+    timings_ms: dict[str, float] = Field(description="Milliseconds per stage: encode, search, rank, total.")
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What went wrong.")
+    request_id: str | None = None
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where: e.g. [\"body\", \"k\"].")
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: list[ValidationIssue]
+    message: str = Field(description="All issues on one line, each prefixed with its field.")
+    request_id: str | None = None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body could not be read (not UTF-8, bad Content-Length)."},
+    401: {"model": ErrorResponse, "description": "No API key (X-API-Key or Authorization: Bearer)."},
+    403: {"model": ErrorResponse, "description": "Wrong API key."},
+    413: {"model": ErrorResponse, "description": "Request body too large."},
+    422: {"model": ValidationErrorResponse, "description": "Invalid input; `message` names each bad field."},
+    503: {"model": ErrorResponse, "description": "Models or index not loaded yet."},
+}
