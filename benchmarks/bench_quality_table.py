@@ -1,0 +1,102 @@
+"""The ml-latest-small quality table: every system on the same split, with 95% bootstrap CIs.
+
+Systems: MostPop and ItemKNN (fitted here), the zero-shot encoder (`--frozen` train-encoder run folder),
+the fine-tuned encoder with the text user tower (`--lora` run folder: its saved test lists) and with the
+pooled tower (the same fine-tuned item vectors, users = recency-weighted mean of their history's item
+vectors, computed here), and fine-tuned encoder + ranker (`--ranker` train-ranker run folder). Each
+cell is the mean over all test users with a percentile bootstrap CI over users (users resampled).
+
+    python benchmarks/bench_quality_table.py --split /tmp/mlw/split --frozen /tmp/mlw/frozen_text \\
+        --lora /tmp/mlw/lora_text_300 --ranker /tmp/mlw/ranker --out /tmp/mlw/quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@50")
+
+
+def pooled_lists(run: Path, split, k: int = 50):
+    """Top-k of the pooled user tower over a text-tower run's fine-tuned item vectors."""
+    import polars as pl
+
+    from encoders.towers import pooled_user_vectors
+    from recsys.scoring import dense_topk
+
+    items = pl.read_parquet(run / "items.parquet")["item_id"].to_list()
+    vectors = np.load(run / "item_vectors.npy")
+    row_of = {item: i for i, item in enumerate(items)}
+    history = split.history("test").sort(["user_id", "ts", "item_id"])
+    grouped = history.group_by("user_id", maintain_order=True).agg("item_id")
+    users = grouped["user_id"].to_list()
+    rows = [np.asarray([row_of[i] for i in its], dtype=np.int64) for its in grouped["item_id"].to_list()]
+    allowed = np.zeros(len(items), dtype=bool)
+    allowed[[row_of[i] for i in split.catalog().to_list()]] = True
+    user_vectors = pooled_user_vectors(rows, vectors)
+    wanted = set(split.targets("test")["user_id"].to_list())
+    keep = [i for i, u in enumerate(users) if u in wanted]
+    return dense_topk([users[i] for i in keep], user_vectors[keep], items, vectors, k,
+                      exclude=[rows[i] for i in keep], allowed=allowed)
+
+
+def bootstrap(values: np.ndarray, n: int = 5000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def main() -> None:
+    import polars as pl
+
+    from recsys.baselines import make_baseline
+    from recsys.metrics import per_user_metrics
+    from recsys.splits import Split
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--frozen", type=Path, required=True)
+    parser.add_argument("--lora", type=Path, required=True)
+    parser.add_argument("--ranker", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    split = Split.load(args.split)
+    targets = split.targets("test").select("user_id", "item_id")
+    history = split.history("test")
+    users = targets["user_id"].unique().sort()
+    systems: dict[str, pl.DataFrame] = {}
+    for name in ("mostpop", "itemknn"):
+        model = make_baseline(name).fit(history)
+        systems[{"mostpop": "MostPop", "itemknn": "ItemKNN (5 neighbours)"}[name]] = model.recommend(
+            users, k=50, exclude=history, catalog=split.catalog())
+    systems["zero-shot encoder (text tower)"] = pl.read_parquet(args.frozen / "topk_test.parquet")
+    systems["fine-tuned encoder, text tower"] = pl.read_parquet(args.lora / "topk_test.parquet")
+    systems["fine-tuned encoder, pooled tower"] = pooled_lists(args.lora, split)
+    systems["fine-tuned encoder + ranker"] = pl.read_parquet(args.ranker / "topk_test.parquet")
+
+    rows, record = [], {}
+    for name, topk in systems.items():
+        per_user = per_user_metrics(topk.select("user_id", "item_id", "rank"), targets, (10, 50))
+        per_user = targets.select("user_id").join(per_user, on="user_id", how="left").fill_null(0.0)
+        cells, record[name] = [], {}
+        for metric in METRICS:
+            values = per_user[metric].to_numpy().astype(float)
+            low, high = bootstrap(values)
+            record[name][metric] = {"mean": float(values.mean()), "ci": [low, high]}
+            cells.append(f"{values.mean():.4f} [{low:.4f}, {high:.4f}]")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    header = "| system | HR@10 | NDCG@10 | MRR@10 | HR@50 |\n|---|---|---|---|---|"
+    table = header + "\n" + "\n".join(rows)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n", encoding="utf-8")
+        args.out.with_suffix(".json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
