@@ -4,7 +4,11 @@ Usage::
 
     .venv/bin/python benchmarks/bench_service.py --encoder /tmp/mlw/lora_text_300 --data /tmp/mlw/data \\
         --work /tmp/svc_bench --out /tmp/service_bench.md [--seconds 6] [--concurrency 1,8,32] \\
-        [--items-1m 1000000] [--kinds-1m flat] [--skip-ml] [--skip-1m] [--threads 1]
+        [--items-1m 1000000] [--kinds-1m flat] [--worlds ml,synthetic] [--threads 1] \\
+        [--ranker /tmp/mlw/ranker [--scenarios none] [--ranked-scenarios cached] [--explain-concurrency 1]]
+
+Only the ranked rows of ml-latest-small (`--worlds ml --scenarios none --ranker ...`) take about a
+minute: one server start plus 7 s a cell.
 
 Worlds (each served by its own `recsys serve` subprocess, one uvicorn worker, no ranker, no API key):
 
@@ -21,6 +25,11 @@ last one returns, for `--seconds` after a one-second warm-up):
 - `cached`: `{"user_id": <a user with a fresh nightly vector>, "k": 10}` (no encoding);
 - `history`: `{"item_ids": <that user's 20 most recent items>, "k": 10}` (the user tower encodes the
   history text on the fly).
+
+With `--ranker`, ml-latest-small is served once more with that ranker for `--ranked-scenarios`
+(`cached + ranker`, ...), and `--explain-concurrency` adds `+ explain` rows (`"explain": true`:
+SHAP contributions and a `because_of` item per result) at those client counts. The server must come
+up in ranked mode (a ranker trained on another encoder is refused), else the benchmark stops.
 
 Recorded: requests completed inside the window per second, the p50/p99 latency of those requests
 (client side), errors, and the server's own mean stage times (encode, search, rank, total) from
@@ -210,40 +219,66 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+SCENARIOS = ("cached", "history")
+WORLDS = ("ml", "synthetic")
+CANDIDATES = 200  # `recsys serve --candidates` default: FAISS candidates handed to the ranker
+
+
+def _names(allowed: tuple[str, ...]):
+    """argparse type: a comma-separated subset of `allowed` ('none' or '' for none)."""
+    def parse(text: str) -> list[str]:
+        names = [part.strip() for part in text.split(",") if part.strip() and part.strip().lower() != "none"]
+        unknown = [name for name in names if name not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
 def run_world(name: str, store: Path, data: Path, encoder: Path, args: argparse.Namespace,
-              ranker: str = "none", scenarios_wanted: tuple[str, ...] = ("cached", "history")) -> list[dict]:
+              ranker: str = "none", scenarios_wanted: tuple[str, ...] = SCENARIOS,
+              explain_concurrency: tuple[int, ...] = ()) -> list[dict]:
+    """One server for `name`; a row per (scenario, concurrency), plus `+ explain` rows at `explain_concurrency`."""
+    import httpx
+
     from recsys.serving.testing import ServerProcess
 
     pool = request_pool(data, store)
-    scenarios = {
+    bodies_of = {
         "cached": [{"user_id": user, "k": K} for user, _ in pool],
         "history": [{"item_ids": items, "k": K} for _, items in pool],
     }
-    scenarios = {key: value for key, value in scenarios.items() if key in scenarios_wanted}
+    suffix = "" if ranker == "none" else " + ranker"
+    cells = [(f"{scenario}{suffix}", bodies_of[scenario], concurrency)
+             for scenario in scenarios_wanted for concurrency in args.concurrency]
+    cells += [(f"{scenario}{suffix} + explain", [{**body, "explain": True} for body in bodies_of[scenario]],
+               concurrency) for scenario in scenarios_wanted for concurrency in explain_concurrency]
     rows = []
-    log = args.work / f"server-{name}.log"
+    log = args.work / f"server-{name}{'-ranked' if suffix else ''}.log"
     started = time.perf_counter()
     server = ServerProcess(store, data, str(encoder), log, ranker=ranker, poll_interval=5.0,
                            threads=args.threads).start(timeout=900)
     with server:
         ready_s = time.perf_counter() - started
-        status = __import__("httpx").get(f"{server.url}/readyz", timeout=30).json()
-        for scenario, bodies in scenarios.items():
-            for concurrency in args.concurrency:
-                before = scrape(server.url)
-                result = asyncio.run(drive(server.url, bodies, concurrency, args.seconds))
-                after = scrape(server.url)
-                lat = result["latencies"]
-                label = scenario if ranker == "none" else f"{scenario} + ranker"
-                row = {"world": name, "scenario": label, "concurrency": concurrency, "requests": len(lat),
-                       "p50_ms": round(percentile(lat, 50), 1), "p99_ms": round(percentile(lat, 99), 1),
-                       "rps": round(len(lat) / result["seconds"], 1), "errors": len(result["errors"]),
-                       "server_ms": stage_means(before, after), "index": f"{status['index_kind']} "
-                       f"{status['items']:,}", "ready_s": round(ready_s, 1)}
-                if result["errors"]:
-                    row["first_error"] = result["errors"][0]
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+        status = httpx.get(f"{server.url}/readyz", timeout=30).json()
+        if ranker != "none" and status["mode"] != "ranked":
+            raise SystemExit(f"the server did not serve ranker {ranker}: {status['ranker_note']} "
+                             f"(refused: {status['refused']})")
+        for label, bodies, concurrency in cells:
+            before = scrape(server.url)
+            result = asyncio.run(drive(server.url, bodies, concurrency, args.seconds))
+            after = scrape(server.url)
+            lat = result["latencies"]
+            row = {"world": name, "scenario": label, "concurrency": concurrency, "requests": len(lat),
+                   "p50_ms": round(percentile(lat, 50), 1), "p99_ms": round(percentile(lat, 99), 1),
+                   "rps": round(len(lat) / result["seconds"], 1), "errors": len(result["errors"]),
+                   "server_ms": stage_means(before, after), "index": f"{status['index_kind']} "
+                   f"{status['items']:,}", "ready_s": round(ready_s, 1), "ranker": status["ranker"]}
+            if result["errors"]:
+                row["first_error"] = result["errors"][0]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     return rows
 
 
@@ -258,11 +293,18 @@ def remember_builds(work: Path, builds: dict) -> dict:
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, builds: dict, command: str, load: tuple) -> str:
-    flat_note = ("" if args.skip_1m or "flat" not in args.kinds_1m else
+    flat_note = ("" if "synthetic" not in args.worlds or "flat" not in args.kinds_1m else
                  " The synthetic index is exact (`flat`): `VectorIndex.build`'s `auto` would pick IVF-Flat "
                  "(nlist 4,000) at 1M items, whose k-means alone measured ~12 s an iteration on this box "
                  "(~5 min for 25 iterations), beyond this benchmark's budget; and on random vectors (no cluster "
                  "structure) a calibrated IVF has to probe most lists anyway.")
+    from recsys.serving.config import ServingConfig
+
+    served = sorted({row["ranker"] for row in rows if row.get("ranker")})
+    ranker_note = (f" Ranked rows: the LightGBM ranker folder `{args.ranker}` (served as {', '.join(served)}), "
+                   f"re-ranking the top {CANDIDATES} FAISS candidates plus its co-visitation and popular "
+                   f"fallbacks, at most {ServingConfig().rank_concurrency} ranker calls at a time "
+                   "(`ServingConfig.rank_concurrency`)." if served else "")
     lines = [
         "## Online service (`recsys serve`): latency and throughput",
         "",
@@ -271,7 +313,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, builds: dict, command: 
         "client (asyncio + httpx, closed loop) on the same box over loopback; no ranker (retrieval order) "
         "unless the scenario says `+ ranker`, "
         f"k={K}; {args.seconds:g} s measured per cell after a 1 s warm-up. The box was shared with other jobs "
-        f"(load average {load[0]:.1f} at the start, {load[1]:.1f} at the end).{flat_note}",
+        f"(load average {load[0]:.1f} at the start, {load[1]:.1f} at the end).{flat_note}{ranker_note}",
         "",
         "| world | index | scenario | clients | req/s | p50 ms | p99 ms "
         "| server mean ms (encode / search / rank / total) | errors |",
@@ -286,7 +328,8 @@ def markdown(rows: list[dict], args: argparse.Namespace, builds: dict, command: 
     lines += ["", "Scenarios: `cached` = `{user_id}` of a user whose nightly vector is fresh (no encoding); "
               f"`history` = `{{item_ids}}` with that user's {HISTORY_ITEMS} most recent items, encoded by the text "
               "user tower on the fly. Concurrent requests are batched into one encoder forward pass and one FAISS "
-              "call.", ""]
+              "call. `+ explain`: the same requests with `\"explain\": true` (the ranker's top SHAP contributions "
+              "and a `because_of` history item per result).", ""]
     if builds:
         lines.append("Setup (not timed above): " + "; ".join(f"{k} {v}" for k, v in builds.items()) + ".")
         lines.append("")
@@ -307,34 +350,51 @@ def main() -> None:
                         help="Index kinds for the synthetic world (auto, flat, ivf_flat, ...).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server.")
     parser.add_argument("--ranker", type=Path, default=None,
-                        help="A ranker folder (`recsys train-ranker --out`) trained with --encoder: adds a ranked row.")
-    parser.add_argument("--skip-ml", action="store_true")
-    parser.add_argument("--skip-1m", action="store_true")
+                        help="A ranker folder (`recsys train-ranker --out`) trained with --encoder: adds ranked rows.")
+    parser.add_argument("--worlds", type=_names(WORLDS), default=list(WORLDS),
+                        help=f"Worlds to run, comma-separated: {', '.join(WORLDS)}.")
+    parser.add_argument("--scenarios", type=_names(SCENARIOS), default=list(SCENARIOS),
+                        help="Retrieval-order scenarios (no ranker), comma-separated, or 'none'.")
+    parser.add_argument("--ranked-scenarios", type=_names(SCENARIOS), default=["cached"],
+                        help="Scenarios served with --ranker (ml-latest-small only), comma-separated, or 'none'.")
+    parser.add_argument("--explain-concurrency", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+                        default=[], help="Client counts for `+ explain` rows of the ranked scenarios (e.g. 1).")
+    parser.add_argument("--skip-ml", action="store_true", help="Same as leaving ml out of --worlds.")
+    parser.add_argument("--skip-1m", action="store_true", help="Same as leaving synthetic out of --worlds.")
     parser.add_argument("--clean", action="store_true", help="Rebuild the scratch stores.")
     args = parser.parse_args()
+    skipped = {"ml"} if args.skip_ml else set()
+    skipped |= {"synthetic"} if args.skip_1m else set()
+    args.worlds = [world for world in args.worlds if world not in skipped]
     if args.clean:
         shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     rows, builds = [], {}
     load_start = os.getloadavg()[0]
-    if not args.skip_ml:
+    if "ml" in args.worlds:
         store, seconds = ml_store(args.work, args.data, args.encoder, max(1, args.threads))
         if seconds is not None:
             builds["ml index (recsys embed)"] = f"{seconds:.0f} s"
-        rows += run_world("ml-latest-small", store, args.data, args.encoder, args)
-        if args.ranker:
+        if args.scenarios:
+            rows += run_world("ml-latest-small", store, args.data, args.encoder, args,
+                              scenarios_wanted=tuple(args.scenarios))
+        if args.ranker and args.ranked_scenarios:
             rows += run_world("ml-latest-small", store, args.data, args.encoder, args, ranker=str(args.ranker),
-                              scenarios_wanted=("cached",))
-    if not args.skip_1m:
+                              scenarios_wanted=tuple(args.ranked_scenarios),
+                              explain_concurrency=tuple(args.explain_concurrency))
+    if "synthetic" in args.worlds and args.scenarios:
         for kind in args.kinds_1m:
             data, store, seconds = synthetic_world(args.work, args.encoder, args.items_1m, kind)
             if seconds:
                 builds[f"synthetic {args.items_1m:,} {kind} build"] = f"{seconds:.0f} s"
             size = f"{args.items_1m // 1_000_000}M" if args.items_1m % 1_000_000 == 0 else f"{args.items_1m:,}"
-            rows += run_world(f"synthetic-{size}", store, data, args.encoder, args)
+            rows += run_world(f"synthetic-{size}", store, data, args.encoder, args,
+                              scenarios_wanted=tuple(args.scenarios))
     command = " ".join([".venv/bin/python", "benchmarks/bench_service.py", *sys.argv[1:]])
-    text = markdown(rows, args, remember_builds(args.work, builds), command, (load_start, os.getloadavg()[0]))
+    prefixes = tuple(prefix for world, prefix in (("ml", "ml "), ("synthetic", "synthetic ")) if world in args.worlds)
+    shown = {k: v for k, v in remember_builds(args.work, builds).items() if k.startswith(prefixes)}
+    text = markdown(rows, args, shown, command, (load_start, os.getloadavg()[0]))
     print(text)
     if args.out:
         args.out.write_text(text, encoding="utf-8")

@@ -116,8 +116,9 @@ def _one(context: BehaviorContext, q_index: int, query: Query, config: Candidate
         for row in partners[keep][: config.covisit_k].tolist():
             chosen.setdefault(row, COVISIT)
     if config.popular_k:
-        fresh = [r for r in usable(context.popular(query.t, config.popular_days, config.popular_k + len(banned)))
-                 if r not in chosen]
+        # Ask for enough to survive the exclusions; with a filter, look through the whole ranking.
+        wanted = len(context.item_ids) if allowed is not None else config.popular_k + len(banned) + len(chosen)
+        fresh = [r for r in usable(context.popular(query.t, config.popular_days, wanted)) if r not in chosen]
         for row in fresh[: config.popular_k]:
             chosen[row] = POPULAR
 

@@ -53,6 +53,7 @@ class BehaviorContext:
     as_of: int = 0  # seconds (context epoch) just after the newest event
     origin: int = _ORIGIN
     _popular_cache: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    _genre_cache: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, dataset: Dataset, covisit_window: int = DEFAULT_COVISIT_WINDOW,
@@ -108,6 +109,21 @@ class BehaviorContext:
         if len(seconds):
             self.as_of = max(self.as_of, int(seconds.max()) + 1)
 
+    def genre_matrices(self):
+        """(indicator, row-normalised) sparse item x genre matrices, built once (the genre-affinity feature)."""
+        cached = self._genre_cache
+        if cached is None:
+            import scipy.sparse as sp
+
+            rows = np.repeat(np.arange(len(self.genres)), [len(g) for g in self.genres])
+            cols = np.fromiter((c for g in self.genres for c in sorted(g)), dtype=np.int64, count=len(rows))
+            shape = (len(self.genres), max(len(self.categories), 1))
+            indicator = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
+            sizes = np.maximum(np.asarray(indicator.sum(axis=1)).ravel(), 1.0)
+            cached = (indicator, sp.diags(1.0 / sizes) @ indicator)
+            self._genre_cache = cached
+        return cached
+
     # ----------------------------------------------------------------------------- queries
     def seconds_of(self, when: datetime | None) -> int:
         """A request time in context seconds; None means "just after the newest event we know"."""
@@ -135,16 +151,18 @@ class BehaviorContext:
     def popular(self, end: int, days: int, top: int) -> np.ndarray:
         """The `top` item rows by interactions in [end - days, end), then by all-time count before `end`.
 
-        Cached per (hour, days): the online path asks this for every cold request.
+        Cached per exact (end, days): online requests all ask at the context's `as_of` and share one
+        entry; a coarser key (say, the hour) would let a query see events between its own time and
+        that of the query that filled the entry, a point-in-time leak.
         """
-        key = (end // 3600, days)
+        key = (end, days)
         cached = self._popular_cache.get(key)
-        if cached is None or len(cached) < top:
+        if cached is None:  # the whole ranking (items seen before `end`), so any `top` is a slice
             every = np.arange(len(self.item_ids), dtype=np.int64)
             recent = self.popularity.total(every, end, end - days * DAY)
             ever = self.popularity.total(every, end)
             order = np.lexsort((every, -ever, -recent))  # recent first, all-time breaks ties
-            cached = order[ever[order] > 0][: max(top, 500)]
+            cached = order[ever[order] > 0]
             if len(self._popular_cache) > 256:
                 self._popular_cache.clear()
             self._popular_cache[key] = cached

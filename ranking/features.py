@@ -157,18 +157,13 @@ def _recent_matrix(queries: list[Query]) -> np.ndarray:
 
 
 def _genre_affinity(context: BehaviorContext, queries: list[Query], q: np.ndarray, item: np.ndarray) -> np.ndarray:
-    n_genres = max(len(context.categories), 1)
-    profiles = np.zeros((len(queries), n_genres))
+    """Mean, over the item's genres, of the share of the user's last 50 items that have that genre."""
+    indicator, normalized = context.genre_matrices()
+    profiles = np.zeros((len(queries), indicator.shape[1]))
     for i, query in enumerate(queries):
         last = np.asarray(query.history, dtype=np.int64)[-PROFILE_ITEMS:]
-        for row in last.tolist():
-            for g in context.genres[row]:
-                profiles[i, g] += 1.0
         if len(last):
-            profiles[i] /= len(last)
-    values = np.zeros(len(item))
-    for k, (qi, row) in enumerate(zip(q.tolist(), item.tolist(), strict=True)):
-        genres = context.genres[row]
-        if genres:
-            values[k] = profiles[qi, list(genres)].mean()
-    return values
+            profiles[i] = np.asarray(indicator[last].sum(axis=0)).ravel() / len(last)
+    if not len(item):
+        return np.zeros(0)
+    return np.asarray(normalized[item].multiply(profiles[q]).sum(axis=1)).ravel()

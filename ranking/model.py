@@ -89,6 +89,11 @@ class RankerModel:
         model._category_map = category_map(meta.get("categories") or [], context.categories)
         return model
 
+    @property
+    def item_ids(self) -> list[str]:
+        """Item ids in row order: the order `RankRequest.item_matrix` must follow."""
+        return self.context.item_ids
+
     # ------------------------------------------------------------------------------ scoring
     def score(self, queries: list[Query], item_vectors: ItemVectors | None = None) -> tuple[Candidates, np.ndarray,
                                                                                              np.ndarray]:
@@ -117,7 +122,13 @@ class RankerModel:
         if request.allowed is not None:
             allowed = np.zeros(len(context.item_ids), dtype=bool)
             allowed[context.rows(sorted(request.allowed))] = True
-        vectors = _request_vectors(request, context)
+        if request.item_matrix is not None:
+            matrix = request.item_matrix
+
+            def vectors(rows: np.ndarray) -> np.ndarray:
+                return matrix[rows]
+        else:
+            vectors = _request_vectors(request, context)
         query = Query(history=history, t=t, retrieved=context.rows(retrieved_ids),
                       interest=np.asarray(interest, dtype=np.float64), history_seconds=seconds,
                       exclude=context.rows(sorted(request.exclude)), allowed=allowed,

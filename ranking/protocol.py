@@ -41,6 +41,9 @@ class RankRequest:
     now: datetime | None = None
     user_vector: Sequence[float] | None = None
     item_vectors: Callable[[Sequence[str]], Any] | None = None
+    item_matrix: Any | None = None
+    """Optional [n, dim] array of item vectors in the order of the ranker's `item_ids` (NaN rows for
+    unknown items): the same values as `item_vectors`, without id lookups on the request path."""
 
 
 @dataclass

@@ -324,3 +324,19 @@ def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path, monkey
                     n_permutations=500, reference_baselines=())
     assert "encoder" in frozen.system_a
     assert len(list((tmp_path / "home" / "frozen").glob("*/run.json"))) == 1
+
+
+def test_popular_ranking_at_an_earlier_time_never_reuses_a_later_one(world):
+    """Regression: a cache keyed by the hour let a query see popularity computed later in that hour."""
+    context = BehaviorContext.build(world["dataset"], covisit_window=5)
+    seconds = context.popularity.seconds
+    later = int(np.max(seconds))
+    earlier = later // 3600 * 3600  # the same hour as the later query, before the newest event
+    fresh = BehaviorContext.build(world["dataset"], covisit_window=5)
+    context.popular(later + 1, 30, 20)  # fill the cache at the later time first
+    np.testing.assert_array_equal(context.popular(earlier, 30, 20), fresh.popular(earlier, 30, 20))
+    every = np.arange(len(context.item_ids))
+    expected = np.lexsort((every, -context.popularity.total(every, earlier),
+                           -context.popularity.total(every, earlier, earlier - 30 * 86_400)))
+    expected = expected[context.popularity.total(every, earlier)[expected] > 0][:20]
+    np.testing.assert_array_equal(context.popular(earlier, 30, 20), expected)

@@ -4,7 +4,8 @@ This package sits above `encoders`, `ranking` and `jobs` (it is the only part of
 them, and only inside functions), so `import recsys.serving` stays as cheap as `import recsys`.
 
 - `recommender.py`  `Recommender`: load, recommend, similar, refresh (hot swap), status
-- `state.py`        the immutable serving state a request reads once; user-vector cache; filter masks
+- `state.py`        the immutable serving state a request reads once; user-vector cache; filter masks;
+                    the index vectors the ranker's features read
 - `catalog.py`      titles, texts, filters, histories and popularity from the dataset folder
 - `models.py`       encoder and ranker sources (registry aliases, folders, objects)
 - `batcher.py`      one encoder thread that batches concurrent requests

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -35,7 +36,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info") -> None:
-    """Route every logger (uvicorn's included) to stderr as JSON lines."""
+    """Route every logger (uvicorn's included) to stderr as JSON lines.
+
+    MLflow's artifact progress bars (a registry encoder or ranker downloaded at start or on a hot
+    swap) would write raw terminal lines into that stream, so they are turned off unless asked for.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

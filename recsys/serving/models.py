@@ -116,8 +116,17 @@ class RankerSource:
         resolved = resolve(str(self.ref), kind="ranker", settings=self.settings)
         return f"{resolved.name}/{resolved.version}"
 
-    def load(self, dataset: Dataset) -> tuple[CandidateRanker | None, str | None]:
-        """The ranker, or None and the reason it is not served."""
+    @staticmethod
+    def pinned(version: str | None) -> str | None:
+        """`models:/<name>/<n>` for a registry version `<name>/<n>` (None stays None).
+
+        The service loads what `wanted_version` saw, not the alias again: an alias that moves between
+        the two lookups would otherwise pair one version's label with another version's model.
+        """
+        return f"models:/{version}" if version else None
+
+    def load(self, dataset: Dataset, ref: str | None = None) -> tuple[CandidateRanker | None, str | None]:
+        """The ranker (`ref`, e.g. a pinned `models:/<name>/<n>`, else the reference), or None and why not."""
         if self.fixed is not None:
             return self.fixed, None
         if self.ref is None:
@@ -127,11 +136,12 @@ class RankerSource:
             return None, why
         import inspect
 
+        target = ref or self.ref
         extra = {"cache_dir": self.cache_dir} if "cache_dir" in inspect.signature(load_ranker).parameters else {}
         try:
-            ranker = load_ranker(self.ref, dataset=dataset, settings=self.settings, **extra)
+            ranker = load_ranker(target, dataset=dataset, settings=self.settings, **extra)
         except (ConfigError, DataError) as exc:
-            return None, f"ranker {self.ref!r} not loaded: {exc}"
+            return None, f"ranker {target!r} not loaded: {exc}"
         return ranker, None
 
 
@@ -140,5 +150,5 @@ def ranker_conflict(ranker: Any, encoder_version: str) -> str | None:
     trained_with = getattr(ranker, "encoder_version", None)
     if trained_with is not None and str(trained_with) != encoder_version:
         return (f"ranker {getattr(ranker, 'version', '?')} was trained on interest scores of encoder "
-                f"{trained_with}, the service runs {encoder_version}: serving retrieval order")
+                f"{trained_with}, the service runs {encoder_version}")
     return None

@@ -20,18 +20,21 @@ Online flow (DESIGN §3, §5):
 3. Ranking: a `ranking.protocol.RankRequest` to the ranker, which may add co-visitation/popular
    candidates and returns the order. No usable ranker: retrieval order. A ranker that fails on a
    request is logged and that request is served in retrieval order.
-4. Cold start: the ranker's own fallbacks when it has any, else recent popularity.
+4. Cold start: the ranker's own fallbacks when it has any (topped up with recent popularity when a
+   filter leaves them short of k), else recent popularity.
 
 Hot swap (`refresh`): a new CURRENT index is loaded in the background with full checksum checks
 and paired with the encoder it was built with; a registry alias that moved to a new encoder loads
 that encoder but only swaps once an index built with it is CURRENT; a moved ranker alias loads the
-new ranker; a rewritten dataset folder is reloaded. Anything that fails validation is refused,
-logged and listed in `status()["refused"]`, and the previous state keeps serving.
+new ranker (pinned to the version the alias named), which serves only with the encoder it was trained
+on: one trained on the pending encoder waits for that encoder's index, one trained on any other is
+refused while the previous ranker keeps serving; a rewritten dataset folder is reloaded. Anything
+that fails validation is refused, logged and listed in `status()["refused"]`, and the previous state
+keeps serving.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -93,6 +96,7 @@ class Recommender:
         self._refusals: deque[dict[str, Any]] = deque(maxlen=REFUSALS_KEPT)
         self._refused_index: dict[str, frozenset[str]] = {}
         self._refused_encoders: set[str] = set()
+        self._refused_rankers: set[tuple[str, str]] = set()  # (ranker version, encoder version)
         self._refused_dataset: tuple | None = None
         self._last_refresh: float | None = None
         self._last_error: str | None = None
@@ -100,6 +104,7 @@ class Recommender:
                                       "cold_start": 0, "ranker_errors": 0}
         self._batcher = EncodeBatcher(config.max_batch)
         self._searcher = SearchBatcher(config.max_batch, threads=config.threads)
+        self._rank_slots = threading.BoundedSemaphore(config.rank_concurrency)
         self._poll_stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -154,21 +159,25 @@ class Recommender:
                 except RecsysError as exc:
                     note = f"ranker {ranker_source.ref!r}: {exc}"
             if note is None:
-                ranker_obj, note = ranker_source.load(catalog.dataset)
+                ranker_obj, note = ranker_source.load(catalog.dataset, RankerSource.pinned(ranker_loaded))
         else:
             note = "no ranker configured"
-        served, conflict = ranker_obj, ranker_conflict(ranker_obj, loaded.version) if ranker_obj is not None else None
-        if conflict:
-            log.warning(conflict)
-            served, note = None, conflict
-        elif note and ranker_source.wanted:
+        served, mismatch = ranker_obj, None
+        if ranker_obj is not None:
+            mismatch = _ranker_mismatch(ranker_obj, ranker_loaded, loaded, pending)
+            if mismatch is not None:
+                served, note = None, f"{mismatch[0]}: serving retrieval order"
+        if note and ranker_source.wanted and mismatch is None:
             log.info("serving retrieval order: %s", note)
         state = ServingState(loaded, index, current, metadata, users, catalog, served, note)
         log.info("serving index %s (%d items, %s) with encoder %s, ranker %s", current, len(index), index.kind,
                  loaded.version, state.ranker_version)
-        return cls(state, index_store=index_store, encoder_source=encoder_source, ranker_source=ranker_source,
-                   config=config, ranker_obj=ranker_obj, pending=pending, ranker_tried=ranker_loaded,
-                   ranker_loaded=ranker_loaded if ranker_obj is not None else None)
+        recommender = cls(state, index_store=index_store, encoder_source=encoder_source, ranker_source=ranker_source,
+                          config=config, ranker_obj=ranker_obj, pending=pending, ranker_tried=ranker_loaded,
+                          ranker_loaded=ranker_loaded if ranker_obj is not None else None)
+        if mismatch is not None:
+            recommender._ranker_mismatch_seen(ranker_obj, ranker_loaded, loaded.version, *mismatch)
+        return recommender
 
     # ---------------------------------------------------------------------------------- facts
     @property
@@ -294,7 +303,9 @@ class Recommender:
     def _retrieve(self, state: ServingState, vector: np.ndarray, user_id: str | None, newest: list[str],
                   stamps: np.ndarray | None, k: int, exclude: list[str], wanted: dict[str, frozenset[str]],
                   explain: bool, query: str, timings: dict[str, float]) -> tuple[list[Recommendation], str]:
-        ranker = state.ranker
+        # A free-text query is semantic search: the ranker learned to order candidates for a user's
+        # history (popularity, co-visitation with recent items), which would drown the query's meaning.
+        ranker = state.ranker if query != "text" else None
         fetch = max(k, self.config.candidates) if ranker is not None else k
         ids, scores = self._search(state, vector, fetch, exclude, wanted, timings)
         if ranker is not None:
@@ -331,26 +342,18 @@ class Recommender:
         history_ts = None
         if stamps is not None:
             history_ts = [datetime.fromtimestamp(int(us) / 1e6, tz=timezone.utc) for us in stamps[::-1]]
-        index = state.index
-
-        def item_vectors(ids: Sequence[str]) -> np.ndarray:
-            """Stored vectors; NaN rows for items the index lacks (new since the last nightly run)."""
-            try:
-                return index.reconstruct(list(ids))
-            except DataError:
-                out = np.full((len(ids), index.dim), np.nan, dtype=np.float32)
-                for j, item in enumerate(ids):
-                    with contextlib.suppress(DataError):
-                        out[j] = index.reconstruct([item])[0]
-                return out
-
+        # Stored vectors (NaN rows for items the index lacks: new since the last nightly run); see ItemVectors.
+        item_vectors = state.item_vectors.for_request()  # type: ignore[union-attr]
+        ranker_items = getattr(state.ranker, "item_ids", None)
+        item_matrix = state.item_vectors.aligned(ranker_items) if ranker_items is not None else None  # type: ignore[union-attr]
         request = RankRequest(history=list(reversed(newest)), candidates=list(candidates), interest=list(interest),
                               k=k, user_id=user_id, history_ts=history_ts, exclude=frozenset(exclude), allowed=allowed,
                               user_vector=None if vector is None else np.asarray(vector, np.float32).ravel().tolist(),
-                              item_vectors=item_vectors)
+                              item_vectors=item_vectors, item_matrix=item_matrix)
         started = time.perf_counter()
         try:
-            result = state.ranker.rank(request, explain=explain)  # type: ignore[union-attr]
+            with self._rank_slots:  # a few at a time: more threads only fight over the GIL (ServingConfig)
+                result = state.ranker.rank(request, explain=explain)  # type: ignore[union-attr]
         except Exception:
             log.exception("ranker %s failed; serving this request in retrieval order", state.ranker_version)
             with self._stats_lock:
@@ -368,6 +371,11 @@ class Recommender:
                                         why if explain else None))
             if len(items) == k:
                 break
+        if items and len(items) < k:
+            # A ranker's fallbacks can run short under a filter (its popular candidates are the overall top
+            # few, then filtered): top up with catalog popularity, unscored, after the ranked items.
+            banned.update(item.item_id for item in items)
+            items += self._popular(state, k - len(items), banned, allowed, explain, start=len(items), scored=False)
         return items
 
     def _cold(self, state: ServingState, user_id: str | None, newest: list[str], stamps: np.ndarray | None, k: int,
@@ -378,10 +386,20 @@ class Recommender:
             ranked = self._rank(state, user_id, newest, stamps, [], [], k, exclude, wanted, explain, timings)
             if ranked:
                 return ranked, "ranked"
+        allowed = state.catalog.matching(wanted) if wanted else None
+        return self._popular(state, k, set(exclude), allowed, explain), "popular"
+
+    @staticmethod
+    def _popular(state: ServingState, k: int, banned: set[str], allowed: set[str] | frozenset[str] | None,
+                 explain: bool, start: int = 0, scored: bool = True) -> list[Recommendation]:
+        """Up to `k` items by recent popularity (then all-time), ranks from `start + 1`.
+
+        `scored=False` (top-ups after a ranker's list) leaves `score` None: counts are not ranker scores.
+        """
         catalog = state.catalog
-        allowed = catalog.matching(wanted) if wanted else None
-        banned = set(exclude)
         items: list[Recommendation] = []
+        if k <= 0:
+            return items
         for position, (item, count) in enumerate(zip(catalog.popular, catalog.popular_counts, strict=True)):
             if item in banned or (allowed is not None and item not in allowed):
                 continue
@@ -389,10 +407,11 @@ class Recommender:
             if explain:
                 window = f"last {catalog.popular_days:g} days" if position < catalog.popular_in_window else "all time"
                 why = {"interactions": float(count), "window": window}
-            items.append(Recommendation(item, catalog.title_of.get(item), float(count), len(items) + 1, "popular", why))
+            items.append(Recommendation(item, catalog.title_of.get(item), float(count) if scored else None,
+                                        start + len(items) + 1, "popular", why))
             if len(items) == k:
                 break
-        return items, "popular"
+        return items
 
     def _explain_retrieval(self, state: ServingState, items: list[Recommendation], newest: list[str],
                            query: str) -> list[Recommendation]:
@@ -544,17 +563,21 @@ class Recommender:
                         events: list[str]) -> tuple[Any, str | None]:
         """(ranker to serve, note) after checking the ranker alias, the dataset and the encoder pairing.
 
-        A ranker loaded from a reference reads the behaviour log at load, so a reloaded dataset reloads it.
+        A ranker loaded from a reference reads the behaviour log at load, so a reloaded dataset reloads
+        it. A new alias version trained on another encoder's scores is refused like a broken index: the
+        ranker serving now keeps serving (when it fits the encoder), and the refusal is listed. One
+        trained on the pending encoder waits for that encoder's index instead of being refused.
         """
         source = self._ranker_source
         note = state.ranker_note if self._ranker_obj is None else None
-        if catalog is not state.catalog and source.ref is not None and self._ranker_obj is not None:
-            loaded, why = source.load(catalog.dataset)
-            if loaded is None:
-                self._refuse("ranker", self._ranker_loaded or str(source.ref), why or "not loaded")
-            else:
-                self._ranker_obj = loaded
-                events.append(f"ranker {getattr(loaded, 'version', source.ref)} reloaded with the new dataset")
+        served = state.ranker
+        if catalog is not state.catalog and source.ref is not None:
+            if self._ranker_obj is not None:
+                serving_alias = served is self._ranker_obj
+                self._ranker_obj = self._reload_ranker(self._ranker_obj, self._ranker_loaded, catalog, events)
+                served = self._ranker_obj if serving_alias else served
+            if served is not None and served is not self._ranker_obj:  # an older version kept serving
+                served = self._reload_ranker(served, str(getattr(served, "version", "")) or None, catalog, events)
         if source.movable and source.loader()[0] is not None:
             try:
                 wanted = source.wanted_version()
@@ -564,7 +587,7 @@ class Recommender:
                     note = f"ranker {source.ref!r}: {exc}"
             if wanted is not None and wanted not in (self._ranker_loaded, self._ranker_tried):
                 self._ranker_tried = wanted
-                loaded, why = source.load(catalog.dataset)
+                loaded, why = source.load(catalog.dataset, RankerSource.pinned(wanted))
                 if loaded is None:
                     self._refuse("ranker", wanted, why or "not loaded")
                 else:
@@ -572,20 +595,48 @@ class Recommender:
                     events.append(f"ranker {wanted} loaded")
         if self._ranker_obj is None:
             return None, note
-        conflict = ranker_conflict(self._ranker_obj, encoder.version)
-        if conflict:
-            if state.ranker is not None or conflict != state.ranker_note:
-                log.warning(conflict)
-            return None, conflict
-        return self._ranker_obj, None
+        mismatch = _ranker_mismatch(self._ranker_obj, self._ranker_loaded, encoder, self._pending)
+        if mismatch is None:
+            return self._ranker_obj, None
+        text, _ = mismatch
+        if served is not None and served is not self._ranker_obj and ranker_conflict(served, encoder.version) is None:
+            text = f"{text}; {getattr(served, 'version', 'the previous ranker')} keeps serving"
+        else:
+            served, text = None, f"{text}: serving retrieval order"
+        if text != state.ranker_note:
+            self._ranker_mismatch_seen(self._ranker_obj, self._ranker_loaded, encoder.version, *mismatch, served)
+        return served, text
 
-    def _refuse(self, what: str, version: str, reason: Any) -> None:
+    def _reload_ranker(self, ranker: Any, version: str | None, catalog: Catalog, events: list[str]) -> Any:
+        """`ranker` (registry `version`, else the source's reference) reloaded against a new dataset."""
+        loaded, why = self._ranker_source.load(catalog.dataset, RankerSource.pinned(version))
+        if loaded is None:
+            self._refuse("ranker", version or str(self._ranker_source.ref), why or "not loaded")
+            return ranker
+        events.append(f"ranker {getattr(loaded, 'version', self._ranker_source.ref)} reloaded with the new dataset")
+        return loaded
+
+    def _ranker_mismatch_seen(self, ranker: Any, version: str | None, encoder_version: str, text: str,
+                              refused: bool, served: Any = None) -> None:
+        """Log a ranker/encoder mismatch; a real one is refused once per (ranker, encoder) pair."""
+        key = (version or str(getattr(ranker, "version", "?")), encoder_version)
+        outcome = f"{getattr(served, 'version', 'the previous ranker')} keeps serving" if served is not None \
+            else "serving retrieval order"
+        if not refused:
+            log.info("%s; %s", text, outcome)
+        elif key not in self._refused_rankers:
+            self._refused_rankers.add(key)
+            self._refuse("ranker", key[0], text, outcome)
+        else:
+            log.warning("%s; %s", text, outcome)
+
+    def _refuse(self, what: str, version: str, reason: Any, outcome: str = "the previous one keeps serving") -> None:
         text = str(reason)
         record = {"what": what, "version": version, "reason": text, "at": _iso(time.time())}
         self._refusals.append(record)
         with self._stats_lock:
             self.stats["refusals"][what] = self.stats["refusals"].get(what, 0) + 1
-        log.warning("refused %s %s: %s; the previous one keeps serving", what, version, text)
+        log.warning("refused %s %s: %s; %s", what, version, text, outcome)
 
     def _note_error(self, text: str) -> None:
         if text != self._last_error:
@@ -654,6 +705,22 @@ class Recommender:
 
 
 # ------------------------------------------------------------------------------------ helpers
+def _ranker_mismatch(ranker: Any, version: str | None, encoder: LoadedEncoder,
+                     pending: LoadedEncoder | None) -> tuple[str, bool] | None:
+    """None when `ranker` fits the served encoder, else (why, refused?).
+
+    Not refused (False) when it was trained on the pending encoder: it waits for that encoder's index.
+    """
+    conflict = ranker_conflict(ranker, encoder.version)
+    if conflict is None:
+        return None
+    if pending is not None and ranker_conflict(ranker, pending.version) is None:
+        name = version or getattr(ranker, "version", "?")
+        return (f"ranker {name} waits for an index built with encoder {pending.version}, whose scores it was "
+                f"trained on; the service runs {encoder.version}"), False
+    return conflict, True
+
+
 def _catalog(data: Any, config: ServingConfig) -> Catalog:
     from recsys.data.dataset import Dataset
 

@@ -14,7 +14,8 @@ QUERIES = ("user", "history", "text", "item")
 class Recommendation:
     """One recommended item. `source` says which stage proposed it (`retrieval`, `covisit`, `popular`);
     `score` is the ranker's score in ranked mode, the inner product in retrieval order, and the
-    interaction count in the popularity fallback (None if a ranker returned a non-finite value)."""
+    interaction count in the popularity fallback (None if a ranker returned a non-finite value, and
+    for popular items that top up a ranker's list when its own candidates ran short under a filter)."""
 
     item_id: str
     title: str | None

@@ -103,7 +103,7 @@ class RecommendedItem(BaseModel):
     title: str | None = Field(description="The item's title from the catalog.",
                               examples=["Shawshank Redemption, The (1994)"])
     score: float | None = Field(description="Ranker score (ranked), inner product (retrieval) or interaction count "
-                                "(popular).")
+                                "(popular); null for popular items that top up a ranker's short list.")
     rank: int = Field(ge=1, description="1-based position.")
     source: str = Field(description="Stage that proposed the item: retrieval, covisit or popular.",
                         examples=["retrieval"])

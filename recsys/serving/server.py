@@ -128,7 +128,7 @@ def serve(options: ServeOptions) -> None:
                                            "api_keys": len(options.api_keys),
                                            "poll_interval": options.config.poll_interval}})
     common = {"host": options.host, "port": options.port, "log_config": None, "access_log": False,
-              "log_level": options.log_level.lower()}
+              "log_level": options.log_level.lower(), "timeout_keep_alive": options.config.keep_alive}
     if options.workers == 1:
         uvicorn.run(build_app(options), **common)
         return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from recsys.serving.catalog import Catalog
 
 MASK_CACHE = 256
+DENSE_VECTORS_MAX_BYTES = 256 * 2**20  # a dense copy of the index vectors for the ranker, up to this size
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,90 @@ class FilterMasks:
         return mask
 
 
+class ItemVectors:
+    """Item ids -> the index's stored vectors, as the ranker's features ask for them (many times a request).
+
+    `VectorIndex.reconstruct` decodes one row per FAISS call; a ranked request asks for the ~300
+    candidates and the recent history items about ten times over (interest of fallback candidates,
+    the similarity features per recent item, explanations), which measured ~3,000 calls and over half
+    of the rank stage on ml-latest-small. So the vectors are decoded once per index version into a
+    dense matrix when it is small enough (`DENSE_VECTORS_MAX_BYTES`), else once per request and row
+    (`for_request`). Ids the index lacks (items newer than the last nightly run) get NaN rows, which
+    the features treat as missing.
+    """
+
+    def __init__(self, index: VectorIndex, max_bytes: int = DENSE_VECTORS_MAX_BYTES) -> None:
+        self.index = index
+        self._dense: np.ndarray | None = None
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._aligned: tuple[Sequence[str], np.ndarray] | None = None
+
+    def warm(self) -> ItemVectors:
+        """Decode the dense copy now (off the request path: at load and on a swap) when it fits."""
+        index = self.index
+        if self._dense is None and len(index) * index.dim * 4 <= self._max_bytes:
+            with self._lock:
+                if self._dense is None:
+                    dense = index.reconstruct(index.item_ids.tolist()) if len(index) else \
+                        np.zeros((0, index.dim), dtype=np.float32)
+                    self._dense = np.ascontiguousarray(dense, dtype=np.float32)
+        return self
+
+    @property
+    def dense(self) -> bool:
+        return self._dense is not None
+
+    def aligned(self, item_ids: Sequence[str]) -> np.ndarray | None:
+        """The dense copy reordered to `item_ids` (the ranker's rows; NaN where the index lacks an item).
+
+        Built once per (index version, ranker) and kept: the ranker then looks vectors up by its own
+        row numbers, with no id conversions on the request path. None when there is no dense copy.
+        """
+        if self._dense is None:
+            return None
+        cached = self._aligned
+        if cached is not None and cached[0] is item_ids:
+            return cached[1]
+        with self._lock:
+            position = {item: row for row, item in enumerate(self.index.item_ids.tolist())}
+            rows = np.fromiter((position.get(item, -1) for item in item_ids), dtype=np.int64, count=len(item_ids))
+            matrix = np.full((len(item_ids), self.index.dim), np.nan, dtype=np.float32)
+            known = rows >= 0
+            matrix[known] = self._dense[rows[known]]
+            self._aligned = (item_ids, matrix)
+        return matrix
+
+    def for_request(self) -> Callable[[Sequence[str]], np.ndarray]:
+        """A lookup for one request: the dense copy, or rows decoded once and remembered until it ends."""
+        index, dense = self.index, self._dense
+        memo: dict[int, np.ndarray] = {}
+
+        def rows_of(ids: Sequence[str]) -> np.ndarray:
+            rows = index.rows_of(ids)
+            if len(rows) == len(ids):
+                return rows
+            return np.asarray([r[0] if len(r := index.rows_of([item])) else -1 for item in ids], dtype=np.int64)
+
+        def lookup(ids: Sequence[str]) -> np.ndarray:
+            ids = list(ids)
+            rows = rows_of(ids)
+            out = np.full((len(ids), index.dim), np.nan, dtype=np.float32)
+            known = rows >= 0
+            if dense is not None:
+                out[known] = dense[rows[known]]
+                return out
+            todo = sorted({int(r) for r in rows[known].tolist()} - memo.keys())
+            if todo:
+                decoded = index.reconstruct(index.item_ids[todo].tolist())
+                memo.update(zip(todo, decoded, strict=True))
+            for j in np.flatnonzero(known).tolist():
+                out[j] = memo[int(rows[j])]
+            return out
+
+        return lookup
+
+
 @dataclass(frozen=True)
 class ServingState:
     """One consistent (encoder, index, user vectors, catalog, ranker) set; see the module doc."""
@@ -124,10 +210,15 @@ class ServingState:
     ranker: CandidateRanker | None = None
     ranker_note: str | None = None
     loaded_at: float = field(default_factory=time.time)
+    item_vectors: ItemVectors | None = field(default=None, repr=False, compare=False)  # None: made here
     masks: FilterMasks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "masks", FilterMasks(self.catalog, self.index))
+        if self.item_vectors is None or self.item_vectors.index is not self.index:
+            object.__setattr__(self, "item_vectors", ItemVectors(self.index))
+        if self.ranker is not None:
+            self.item_vectors.warm()  # states are built off the request path (load, refresh), never per request
 
     @property
     def encoder_version(self) -> str:
@@ -145,7 +236,7 @@ class ServingState:
         values = {name: getattr(self, name) for name in ("encoder", "index", "index_version", "index_meta", "users",
                                                          "catalog", "ranker", "ranker_note")}
         values.update(changes)
-        return ServingState(**values)
+        return ServingState(**values, item_vectors=self.item_vectors)  # kept while the index is the same
 
 
 def load_index(store: IndexStore, version: str, encoder: LoadedEncoder) -> tuple[VectorIndex, dict, UserVectors]:
