@@ -233,6 +233,33 @@ class TextTowerTrainer:
         self._item_cache = (self._weights_version, vectors)
         return vectors
 
+    def mine_hard_negatives(self, pool_size: int = 50, candidates: np.ndarray | None = None,
+                            progress: bool = False) -> np.ndarray:
+        """[items, pool_size] nearest other items under the current (before training: frozen) model.
+
+        Training draws `hard_negatives` of a target's pool per example: items the zero-shot model
+        confuses with the target, which the in-batch and uniform negatives rarely provide. Only
+        `candidates` rows (default: all) are eligible; computed in blocks so memory stays
+        O(block x items) instead of items x items.
+        """
+        vectors = self.item_vectors(progress=progress)
+        n = len(vectors)
+        eligible = np.arange(n) if candidates is None else np.asarray(candidates, dtype=np.int64)
+        size = max(1, min(pool_size, len(eligible) - 1))
+        pool = np.zeros((n, size), dtype=np.int64)
+        matrix = vectors[eligible]
+        position = {int(row): j for j, row in enumerate(eligible.tolist())}
+        for start in range(0, n, 1024):
+            block = vectors[start:start + 1024] @ matrix.T
+            own = np.arange(start, min(n, start + 1024))
+            for i, row in enumerate(own.tolist()):
+                j = position.get(row)
+                if j is not None:
+                    block[i, j] = -np.inf  # an item is never its own negative
+            top = np.argpartition(-block, size - 1, axis=1)[:, :size]
+            pool[start:start + len(own)] = eligible[top]
+        return pool
+
     def user_vectors(self, histories: list[np.ndarray], progress: bool = False) -> np.ndarray:
         return encode_token_rows(
             self.encoder, self.history_rows(histories), batch_size=64, progress=progress, description="encode histories"
@@ -307,7 +334,8 @@ class TextTowerTrainer:
                 item_ids = targets
                 if cfg.hard_negatives and hard_negative_pool is not None:
                     picks = hard_negative_pool[
-                        targets, rng.integers(0, hard_negative_pool.shape[1], size=(len(targets), cfg.hard_negatives))
+                        np.asarray(targets)[:, None],
+                        rng.integers(0, hard_negative_pool.shape[1], size=(len(targets), cfg.hard_negatives)),
                     ]
                     item_ids = np.concatenate([targets, picks.reshape(-1)])
                 if n_random:

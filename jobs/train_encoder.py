@@ -160,7 +160,13 @@ def train_encoder(
     # early-stopped on the text tower's own validation score, the signal it optimises.
     evaluate = evaluate_pooled if tower == "pooled" else evaluate_text
     seqs = Sequences(valid_users, valid_hist)
-    text_report = trainer.fit(seqs, evaluate, checkpoint=out / "checkpoint" / "text_stage.pt", progress=progress)
+    pool = None
+    if text_config.hard_negatives and text_config.method != "frozen":
+        # Mined once from the model as it starts (LoRA starts as the frozen model), over training items.
+        trained_items = np.unique(np.concatenate(valid_hist)) if valid_hist else None
+        pool = trainer.mine_hard_negatives(candidates=trained_items, progress=progress)
+    text_report = trainer.fit(seqs, evaluate, checkpoint=out / "checkpoint" / "text_stage.pt", progress=progress,
+                              hard_negative_pool=pool)
     timings["text_stage_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()

@@ -197,6 +197,9 @@ def train_encoder_command(
     item_tokens: int = typer.Option(32, "--item-tokens", help="Token budget of one item's text."),
     lr: float | None = typer.Option(None, "--lr", help="Default 1e-3 for adapters, 3e-5 for full."),
     eval_every: int = typer.Option(100, "--eval-every", help="Steps between validation passes."),
+    hard_negatives: int = typer.Option(0, "--hard-negatives",
+                                       help="Per example, negatives drawn from the target's 50 nearest items "
+                                       "under the frozen model (0: off)."),
     seq_epochs: int = typer.Option(200, "--seq-epochs", help="Sequence tower epochs (early-stopped)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
@@ -218,7 +221,7 @@ def train_encoder_command(
 
     text_config = TextTrainConfig(method=method, max_steps=steps, batch_size=batch_size,
                                   history_tokens=history_tokens, item_tokens=item_tokens, lr=lr,
-                                  eval_every=eval_every, seed=seed, threads=threads)
+                                  eval_every=eval_every, seed=seed, threads=threads, hard_negatives=hard_negatives)
     seq_config = replace(SequenceTrainConfig(), epochs=seq_epochs, seed=seed, threads=threads)
     run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
                         text_config=text_config, sequence_train_config=seq_config)

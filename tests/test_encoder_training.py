@@ -96,3 +96,29 @@ def test_text_stage_resumes_from_checkpoint(tmp_path, tiny_bert, small_data):
     again = train_encoder(dataset, split, out, tower="pooled", base_model=tiny_bert,
                           text_config=_text_config(max_steps=6, patience=99), progress=False)
     assert again.text_report["resumed_from"] == 4 and again.text_report["steps"] == 6
+
+
+def test_hard_negatives_are_the_frozen_models_nearest_other_items(tmp_path, tiny_bert, small_data):
+    """Mined from the starting model: each item's pool = its most similar *other* eligible items."""
+    from encoders.text_training import TextTowerTrainer
+
+    dataset, split = small_data
+    encoder = TextEncoder.from_pretrained(tiny_bert, max_length=48, device="cpu")
+    texts = dataset.item_text()["text"].to_list()
+    trainer = TextTowerTrainer(encoder, texts, _text_config())
+    eligible = np.arange(0, len(texts), 2)  # e.g. only items seen in training
+    pool = trainer.mine_hard_negatives(pool_size=5, candidates=eligible)
+    vectors = trainer.item_vectors()
+    assert pool.shape == (len(texts), 5)
+    assert np.isin(pool, eligible).all()
+    assert not (pool == np.arange(len(texts))[:, None]).any()  # never the item itself
+    for row in (0, 1, 7):
+        scores = vectors[eligible] @ vectors[row]
+        scores[eligible == row] = -np.inf
+        best = set(eligible[np.argsort(-scores)[:5]].tolist())
+        assert set(pool[row].tolist()) == best
+    # The job mines the pool and trains with it.
+    run = train_encoder(dataset, split, tmp_path / "hard", tower="text", base_model=tiny_bert,
+                        text_config=_text_config(hard_negatives=2, max_steps=2), progress=False)
+    assert run.text_report["steps"] == 2
+    assert json.loads((tmp_path / "hard" / "run.json").read_text())["text_config"]["hard_negatives"] == 2
