@@ -68,10 +68,9 @@ def _kind_and_ref(spec: str) -> tuple[str, str]:
 def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: int,
                settings: Settings | None = None) -> tuple[pl.DataFrame, str]:
     """(top-k table, description) of a model reference on the split's stage (module doc)."""
-    import numpy as np
 
     from jobs.nightly_embed import resolve_encoder
-    from jobs.train_ranker import build_queries, encode_histories, item_space, labeled_queries, topk_frame
+    from jobs.train_ranker import catalog_texts, item_space, stage_queries, topk_frame
     from ranking.context import BehaviorContext
     from ranking.registry import load_ranker
     from ranking.training import RankerConfig, top_k
@@ -96,17 +95,10 @@ def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: 
         raise ConfigError(f"ranker {ref} was trained on encoder {ranker.encoder_version}, but {encoder_ref} "
                           f"resolves to {loaded.version}")
     config.candidates.retrieval_k = max(config.candidates.retrieval_k, k)
-    vectors = item_space(loaded, dataset, context.item_ids, None, progress=True)
-    text = dataset.item_text()
-    text_of = dict(zip(text["item_id"].to_list(), text["text"].to_list(), strict=True))
-    texts = [text_of[i] for i in context.item_ids]
-    allowed = np.zeros(len(context.item_ids), dtype=bool)
-    allowed[context.rows(split.catalog().to_list())] = True
-    users, positions = build_queries(context, split, stage, 0)
-    histories = [context.history_of(u)[0][:p] for u, p in zip(users, positions, strict=True)]
-    seconds = [context.history_of(u)[1][:p] for u, p in zip(users, positions, strict=True)]
-    user_vectors = encode_histories(loaded, context, histories, seconds, vectors, texts)
-    labeled = labeled_queries(context, users, positions, user_vectors, vectors, allowed, config, {})
+    texts = catalog_texts(dataset, context.item_ids)
+    vectors = item_space(loaded, context.item_ids, texts, None)
+    labeled = stage_queries(loaded, context, split, stage, vectors, texts, config)
+    users = labeled.user_ids
     if ranker is None:
         lists = [(q.retrieved[:k], q.interest[:k]) for q in labeled.queries]
         return topk_frame(users, lists, context.item_ids), f"encoder `{loaded.version}` retrieval order"

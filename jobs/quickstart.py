@@ -37,6 +37,8 @@ from typing import Any
 from recsys.errors import ConfigError
 
 SYNTHETIC_INTERACTIONS = 20_000
+DATASETS = ("synthetic", "movielens-small")
+CHOICES_FILE = "quickstart.json"
 LIST_K = 50
 
 
@@ -67,9 +69,12 @@ class StepLog:
 def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
     """Run every step (module doc); returns the summary (also written to work/summary.json)."""
     work = config.work.resolve()
+    if config.dataset not in DATASETS:
+        raise ConfigError(f"unknown --dataset {config.dataset!r}: {' or '.join(DATASETS)}")
     if config.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    _check_choices(work, config)
     os.environ.setdefault("RECSYS_HOME", str(work / "home"))
     if config.threads:
         import torch
@@ -97,9 +102,9 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
     step("baselines", (paths["baselines"] / "metrics.json").is_file(),
          lambda: _baselines(paths["split"], paths["baselines"]))
     step("encoder", _registered(paths["encoder"]),
-         lambda: _encoder(paths, config, "lora", config.lora_steps(), register=True))
+         lambda: _encoder(paths["encoder"], paths, config, "lora", config.lora_steps(), register=True))
     step("frozen", (paths["frozen"] / "run.json").is_file(),
-         lambda: _encoder({**paths, "encoder": paths["frozen"]}, config, "frozen", 1, register=False))
+         lambda: _encoder(paths["frozen"], paths, config, "frozen", 0, register=False))
     step("nightly", _nightly_current(paths["store"], paths["encoder"]), lambda: _nightly(paths))
     step("ranker", _registered(paths["ranker"]), lambda: _ranker(paths))
     step("ab", (work / "ab-encoder-vs-ranker" / "report.json").is_file(), lambda: _ab(paths, work))
@@ -122,15 +127,13 @@ def _data(config: QuickstartConfig, out: Path) -> None:
         from recsys.data.synthetic import generate
 
         dataset = generate(n_interactions=SYNTHETIC_INTERACTIONS, seed=0)
-    elif config.dataset == "movielens-small":
+    else:
         if config.path is None:
             raise ConfigError("--dataset movielens-small needs --path (the ml-latest-small folder; "
                               "`recsys data fetch movielens-small` downloads it)")
         from jobs.data_jobs import load_source
 
         dataset = load_source("movielens", path=config.path)
-    else:
-        raise ConfigError(f"unknown --dataset {config.dataset!r}: synthetic or movielens-small")
     _atomic_dir(out, dataset.save)
 
 
@@ -150,13 +153,13 @@ def _baselines(split_dir: Path, out: Path) -> None:
     _atomic_dir(out, lambda folder: write_results(results, folder))
 
 
-def _encoder(paths: dict[str, Path], config: QuickstartConfig, method: str, steps: int, register: bool) -> None:
+def _encoder(out: Path, paths: dict[str, Path], config: QuickstartConfig, method: str, steps: int,
+             register: bool) -> None:
     from encoders.text_training import TextTrainConfig
     from jobs.train_encoder import train_encoder
     from recsys.data.dataset import Dataset
     from recsys.splits import Split
 
-    out = paths["encoder"]
     if not (out / "run.json").is_file():
         text = TextTrainConfig(method=method, max_steps=steps, eval_every=max(steps // 2, 1),
                                history_tokens=64 if config.dataset == "synthetic" else 128, threads=config.threads)
@@ -306,6 +309,24 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float, log_file: P
 
 
 # ----------------------------------------------------------------------------------- helpers
+def _check_choices(work: Path, config: QuickstartConfig) -> None:
+    """Refuse to reuse a work folder made with another dataset or budget: its finished steps would be
+    silently served as if they answered this command."""
+    choices = {"dataset": config.dataset, "path": str(config.path.resolve()) if config.path else None,
+               "lora_steps": config.lora_steps()}
+    record = work / CHOICES_FILE
+    if record.is_file():
+        before = json.loads(record.read_text(encoding="utf-8"))
+        changed = {k: (before.get(k), v) for k, v in choices.items() if before.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ConfigError(f"{work} was made by a quickstart with other settings ({what}); pass --fresh to "
+                              "start over there, or another --work folder")
+    else:
+        record.write_text(json.dumps(choices, indent=2), encoding="utf-8")
+
+
+
 def _atomic_dir(target: Path, write: Callable[[Path], Any]) -> None:
     """Write a folder under a temporary name and rename it into place: half a step never looks done."""
     partial = target.with_name(target.name + ".partial")

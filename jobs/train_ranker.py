@@ -59,23 +59,43 @@ class RankerRun:
                 f"{sum(self.timings.values()):.0f} s")
 
 
-def item_space(loaded: LoadedEncoder, dataset: Dataset, item_ids: list[str], out: Path | None,
-               progress: bool = True) -> np.ndarray:
+def catalog_texts(dataset: Dataset, item_ids: list[str]) -> list[str]:
+    """Each item's rendered text, in `item_ids` order (the context's rows)."""
+    text = dataset.item_text()
+    text_of = dict(zip(text["item_id"].to_list(), text["text"].to_list(), strict=True))
+    return [text_of[i] for i in item_ids]
+
+
+def item_space(loaded: LoadedEncoder, item_ids: list[str], texts: list[str], out: Path | None) -> np.ndarray:
     """Every item's vector in the encoder's retrieval space, cached in `out` per encoder version."""
     key = {"encoder_version": loaded.version, "items": len(item_ids)}
     if out is not None:
         cache, stamp = out / "item_vectors.npy", out / "item_vectors.json"
         if cache.is_file() and stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == key:
             return np.load(cache)
-    text = dataset.item_text()
-    text_of = dict(zip(text["item_id"].to_list(), text["text"].to_list(), strict=True))
-    texts = [text_of[i] for i in item_ids]
     vectors = loaded.bundle.index_vectors(item_ids, text_vectors=loaded.bundle.encode_items(texts))
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if out is not None:
         np.save(cache, vectors)
         stamp.write_text(json.dumps(key), encoding="utf-8")
     return vectors
+
+
+def stage_queries(loaded: LoadedEncoder, context: BehaviorContext, split: Split, stage: str, vectors: np.ndarray,
+                  texts: list[str], config: RankerConfig, label_of: dict[tuple[str, int], int] | None = None,
+                  progress: bool = True) -> LabeledQueries:
+    """A stage's queries end to end: targets, histories, user vectors, retrieval over the split's catalog.
+
+    The one path training, evaluation and the A/B model systems (`jobs.ab_systems`) all take.
+    """
+    allowed = np.zeros(len(context.item_ids), dtype=bool)
+    allowed[context.rows(split.catalog().to_list())] = True
+    users, positions = build_queries(context, split, stage, config.extra_cuts)
+    events = [context.history_of(u) for u in users]
+    histories = [rows[:p] for (rows, _), p in zip(events, positions, strict=True)]
+    seconds = [secs[:p] for (_, secs), p in zip(events, positions, strict=True)]
+    user_vectors = encode_histories(loaded, context, histories, seconds, vectors, texts, progress)
+    return labeled_queries(context, users, positions, user_vectors, vectors, allowed, config, label_of or {})
 
 
 def encode_histories(loaded: LoadedEncoder, context: BehaviorContext, histories: list[np.ndarray],
@@ -161,7 +181,7 @@ def labeled_queries(context: BehaviorContext, users: list[str], positions: list[
     return LabeledQueries(queries, np.asarray(targets, np.int64), np.asarray(labels, np.int64), list(users))
 
 
-def graded_labels(dataset: Dataset, context: BehaviorContext, graded: bool) -> tuple[dict[tuple[str, int], int], str]:
+def graded_labels(dataset: Dataset, graded: bool) -> tuple[dict[tuple[str, int], int], str]:
     """(user, position) -> 2 for a strong positive (weight >= the log's median), else 1; and the rule used."""
     import polars as pl
 
@@ -206,26 +226,17 @@ def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Pat
     timings["context_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
-    vectors = item_space(loaded, dataset, context.item_ids, out, progress)
-    text = dataset.item_text()
-    text_of = dict(zip(text["item_id"].to_list(), text["text"].to_list(), strict=True))
-    texts = [text_of[i] for i in context.item_ids]
+    texts = catalog_texts(dataset, context.item_ids)
+    vectors = item_space(loaded, context.item_ids, texts, out)
     timings["item_vectors_s"] = round(time.perf_counter() - started, 1)
-    allowed = np.zeros(len(context.item_ids), dtype=bool)
-    allowed[context.rows(split.catalog().to_list())] = True
-    label_of, label_rule = graded_labels(dataset, context, config.graded)
+    label_of, label_rule = graded_labels(dataset, config.graded)
 
     def item_vectors(rows: np.ndarray) -> np.ndarray:
         return vectors[rows]
 
-    sets = {}
     started = time.perf_counter()
-    for stage in ("train", "valid", "test"):
-        users, positions = build_queries(context, split, stage, config.extra_cuts)
-        histories = [context.history_of(u)[0][:p] for u, p in zip(users, positions, strict=True)]
-        seconds = [context.history_of(u)[1][:p] for u, p in zip(users, positions, strict=True)]
-        user_vectors = encode_histories(loaded, context, histories, seconds, vectors, texts, progress)
-        sets[stage] = labeled_queries(context, users, positions, user_vectors, vectors, allowed, config, label_of)
+    sets = {stage: stage_queries(loaded, context, split, stage, vectors, texts, config, label_of, progress)
+            for stage in ("train", "valid", "test")}
     timings["user_vectors_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()

@@ -59,6 +59,7 @@ FEATURE_NAMES = [f.name for f in FEATURES]
 CATEGORICAL = [f.name for f in FEATURES if f.categorical]
 RECENT = 5
 PROFILE_ITEMS = 50
+_EPOCH_1900 = -2_208_988_800  # 1900-01-01 in Unix seconds
 
 
 def compute(context: BehaviorContext, queries: list[Query], candidates: Candidates,
@@ -127,9 +128,6 @@ def compute(context: BehaviorContext, queries: list[Query], candidates: Candidat
         out["ctr"] = np.full(n, np.nan)
     return np.column_stack([out[name].astype(np.float64) for name in FEATURE_NAMES]) if n else \
         np.zeros((0, len(FEATURES)))
-
-
-_EPOCH_1900 = -2_208_988_800  # 1900-01-01 in Unix seconds
 
 
 def _user_features(queries: list[Query]) -> dict[str, np.ndarray]:

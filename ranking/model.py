@@ -121,7 +121,7 @@ class RankerModel:
         allowed = None
         if request.allowed is not None:
             allowed = np.zeros(len(context.item_ids), dtype=bool)
-            allowed[context.rows(sorted(request.allowed))] = True
+            allowed[context.rows(list(request.allowed))] = True
         if request.item_matrix is not None:
             matrix = request.item_matrix
 
@@ -131,7 +131,7 @@ class RankerModel:
             vectors = _request_vectors(request, context)
         query = Query(history=history, t=t, retrieved=context.rows(retrieved_ids),
                       interest=np.asarray(interest, dtype=np.float64), history_seconds=seconds,
-                      exclude=context.rows(sorted(request.exclude)), allowed=allowed,
+                      exclude=context.rows(list(request.exclude)), allowed=allowed,
                       user_vector=None if request.user_vector is None else np.asarray(request.user_vector,
                                                                                        dtype=np.float32))
         candidates, features, scores = self.score([query], vectors)
