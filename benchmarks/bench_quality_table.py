@@ -1,13 +1,14 @@
 """The ml-latest-small quality table: every system on the same split, with 95% bootstrap CIs.
 
-Systems: MostPop and ItemKNN (fitted here), the zero-shot encoder (`--frozen` train-encoder run folder),
-the fine-tuned encoder with the text user tower (`--lora` run folder: its saved test lists) and with the
-pooled tower (the same fine-tuned item vectors, users = recency-weighted mean of their history's item
-vectors, computed here), and fine-tuned encoder + ranker (`--ranker` train-ranker run folder). Each
-cell is the mean over all test users with a percentile bootstrap CI over users (users resampled).
+Systems: MostPop and ItemKNN (fitted here), then every `--run "LABEL=FOLDER"` in the order given
+(a train-encoder or train-ranker run folder: its saved test top-50 lists), and `--pooled FOLDER`: the
+pooled user tower over a text-tower run's fine-tuned item vectors (users = recency-weighted mean of
+their history's item vectors, computed here). Each cell is the mean over all test users with a
+percentile bootstrap CI over users (users resampled).
 
-    python benchmarks/bench_quality_table.py --split /tmp/mlw/split --frozen /tmp/mlw/frozen_text \\
-        --lora /tmp/mlw/lora_text_300 --ranker /tmp/mlw/ranker --out /tmp/mlw/quality.md
+    python benchmarks/bench_quality_table.py --split /tmp/mlw/split \\
+        --run "zero-shot encoder=/tmp/mlw/frozen_text" --run "fine-tuned encoder=/tmp/mlw/lora_cat" \\
+        --pooled /tmp/mlw/lora_cat --run "fine-tuned encoder + ranker=/tmp/mlw/ranker3" --out /tmp/mlw/quality.md
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", type=Path, required=True)
-    parser.add_argument("--frozen", type=Path, required=True)
-    parser.add_argument("--lora", type=Path, required=True)
-    parser.add_argument("--ranker", type=Path, required=True)
+    parser.add_argument("--run", action="append", default=[], metavar="LABEL=FOLDER",
+                        help="A run folder with topk_test.parquet, shown as LABEL (repeatable, in order).")
+    parser.add_argument("--pooled", type=Path, help="Text-tower run whose item vectors the pooled row uses.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -74,10 +75,13 @@ def main() -> None:
         model = make_baseline(name).fit(history)
         systems[{"mostpop": "MostPop", "itemknn": "ItemKNN (5 neighbours)"}[name]] = model.recommend(
             users, k=50, exclude=history, catalog=split.catalog())
-    systems["zero-shot encoder (text tower)"] = pl.read_parquet(args.frozen / "topk_test.parquet")
-    systems["fine-tuned encoder, text tower"] = pl.read_parquet(args.lora / "topk_test.parquet")
-    systems["fine-tuned encoder, pooled tower"] = pooled_lists(args.lora, split)
-    systems["fine-tuned encoder + ranker"] = pl.read_parquet(args.ranker / "topk_test.parquet")
+    for spec in args.run:
+        label, sep, folder = spec.partition("=")
+        if not sep or not label or not (Path(folder) / "topk_test.parquet").is_file():
+            parser.error(f"--run {spec!r}: expected LABEL=FOLDER with FOLDER/topk_test.parquet")
+        systems[label] = pl.read_parquet(Path(folder) / "topk_test.parquet")
+    if args.pooled:
+        systems["fine-tuned encoder, pooled tower"] = pooled_lists(args.pooled, split)
 
     rows, record = [], {}
     for name, topk in systems.items():

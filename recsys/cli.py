@@ -200,6 +200,15 @@ def train_encoder_command(
     hard_negatives: int = typer.Option(0, "--hard-negatives",
                                        help="Per example, negatives drawn from the target's 50 nearest items "
                                        "under the frozen model (0: off)."),
+    catalog_negatives: bool = typer.Option(True, "--catalog-negatives/--sampled-negatives",
+                                           help="Softmax over the whole catalog (a detached item bank refreshed at "
+                                           "each evaluation) instead of in-batch + random negatives."),
+    popularity_prior: bool = typer.Option(True, "--popularity-prior/--no-popularity-prior",
+                                          help="Text tower: add beta*log(1+count) per item, beta chosen on the "
+                                          "validation targets (0 allowed)."),
+    train_prior: float = typer.Option(0.05, "--train-prior",
+                                      help="Beta of a popularity prior inside the training logits (0: off), so "
+                                      "the encoder learns what popularity does not explain."),
     seq_epochs: int = typer.Option(200, "--seq-epochs", help="Sequence tower epochs (early-stopped)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
@@ -221,7 +230,9 @@ def train_encoder_command(
 
     text_config = TextTrainConfig(method=method, max_steps=steps, batch_size=batch_size,
                                   history_tokens=history_tokens, item_tokens=item_tokens, lr=lr,
-                                  eval_every=eval_every, seed=seed, threads=threads, hard_negatives=hard_negatives)
+                                  eval_every=eval_every, seed=seed, threads=threads, hard_negatives=hard_negatives,
+                                  catalog_negatives=catalog_negatives, popularity_prior=popularity_prior,
+                                  train_prior_beta=train_prior)
     seq_config = replace(SequenceTrainConfig(), epochs=seq_epochs, seed=seed, threads=threads)
     run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
                         text_config=text_config, sequence_train_config=seq_config)

@@ -159,7 +159,14 @@ def test_text_tower_bundle_follows_the_training_history_rule(trained, tmp_path):
         assert np.allclose(bundle.encode_items(texts), expected, atol=1e-6)
         # `[CLS] item [SEP]` is both a one-item history and the item itself (no prompt configured).
         single = bundle.user_vectors_text([[texts[7]]])
-        assert np.allclose(single[0], expected[7], atol=1e-6)
+        dim = bundle.encoder.dim
+        assert np.allclose(single[0, :dim], expected[7], atol=1e-6)
+        if bundle.prior is not None:  # the popularity prior: items carry it, users a constant 1
+            assert single.shape[1] == dim + 1 == bundle.index_dim and single[0, dim] == 1.0
+            ids = _items(run)["item_id"].to_list()
+            index = bundle.index_vectors([*ids[:3], "never-seen"], texts=[*texts[:3], "a brand new item"])
+            assert np.allclose(index[:3, dim], [bundle.prior[i] for i in ids[:3]])
+            assert index[3, dim] == 0.0  # an item unseen in training: ranked by its text alone
         newest_first = bundle.user_vectors_text([texts[:4], texts[3::-1]])
         assert not np.allclose(newest_first[0], newest_first[1])
     assert not (tmp_path / "bundle" / "sequence").exists() and (tmp_path / "bundle" / "base").is_dir()

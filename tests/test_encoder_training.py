@@ -13,7 +13,7 @@ from encoders.sequence import SequenceConfig, attention_mask, build_model
 from encoders.sequence_training import SequenceTrainConfig
 from encoders.testing import make_tiny_bert
 from encoders.text_encoder import TextEncoder
-from encoders.text_training import TextTrainConfig, info_nce
+from encoders.text_training import TextTrainConfig, catalog_info_nce, info_nce
 from jobs.train_encoder import train_encoder
 from recsys.data.synthetic import generate
 from recsys.splits import leave_last_out
@@ -53,6 +53,24 @@ def test_info_nce_masks_duplicate_targets():
     same = info_nce(users, items, torch.tensor([5, 5, 6]), torch.tensor([5, 5, 6]), temperature=1.0)
     distinct = info_nce(users, items, torch.tensor([5, 7, 6]), torch.tensor([5, 7, 6]), temperature=1.0)
     assert same < distinct  # the duplicate of a row's own target is not a negative
+
+
+def test_catalog_info_nce_is_the_full_ranking_softmax_without_the_history():
+    """The loss equals cross-entropy over every catalog item minus each row's history; bank gets no gradient."""
+    gen = torch.Generator().manual_seed(0)
+    catalog = torch.nn.functional.normalize(torch.randn(12, 4, generator=gen), dim=1)
+    users = torch.nn.functional.normalize(torch.randn(2, 4, generator=gen), dim=1).requires_grad_(True)
+    targets = torch.tensor([3, 7])
+    seen = [np.array([0, 1, 5, 3]), np.array([2])]  # a re-consumed target stays rankable
+    loss = catalog_info_nce(users, targets, catalog, seen, temperature=0.1)
+    expected = []
+    for row in range(2):
+        logits = users[row].detach() @ catalog.T / 0.1
+        logits[torch.as_tensor([i for i in seen[row] if i != targets[row]])] = float("-inf")
+        expected.append(-torch.log_softmax(logits, 0)[targets[row]])
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
+    loss.backward()
+    assert users.grad is not None and users.grad.abs().sum() > 0
 
 
 def test_sequence_tower_is_causal_and_finite():
@@ -122,3 +140,79 @@ def test_hard_negatives_are_the_frozen_models_nearest_other_items(tmp_path, tiny
                         text_config=_text_config(hard_negatives=2, max_steps=2), progress=False)
     assert run.text_report["steps"] == 2
     assert json.loads((tmp_path / "hard" / "run.json").read_text())["text_config"]["hard_negatives"] == 2
+
+
+def test_catalog_negatives_train_and_leave_the_item_cache_intact(tiny_bert, small_data):
+    """The bank is a copy: updating it during training must not corrupt the cached item vectors."""
+    from encoders.text_training import Sequences, TextTowerTrainer, encode_token_rows
+
+    dataset, split = small_data
+    encoder = TextEncoder.from_pretrained(tiny_bert, max_length=48, device="cpu")
+    texts = dataset.item_text()["text"].to_list()
+    row_of = {item: i for i, item in enumerate(dataset.item_text()["item_id"].to_list())}
+    history = split.history("valid").sort(["user_id", "ts", "item_id"])
+    grouped = history.group_by("user_id", maintain_order=True).agg("item_id")
+    seqs = Sequences(grouped["user_id"].to_list(),
+                     [np.array([row_of[i] for i in items]) for items in grouped["item_id"].to_list()])
+    trainer = TextTowerTrainer(encoder, texts, _text_config(catalog_negatives=True, max_steps=4, eval_every=2,
+                                                            patience=99))
+    seen_by_eval = []
+
+    def evaluate(current):
+        seen_by_eval.append(current.item_vectors().copy())
+        return float(len(seen_by_eval))  # later is "better": the last weights are kept
+
+    report = trainer.fit(seqs, evaluate, progress=False)
+    assert report.steps == 4 and all(np.isfinite(c["loss"]) for c in report.curve)
+    direct = encode_token_rows(encoder, [trainer.tokens.item(i) for i in range(len(texts))])
+    np.testing.assert_allclose(trainer.item_vectors(), direct, atol=1e-5)
+    np.testing.assert_allclose(seen_by_eval[-1], direct, atol=1e-5)
+    assert not np.allclose(seen_by_eval[0], direct, atol=1e-5)  # training moved the item tower
+
+
+def test_select_beta_keeps_the_best_and_prefers_no_prior_on_ties():
+    from encoders.item_prior import select_beta
+
+    log_count = np.log1p(np.array([0.0, 3.0, 10.0]))
+    beta, grid = select_beta(log_count, lambda prior: -abs(float(prior[2]) - 0.05 * log_count[2]))
+    assert beta == 0.05 and set(grid) >= {0.0, 0.05}
+    beta, _ = select_beta(log_count, lambda prior: 1.0)  # nothing helps: the prior stays off
+    assert beta == 0.0
+
+
+def test_text_run_reports_the_prior_it_chose_on_validation(tmp_path, tiny_bert, small_data):
+    """The chosen beta's validation score is the run's validation NDCG@10; the file exists iff beta > 0."""
+    import polars as pl
+
+    from encoders.item_prior import PRIOR_FILE
+
+    dataset, split = small_data
+    out = tmp_path / "prior"
+    run = train_encoder(dataset, split, out, tower="text", base_model=tiny_bert, text_config=_text_config(),
+                        progress=False)
+    prior = run.prior_report
+    assert prior["valid_ndcg10_by_beta"][prior["beta"]] == pytest.approx(run.valid["ndcg@10"], abs=1e-9)
+    assert max(prior["valid_ndcg10_by_beta"].values()) == pytest.approx(run.valid["ndcg@10"], abs=1e-9)
+    assert (out / PRIOR_FILE).is_file() == (prior["beta"] > 0)
+    if prior["beta"] > 0:
+        saved = pl.read_parquet(out / PRIOR_FILE)
+        counts = split.history("valid").group_by("item_id").len()
+        top = counts.sort("len", descending=True)["item_id"][0]
+        assert saved.height == dataset.items.height
+        assert saved.filter(pl.col("item_id") == top)["prior"][0] == pytest.approx(
+            prior["beta"] * np.log1p(counts["len"].max()), rel=1e-5)
+    off = train_encoder(dataset, split, out, tower="text", base_model=tiny_bert,
+                        text_config=_text_config(popularity_prior=False), progress=False)
+    assert off.prior_report == {} and not (out / PRIOR_FILE).exists()  # a rerun drops the stale prior
+
+
+def test_prior_inside_the_training_logits(tmp_path, tiny_bert, small_data):
+    """`train_prior_beta` puts beta*log(1+count) in both losses; validation then scores with it too."""
+    dataset, split = small_data
+    run = train_encoder(dataset, split, tmp_path / "train-prior", tower="text", base_model=tiny_bert,
+                        text_config=_text_config(train_prior_beta=0.05, catalog_negatives=True, max_steps=2,
+                                                 eval_every=2), progress=False)
+    curve = run.text_report["curve"]
+    assert run.text_report["steps"] == 2 and np.isfinite(curve[-1]["loss"])
+    saved = json.loads((tmp_path / "train-prior" / "run.json").read_text())
+    assert saved["text_config"]["train_prior_beta"] == 0.05

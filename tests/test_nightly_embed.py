@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from encoders.item_prior import PRIOR_FILE, item_side, load_prior
 from encoders.packaging import EncoderBundle
 from encoders.testing import make_tiny_bert
 from jobs.nightly_embed import EmbedConfig, active_histories, run_nightly
@@ -101,6 +102,16 @@ def _events(dataset: Dataset, user: str) -> list[tuple[object, str]]:
     return sorted(zip(rows["ts"].to_list(), rows["item_id"].to_list(), strict=True), reverse=True)
 
 
+def _trained_index_vectors(run: Path) -> np.ndarray:
+    """The index vectors training implies: item_vectors.npy, plus the popularity prior column if any."""
+    vectors = np.load(run / "item_vectors.npy")
+    if not (run / PRIOR_FILE).is_file():
+        return vectors
+    prior = load_prior(run / PRIOR_FILE)
+    ids = pl.read_parquet(run / "items.parquet")["item_id"].to_list()
+    return item_side(vectors, np.array([prior[i] for i in ids]))
+
+
 def _history(dataset: Dataset, user: str) -> list[str]:
     return [item for _, item in _events(dataset, user)]
 
@@ -121,7 +132,7 @@ def test_cli_full_run_then_nothing_then_exactly_three_edits(world, tmp_path):
     assert v1 in first.stdout
     # Text tower: the index holds exactly the item vectors training computed.
     trained = pl.read_parquet(world["enc_a"] / "items.parquet")["item_id"].to_list()
-    np.testing.assert_allclose(index1.reconstruct(trained), np.load(world["enc_a"] / "item_vectors.npy"), atol=1e-6)
+    np.testing.assert_allclose(index1.reconstruct(trained), _trained_index_vectors(world["enc_a"]), atol=1e-6)
 
     # Active users' vectors: the right users, and the text tower's vectors of their histories.
     users = read_user_vectors(store / "index", meta1)
@@ -155,8 +166,8 @@ def test_cli_full_run_then_nothing_then_exactly_three_edits(world, tmp_path):
     _, index3, _, extra3 = _served(store)
     assert extra3["encoded"] == 3 and extra3["shards_written"] == 1
     new_texts = dict(zip(*dataset.item_text().get_columns(), strict=True))
-    np.testing.assert_allclose(index3.reconstruct(edited), bundle.encode_items([new_texts[i] for i in edited]),
-                               atol=1e-5)
+    np.testing.assert_allclose(index3.reconstruct(edited),
+                               bundle.index_vectors(edited, texts=[new_texts[i] for i in edited]), atol=1e-5)
     unchanged = [i for i in trained if i not in edited]
     np.testing.assert_array_equal(index3.reconstruct(unchanged), index1.reconstruct(unchanged))
     assert not np.allclose(index3.reconstruct(edited), index1.reconstruct(edited))
@@ -213,7 +224,10 @@ def test_int8_and_fp16_are_kept_apart_and_close(world, tmp_path):
 
     half = run_nightly(dataset, world["enc_a"], tmp_path / "fp16", _config(store_dtype="float16"))
     _, idx16, _, _ = _served(tmp_path / "fp16")
-    np.testing.assert_array_equal(idx16.reconstruct(ids), a.astype(np.float16).astype(np.float32))
+    text_columns = a.shape[1] - (1 if (world["enc_a"] / PRIOR_FILE).is_file() else 0)
+    got = idx16.reconstruct(ids)  # the stored text vectors are fp16; a prior column is exact
+    np.testing.assert_array_equal(got[:, :text_columns], a[:, :text_columns].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(got[:, text_columns:], a[:, text_columns:])
     assert half.encoded == N_ITEMS
     assert run_nightly(dataset, world["enc_a"], tmp_path / "fp16", _config(store_dtype="float16")).encoded == 0
 
@@ -341,7 +355,7 @@ def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, 
     assert extra["model_uri"] == f"models:/recsys-encoder/{model.version}"
     assert extra["encoder_ref"] == "models:/recsys-encoder@champion"
     ids = pl.read_parquet(world["enc_a"] / "items.parquet")["item_id"].to_list()
-    np.testing.assert_allclose(index.reconstruct(ids), np.load(world["enc_a"] / "item_vectors.npy"), atol=1e-6)
+    np.testing.assert_allclose(index.reconstruct(ids), _trained_index_vectors(world["enc_a"]), atol=1e-6)
 
     client = MlflowClient(tracking_uri=settings.mlflow_uri)
     experiment = client.get_experiment_by_name("nightly-embed")

@@ -44,11 +44,13 @@ def truth(world):
     bundle = EncoderBundle.load(world.encoders["text"], device="cpu")
     text = world.dataset.item_text()
     ids = text["item_id"].to_list()
-    vectors = bundle.encode_items(text["text"].to_list())
+    text_vectors = bundle.encode_items(text["text"].to_list())
+    vectors = bundle.index_vectors(ids, text_vectors=text_vectors)  # + the prior column when the encoder has one
     store = IndexStore(world.store / "index")
     users = read_user_vectors(store.root, store.metadata(store.current_version()))
     cached = dict(zip(users["user_id"].to_list(), np.stack(users["vector"].to_numpy()), strict=True))
     return {"bundle": bundle, "ids": ids, "row": {i: r for r, i in enumerate(ids)}, "vectors": vectors,
+            "text_vectors": text_vectors,
             "texts": dict(zip(ids, text["text"].to_list(), strict=True)), "cached": cached}
 
 
@@ -140,6 +142,9 @@ def test_history_requests_drop_unknown_ids_and_reject_all_unknown(rec, truth):
 def test_free_text_odd_unicode_and_filters(rec, world, truth):
     text = "garden \u200f\u202e tools 🌱 \u0000 for the patio"
     expected = truth["bundle"].encode_items([text])[0]
+    if truth["bundle"].prior is not None:  # a text query scores like a one-item user: similarity + prior
+        expected = np.append(expected, np.float32(1.0))
+    np.testing.assert_allclose(truth["bundle"].query_vectors([text])[0], expected, atol=1e-6)
     result = rec.recommend(text=text, k=6)
     assert result.query == "text" and result.user_vector is None
     _assert_top_k(result, truth, expected, 6)
@@ -155,7 +160,10 @@ def test_similar_items_and_unknown_items(rec, truth):
     anchor = truth["ids"][3]
     result = rec.similar(anchor, k=5)
     assert result.query == "item" and anchor not in result.item_ids
-    _assert_top_k(result, truth, truth["vectors"][truth["row"][anchor]], 5, exclude=[anchor])
+    query = truth["vectors"][truth["row"][anchor]].copy()
+    if truth["bundle"].prior is not None:
+        query[-1] = 1.0  # the anchor queries like a one-item user: similarity + the candidates' prior
+    _assert_top_k(result, truth, query, 5, exclude=[anchor])
     with pytest.raises(UnknownItemError, match="not in the served index"):
         rec.similar("no-such-item")
 
@@ -166,7 +174,8 @@ def test_explanations_name_the_closest_history_item(rec, world, truth):
     result = rec.recommend(user_id=user, k=4, explain=True)
     window = history[:rec.config.explain_history]
     for item in result.items:
-        sims = {h: float(truth["vectors"][truth["row"][item.item_id]] @ truth["vectors"][truth["row"][h]])
+        text_vectors = truth["text_vectors"]
+        sims = {h: float(text_vectors[truth["row"][item.item_id]] @ text_vectors[truth["row"][h]])
                 for h in window}
         assert item.explanation["similarity"] == pytest.approx(max(sims.values()), abs=ATOL)
         assert sims[item.explanation["because_of"]] == pytest.approx(max(sims.values()), abs=ATOL)

@@ -200,8 +200,7 @@ def _encode(kind: str, bundle: EncoderBundle, payloads: Sequence[Any]) -> np.nda
       sequence tower.
     """
     if kind == "query_text":
-        texts = list(payloads)
-        return bundle.index_vectors([""] * len(texts), text_vectors=bundle.encode_items(texts))
+        return bundle.query_vectors(list(payloads))
     if kind == "user_text":
         return bundle.user_vectors_text([list(p) for p in payloads])
     if kind == "user_sequence":
