@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from encoders.item_prior import PRIOR_FILE
+from encoders.item_prior import PRIOR_FILE, item_side, load_prior, user_side
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -210,8 +210,6 @@ class EncoderBundle:
         if meta["tower"] == "sequence":
             bundle._load_sequence(folder / SEQUENCE_DIR, packaged)
         if meta.get("item_prior"):
-            from encoders.item_prior import load_prior
-
             prior_file = folder / str(meta["item_prior"])
             if not prior_file.is_file():
                 raise ConfigError(f"{prior_file}: not found; {folder} declares a popularity prior")
@@ -260,7 +258,14 @@ class EncoderBundle:
         """Width of the vectors `index_vectors` and the user-vector functions return."""
         if self.sequence_config is not None:
             return int(self.sequence_config.dim)
-        return int(self.encoder.dim) + (1 if self.prior is not None else 0)
+        return self.content_dim + (1 if self.prior is not None else 0)
+
+    @property
+    def content_dim(self) -> int:
+        """Leading index columns that describe the item (all but a popularity prior's last column)."""
+        if self.sequence_config is not None:
+            return int(self.sequence_config.dim)
+        return int(self.encoder.dim)
 
     # ------------------------------------------------------------------------------- items
     def encode_items(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
@@ -290,8 +295,6 @@ class EncoderBundle:
             raise DataError(f"{len(ids)} item ids but {len(text_vectors)} text vectors")
         if self.sequence is None:
             if self.prior is not None:
-                from encoders.item_prior import item_side
-
                 # An item not seen in training has count 0, hence prior 0: ranked by its text alone.
                 return item_side(np.asarray(text_vectors, dtype=np.float32),
                                  np.asarray([self.prior.get(i, 0.0) for i in ids], dtype=np.float32))
@@ -313,10 +316,18 @@ class EncoderBundle:
         holds the users' constant 1, so a search ranks by similarity + the candidates' prior.
         """
         texts = list(_texts(texts, "text"))
-        vectors = self.index_vectors([""] * len(texts), text_vectors=self.encode_items(texts))
-        if self.prior is not None and self.sequence is None and len(vectors):
-            vectors[:, -1] = 1.0
-        return vectors
+        return self.as_queries(self.index_vectors([""] * len(texts), text_vectors=self.encode_items(texts)))
+
+    def as_queries(self, index_vectors: np.ndarray) -> np.ndarray:
+        """Index vectors turned into queries that score like one-item users (a copy).
+
+        With a popularity prior the last column becomes the users' constant 1 (similarity + the
+        candidates' prior); otherwise the vectors are returned unchanged.
+        """
+        queries = np.array(index_vectors, dtype=np.float32, ndmin=2)
+        if self.prior is not None and len(queries):
+            queries[:, -1] = 1.0
+        return queries
 
     # ------------------------------------------------------------------------------- users
     def user_vectors_text(self, histories: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
@@ -341,8 +352,6 @@ class EncoderBundle:
         rows = [tokens.history([position[t] for t in reversed(texts[:cap])], budget, prefix) for texts in lists]
         vectors = encode_token_rows(self.encoder, rows, batch_size=batch_size)
         if self.prior is not None:
-            from encoders.item_prior import user_side
-
             return user_side(vectors)
         return vectors
 

@@ -367,7 +367,7 @@ class TextTowerTrainer:
                 total=cfg.max_steps, initial=step, desc=f"fine-tune ({cfg.method})", unit="step", dynamic_ncols=True
             )
         started, examples = time.perf_counter(), 0
-        if cfg.catalog_negatives:
+        if cfg.catalog_negatives and step < cfg.max_steps:  # a finished run resumed: nothing to train
             bank = torch.tensor(self.item_vectors(progress=progress))
         self.encoder.train()
         while step < cfg.max_steps:

@@ -326,7 +326,6 @@ def _check_choices(work: Path, config: QuickstartConfig) -> None:
         record.write_text(json.dumps(choices, indent=2), encoding="utf-8")
 
 
-
 def _atomic_dir(target: Path, write: Callable[[Path], Any]) -> None:
     """Write a folder under a temporary name and rename it into place: half a step never looks done."""
     partial = target.with_name(target.name + ".partial")

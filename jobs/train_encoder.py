@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +130,10 @@ def train_encoder(
     if tower not in TOWERS:
         raise ConfigError(f"unknown user tower {tower!r}; choose one of {', '.join(TOWERS)}")
     text_config = text_config or TextTrainConfig()
+    if text_config.train_prior_beta > 0 and not (tower == "text" and text_config.popularity_prior):
+        # The prior only exists in the text tower's index; training with it for a tower that is
+        # served without it would optimise a score nobody computes (run.json records the 0).
+        text_config = replace(text_config, train_prior_beta=0.0)
     if text_config.threads:
         torch.set_num_threads(text_config.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,14 +200,13 @@ def train_encoder(
         test_users_vec = trainer.user_vectors(test_hist, progress=progress)
         item_matrix = item_vectors
         if text_config.popularity_prior:
-            prior = _popularity_prior(view, split, item_vectors, valid_users, valid_hist, valid_users_vec,
-                                      valid_targets, out)
-            if "values" in prior:
+            prior, prior_report = _popularity_prior(view, split, item_vectors, valid_users, valid_hist,
+                                                    valid_users_vec, valid_targets, out)
+            if prior is not None:
                 from encoders.item_prior import item_side, user_side
 
-                item_matrix = item_side(item_vectors, prior.pop("values"))
+                item_matrix = item_side(item_vectors, prior)
                 valid_users_vec, test_users_vec = user_side(valid_users_vec), user_side(test_users_vec)
-            prior_report = prior
     else:
         valid_users_vec = pooled_user_vectors(valid_hist, item_vectors)
         test_users_vec = pooled_user_vectors(test_hist, item_vectors)
@@ -225,11 +228,11 @@ def train_encoder(
 
 def _popularity_prior(view: CatalogView, split: Split, item_vectors: np.ndarray, valid_users: list[str],
                       valid_hist: list[np.ndarray], valid_users_vec: np.ndarray, valid_targets: pl.DataFrame,
-                      out: Path) -> dict[str, Any]:
+                      out: Path) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Choose the text tower's popularity prior on the validation targets (`encoders.item_prior`).
 
-    Writes `item_prior.parquet` when a beta > 0 wins (the result then holds its `values`) and
-    removes a stale one otherwise: a rerun in the same folder must not pick up an earlier prior.
+    Returns (per-row prior, or None when beta 0 wins; report). A winning prior is written to
+    `item_prior.parquet`, which the caller has already cleared of any earlier run's.
     """
     from encoders.item_prior import item_side, log_counts, save_prior, select_beta, user_side
 
@@ -242,12 +245,11 @@ def _popularity_prior(view: CatalogView, split: Split, item_vectors: np.ndarray,
         return metrics["ndcg@10"]
 
     beta, grid = select_beta(log_count, valid_ndcg)
-    path = out / PRIOR_FILE
+    report = {"beta": beta, "valid_ndcg10_by_beta": grid}
     if beta <= 0:
-        path.unlink(missing_ok=True)
-        return {"beta": 0.0, "valid_ndcg10_by_beta": grid}
-    save_prior(path, view.item_ids, beta * log_count)
-    return {"beta": beta, "valid_ndcg10_by_beta": grid, "values": beta * log_count}
+        return None, report
+    save_prior(out / PRIOR_FILE, view.item_ids, beta * log_count)
+    return beta * log_count, report
 
 
 def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, valid_users: list[str],

@@ -206,7 +206,7 @@ def train_encoder_command(
     popularity_prior: bool = typer.Option(True, "--popularity-prior/--no-popularity-prior",
                                           help="Text tower: add beta*log(1+count) per item, beta chosen on the "
                                           "validation targets (0 allowed)."),
-    train_prior: float = typer.Option(0.05, "--train-prior",
+    train_prior: float = typer.Option(0.05, "--train-prior", min=0.0,
                                       help="Beta of a popularity prior inside the training logits (0: off), so "
                                       "the encoder learns what popularity does not explain."),
     seq_epochs: int = typer.Option(200, "--seq-epochs", help="Sequence tower epochs (early-stopped)."),

@@ -103,6 +103,8 @@ def test_train_encoder_each_tower(tmp_path, tiny_bert, small_data, tower):
     assert np.load(tmp_path / tower / "item_vectors.npy").shape[0] == dataset.items.height
     saved = json.loads((tmp_path / tower / "run.json").read_text())
     assert saved["tower"] == tower and saved["text_report"]["steps"] >= 2
+    # The prior lives in the text tower's index only: other towers train without it.
+    assert saved["text_config"]["train_prior_beta"] == (0.05 if tower == "text" else 0.0)
 
 
 def test_text_stage_resumes_from_checkpoint(tmp_path, tiny_bert, small_data):

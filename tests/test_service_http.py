@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recsys.embedding_store import read_user_vectors
 from recsys.index import IndexStore, VectorIndex
-from recsys.serving.testing import ServerProcess, build_world
+from recsys.serving.testing import ServerProcess, build_world, wait_for_readyz
 
 KEY = f"key-{secrets.token_hex(12)}"
 SECOND_KEY = f"other-{secrets.token_hex(12)}"
@@ -312,13 +312,13 @@ def test_hot_swap_under_load_serves_new_versions_refuses_broken_ones_and_drops_n
     # Start on an empty store: alive but not ready, and /v1 answers 503 until an index is published.
     with _started_unready(server) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
         assert http.get("/healthz").status_code == 200
-        unready = _wait(http, lambda s: "no index has been published" in (s.get("error") or ""))
+        unready = wait_for_readyz(http, lambda s: "no index has been published" in (s.get("error") or ""))
         assert unready["ready"] is False and http.get("/readyz").status_code == 503
         assert http.post("/v1/recommend", json={"user_id": users[0]}).status_code == 503
         staged = tmp_path / "staged"
         shutil.copytree(world.store / "index", staged)
         os.rename(staged, store_dir / "index")  # appears whole
-        _wait(http, lambda s: s.get("ready") is True)
+        wait_for_readyz(http, lambda s: s.get("ready") is True)
         index_store = IndexStore(store_dir / "index")
         v0, index0, meta0 = index_store.current()
         anchor = world.dataset.items["item_id"][0]
@@ -346,11 +346,11 @@ def test_hot_swap_under_load_serves_new_versions_refuses_broken_ones_and_drops_n
         try:
             time.sleep(0.5)
             v1 = index_store.publish(_perturbed(index0, 1), meta0["extra"])
-            _wait(http, lambda s: s["index_version"] == v1)
+            wait_for_readyz(http, lambda s: s["index_version"] == v1)
             time.sleep(0.5)
             # (a) an index built by another encoder is refused
             v2 = index_store.publish(_perturbed(index0, 2), meta0["extra"], encoder_version="another-encoder/3")
-            status = _wait(http, lambda s: v2 in {r["version"] for r in s["refused"]})
+            status = wait_for_readyz(http, lambda s: v2 in {r["version"] for r in s["refused"]})
             assert status["index_version"] == v1
             # (b) a version whose index file was damaged after it was verified is refused
             scratch = IndexStore(tmp_path / "scratch")
@@ -361,12 +361,12 @@ def test_hot_swap_under_load_serves_new_versions_refuses_broken_ones_and_drops_n
             data[len(data) // 3] ^= 0x5A
             damaged.write_bytes(bytes(data))
             _switch_current(index_store, v3)
-            status = _wait(http, lambda s: v3 in {r["version"] for r in s["refused"]})
+            status = wait_for_readyz(http, lambda s: v3 in {r["version"] for r in s["refused"]})
             assert status["index_version"] == v1
             time.sleep(0.5)
             # (c) and the next good version is served again
             v4 = index_store.publish(_perturbed(index0, 4), meta0["extra"])
-            _wait(http, lambda s: s["index_version"] == v4)
+            wait_for_readyz(http, lambda s: s["index_version"] == v4)
             time.sleep(0.5)
         finally:
             stop.set()
@@ -402,17 +402,6 @@ class _started_unready:
 
     def __exit__(self, *exc: object) -> None:
         self.server.stop()
-
-
-def _wait(http: httpx.Client, condition, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    status: dict = {}
-    while time.monotonic() < deadline:
-        status = http.get("/readyz").json()
-        if condition(status):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s; last /readyz: {status}")
 
 
 # -------------------------------------------------------------------------------- secrecy

@@ -33,7 +33,7 @@ from ranking.features import FEATURE_NAMES
 from ranking.training import RankerConfig
 from recsys.config import Settings
 from recsys.data.dataset import Dataset
-from recsys.serving.testing import ServerProcess
+from recsys.serving.testing import ServerProcess, wait_for_readyz
 from recsys.splits import Split
 
 if TYPE_CHECKING:
@@ -142,17 +142,6 @@ def _post(client: httpx.Client, body: dict) -> dict:
     response = client.post("/v1/recommend", json=body)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def _wait(client: httpx.Client, condition, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    status: dict = {}
-    while time.monotonic() < deadline:
-        status = client.get("/readyz").json()
-        if condition(status):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s; last /readyz: {status}")
 
 
 # ------------------------------------------------------------------------------------ serving
@@ -344,7 +333,7 @@ def test_moving_the_alias_swaps_the_ranker_under_load_without_failures_or_restar
         second = world.register(world.train("ranker-2", world.served_encoder, replace(SMALL, num_leaves=7, seed=1,
                                                                                       feature_fraction=0.6)))
         assert second.version == 2
-        status = _wait(client, lambda s: s["ranker"] == "recsys-ranker/2")
+        status = wait_for_readyz(client, lambda s: s["ranker"] == "recsys-ranker/2")
         counts = [len(responses) for responses in seen]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(len(r) < c + 10 for r, c in zip(seen, counts, strict=True)):
@@ -384,7 +373,7 @@ def test_a_ranker_trained_on_another_encoder_is_refused(world, server, client):
     def refused(status: dict) -> list[dict]:
         return [r for r in status["refused"] if r["what"] == "ranker" and r["version"] == version]
 
-    status = _wait(client, lambda s: bool(refused(s)))
+    status = wait_for_readyz(client, lambda s: bool(refused(s)))
     (record,) = refused(status)
     assert other.version in record["reason"] and "recsys-encoder/1" in record["reason"]
     # Refused like a broken index: the ranker that was serving keeps serving.
@@ -437,14 +426,14 @@ def test_a_new_encoder_and_a_ranker_trained_on_it_roll_out_together(world, serve
         registered = mlflow.register_model(source, "recsys-encoder")  # same files, a new version
         set_alias("recsys-encoder", registered.version, "champion", world.settings)
         encoder_version = f"recsys-encoder/{registered.version}"
-        _wait(client, lambda s: s["pending_encoder"] == encoder_version)
+        wait_for_readyz(client, lambda s: s["pending_encoder"] == encoder_version)
         new_encoder = resolve_encoder("champion", settings=world.settings, cache_dir=world.store / "encoders",
                                       device="cpu")
         assert new_encoder.version == encoder_version
         ranker = world.register(world.train("ranker-next", new_encoder))
         version = f"recsys-ranker/{ranker.version}"
 
-        status = _wait(client, lambda s: version in (s["ranker_note"] or ""))
+        status = wait_for_readyz(client, lambda s: version in (s["ranker_note"] or ""))
         assert "waits for an index built with encoder " + encoder_version in status["ranker_note"]
         assert (status["ranker"], status["encoder_version"]) == (serving, "recsys-encoder/1")
         assert not [r for r in status["refused"] if r["version"] == version]
@@ -453,7 +442,7 @@ def test_a_new_encoder_and_a_ranker_trained_on_it_roll_out_together(world, serve
 
         report = run_nightly(world.data, "champion", world.store, embed_config(), settings=world.settings)
         assert report.encoder_version == encoder_version
-    status = _wait(client, lambda s: s["index_version"] == report.index_version and s["ranker"] == version)
+    status = wait_for_readyz(client, lambda s: s["index_version"] == report.index_version and s["ranker"] == version)
     assert (status["encoder_version"], status["mode"], status["pending_encoder"]) == (encoder_version, "ranked", None)
     assert status["ranker_note"] is None and not [r for r in status["refused"] if r["version"] == version]
     body = _post(client, {"user_id": user, "k": 5, "explain": True})

@@ -269,12 +269,7 @@ class Recommender:
         if not len(state.index.rows_of([item_id])):
             raise UnknownItemError(f"item {item_id!r} is not in the served index", column="item_id")
         timings: dict[str, float] = {}
-        vector = state.index.reconstruct([item_id])[0]
-        if state.encoder.bundle.prior is not None:
-            # The last column is the popularity prior: the anchor queries as a one-item user would
-            # (users carry a constant 1 there), i.e. similarity + the candidates' prior.
-            vector = vector.copy()
-            vector[-1] = 1.0
+        vector = state.encoder.bundle.as_queries(state.index.reconstruct([item_id]))[0]  # like a one-item user
         ids, scores = self._search(state, vector, k, [item_id], wanted, timings)
         items = [Recommendation(i, state.catalog.title_of.get(i), _finite(s), r + 1, "retrieval")
                  for r, (i, s) in enumerate(zip(ids, scores, strict=True))]
@@ -428,7 +423,7 @@ class Recommender:
         if query == "text" or not len(rows) or not items:
             return [replace(item, explanation={"interest": item.score}) for item in items]
         history_ids = index.item_ids[rows].tolist()
-        content = index.dim - (1 if state.encoder.bundle.prior is not None else 0)  # not the prior column
+        content = state.encoder.bundle.content_dim  # a popularity prior column is not similarity
         similarity = (index.reconstruct([item.item_id for item in items])[:, :content]
                       @ index.reconstruct(history_ids)[:, :content].T)
         best = similarity.argmax(axis=1)

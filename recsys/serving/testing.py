@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,22 @@ def build_world(root: str | Path, *, towers: tuple[str, ...] = ("text",), n_inte
     encoders = {tower: train_tiny_encoder(dataset, root / f"enc-{tower}", bert, tower) for tower in towers}
     report = run_nightly(root / "data", encoders[towers[0]], root / "store", embed_config())
     return World(root, root / "data", dataset, bert, encoders, root / "store", report)
+
+
+def wait_for_readyz(client: Any, condition: Callable[[dict], bool], timeout: float = 60.0) -> dict:
+    """Poll `client.get("/readyz")` (an httpx client on a served app) until `condition(status)` holds.
+
+    Raises AssertionError with the last status when it does not within `timeout` seconds: tests use
+    it to wait for a hot swap or a fallback without sleeping a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = client.get("/readyz").json()
+        if condition(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s; last /readyz: {status}")
 
 
 def free_port() -> int:
