@@ -15,7 +15,9 @@ A and B are each
 - a polars DataFrame with the same columns (in-process callers).
 
 Both systems are scored on the same targets by `recsys.metrics.per_user_metrics`; a target user
-without a list scores 0. The result holds the paired statistics (`recsys.abtest.paired`), segment
+without a list scores 0. The result holds the paired statistics (`recsys.abtest.paired`) over all
+target users and over the tie-free ones (`recsys.ties.tie_free_users`: the target is not in the same
+second as the history's last event, DESIGN §2), segment
 breakdowns and beyond-accuracy numbers (`recsys.abtest.segments`), optional off-policy estimates from
 an impression log with propensities (`recsys.abtest.ope`), and diagnostics that flag lists that break
 the protocol (recommending seen or out-of-catalog items, short lists). `out=` writes the report
@@ -32,7 +34,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,6 +52,69 @@ if TYPE_CHECKING:
 DEFAULT_KS = (10, 50)
 DEFAULT_SEGMENT_METRICS = ("ndcg@10", "hr@10")
 System = str | Path
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """How the paired statistics are computed (`recsys.abtest.paired.compare_arrays` checks the values)."""
+
+    n_bootstrap: int = 5000
+    n_permutations: int = 20_000
+    confidence: float = 0.95
+    alpha: float = 0.05
+    primary: Literal["randomization", "ttest"] = "randomization"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OPEConfig:
+    """Off-policy estimates from an impression log with propensities (skipped when `impressions` is None).
+
+    `impressions` is a table, a parquet file or a dataset folder holding impressions.parquet; each
+    system becomes a single-slot policy at `position` over the user's top `k` items (`weighting`
+    uniform or rank-weighted); `clip` caps the importance weights.
+    """
+
+    impressions: pl.DataFrame | str | Path | None = None
+    position: int = 0
+    k: int = 10
+    weighting: str = "uniform"
+    clip: float | None = None
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """User and item segments: history-length `history_thresholds` (cold <= t1 < medium <= t2 < heavy;
+    None = terciles), the `head_share` of items that are "head", and the number of history-length `lift_bins`."""
+
+    history_thresholds: tuple[int, int] | None = None
+    head_share: float = 0.2
+    lift_bins: int = 6
+
+
+# The flat keyword names `run_ab` took before the configs (kept so older callers still run).
+_FLAT_NAMES = {
+    **{name: ("stats", name) for name in StatsConfig.__dataclass_fields__},
+    "impressions": ("ope", "impressions"), "ope_position": ("ope", "position"), "ope_k": ("ope", "k"),
+    "ope_weighting": ("ope", "weighting"), "clip": ("ope", "clip"),
+    **{name: ("segments", name) for name in SegmentConfig.__dataclass_fields__},
+}
+
+
+def _with_flat(configs: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """Fold flat keywords (`n_bootstrap=200`) into the configs; an unknown name is a TypeError, as usual."""
+    if not flat:
+        return configs
+    unknown = sorted(set(flat) - set(_FLAT_NAMES))
+    if unknown:
+        raise TypeError(f"run_ab() got unexpected keyword argument(s): {', '.join(unknown)}")
+    warnings.warn("run_ab(): pass stats=StatsConfig(...), ope=OPEConfig(...), segments=SegmentConfig(...) "
+                  f"instead of {', '.join(sorted(flat))}", DeprecationWarning, stacklevel=3)
+    changes: dict[str, dict[str, Any]] = {}
+    for name, value in flat.items():
+        group, field_name = _FLAT_NAMES[name]
+        changes.setdefault(group, {})[field_name] = value
+    return {group: replace(config, **changes.get(group, {})) for group, config in configs.items()}
 
 
 def _cutoffs(ks: Sequence[int]) -> tuple[int, ...]:
@@ -239,40 +306,38 @@ def run_ab(
     metrics: Sequence[str] | None = None,
     segment_metrics: Sequence[str] = DEFAULT_SEGMENT_METRICS,
     labels: tuple[str, str] = ("A", "B"),
-    impressions: pl.DataFrame | str | Path | None = None,
-    ope_position: int = 0,
-    ope_k: int = 10,
-    ope_weighting: str = "uniform",
-    clip: float | None = None,
-    n_bootstrap: int = 5000,
-    n_permutations: int = 20_000,
-    confidence: float = 0.95,
-    alpha: float = 0.05,
-    primary: Literal["randomization", "ttest"] = "randomization",
-    seed: int = 0,
-    history_thresholds: tuple[int, int] | None = None,
-    head_share: float = 0.2,
-    lift_bins: int = 6,
+    stats: StatsConfig = StatsConfig(),
+    ope: OPEConfig = OPEConfig(),
+    segments: SegmentConfig = SegmentConfig(),
     baseline_params: dict[str, dict[str, Any]] | None = None,
     reference_baselines: Sequence[str] = ("mostpop", "itemknn"),
     out: str | Path | None = None,
     log_fn: Callable[[ABResult, Path], Any] | None = None,
     data: Dataset | str | Path | None = None,
+    **flat: Any,
 ) -> ABResult:
     """Compare system B with system A on `split` at `stage`; write the report to `out` when given.
 
     Returns the `ABResult` (verdict lines: `result.verdicts()`). `metrics` (default: every per-user
-    metric at every K) is the family Holm corrects across; `segment_metrics` are broken down by user
-    and item segment, the first also by history-length bin. `log_fn(result, folder)` is called after
+    metric at every K) is the family Holm corrects across; it is compared over all target users and,
+    side by side, over the tie-free users (`recsys.ties`, DESIGN §2). `segment_metrics` are broken
+    down by user and item segment, the first also by history-length bin. `stats`, `ope` and `segments`
+    hold the statistics, off-policy and segment settings. `log_fn(result, folder)` is called after
     the report is written (to a temporary folder when `out` is None). `reference_baselines` are scored
     on the same targets for the report's "all systems" table (DESIGN §6: baselines always in the
-    table); pass `()` to skip them.
+    table); pass `()` to skip them. The older flat keywords (`n_bootstrap=...`, `clip=...`) still
+    work, with a DeprecationWarning.
     """
+    import polars as pl
+
     from recsys.abtest.paired import align_per_user, compare_arrays, metric_columns
     from recsys.abtest.report import ABResult, write_report
     from recsys.abtest.segments import beyond_accuracy, lift_by_history, segment_comparisons
     from recsys.metrics import evaluate_topk, item_counts_from, per_user_metrics
+    from recsys.ties import tie_free_users
 
+    configs = _with_flat({"stats": stats, "ope": ope, "segments": segments}, flat)
+    stats, ope, segments = configs["stats"], configs["ope"], configs["segments"]
     started = time.perf_counter()
     timings: dict[str, float] = {}
     ks = _cutoffs(ks)
@@ -302,21 +367,24 @@ def run_ab(
         available = ", ".join(metric_columns(per_a))
         raise ConfigError(f"unknown metric(s) {', '.join(unknown)}; available: {available}")
     _, a, b = align_per_user(per_a, per_b, names)
-    stats = {"n_bootstrap": n_bootstrap, "n_permutations": n_permutations, "confidence": confidence,
-             "alpha": alpha, "primary": primary, "seed": seed, "label_a": label_a, "label_b": label_b}
-    comparison = compare_arrays(a, b, names, **stats)  # type: ignore[arg-type]
+    paired = {**asdict(stats), "label_a": label_a, "label_b": label_b}
+    comparison = compare_arrays(a, b, names, **paired)
+    tie_free_ids = pl.DataFrame({"user_id": tie_free_users(data, stage).cast(pl.String)})
+    tie_a, tie_b = (table.join(tie_free_ids, on="user_id", how="semi") for table in (per_a, per_b))
+    _, ta, tb = align_per_user(tie_a, tie_b, names)
+    tie_free = compare_arrays(ta, tb, names, **paired) if len(ta) >= 2 else None
     timings["paired"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    segments, segment_info = segment_comparisons(
+    segment_rows, segment_info = segment_comparisons(
         topks[label_a], topks[label_b], targets, history, metrics=list(segment_metrics), ks=ks,
-        catalog=catalog, thresholds=history_thresholds, head_share=head_share, **stats,
+        catalog=catalog, thresholds=segments.history_thresholds, head_share=segments.head_share, **paired,
     )
     bins = []
     if segment_metrics:
         lift_users, la, lb = align_per_user(per_a, per_b, [segment_metrics[0]])
-        bins = lift_by_history(lift_users, la, lb, history, segment_metrics[0], n_bins=lift_bins,
-                               n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+        bins = lift_by_history(lift_users, la, lb, history, segment_metrics[0], n_bins=segments.lift_bins,
+                               n_bootstrap=stats.n_bootstrap, confidence=stats.confidence, seed=stats.seed)
     beyond = {label: beyond_accuracy(topks[label], targets, history, catalog, ks)
               for label in (label_a, label_b)}
     diagnostics: dict[str, Any] = {
@@ -338,15 +406,15 @@ def run_ab(
         reference[f"baseline {key}"] = evaluate_topk(topk, targets, ks, catalog, counts)
     timings["reference_baselines"] = time.perf_counter() - tick
 
-    ope = None
-    if impressions is not None:
+    off_policy = None
+    if ope.impressions is not None:
         tick = time.perf_counter()
-        ope = _off_policy(impressions, topks, ope_position, ope_k, ope_weighting, clip, n_bootstrap,
-                          confidence, seed)
+        off_policy = _off_policy(ope.impressions, topks, ope.position, ope.k, ope.weighting, ope.clip,
+                                 stats.n_bootstrap, stats.confidence, stats.seed)
         timings["off_policy"] = time.perf_counter() - tick
-        if not ope["results"]:
-            diagnostics["off_policy"] = ope["note"]
-            ope = None
+        if not off_policy["results"]:
+            diagnostics["off_policy"] = off_policy["note"]
+            off_policy = None
     diagnostics["seconds"] = {k: round(v, 3) for k, v in timings.items()}
 
     result = ABResult(
@@ -356,17 +424,19 @@ def run_ab(
         system_b=described[label_b],
         stage=stage,
         comparison=comparison,
-        segments=segments,
+        tie_free=tie_free,
+        n_tie_free_users=len(ta),
+        segments=segment_rows,
         segment_info=segment_info,
         lift_bins=bins,
         beyond_accuracy=beyond,
         reference=reference,
-        ope=ope,
+        ope=off_policy,
         dataset={"kind": data.kind, "params": data.params, "counts": data.counts()},
         diagnostics=diagnostics,
-        settings={"ks": list(ks), "metrics": names, "segment_metrics": list(segment_metrics), **stats,
-                  "history_thresholds": history_thresholds, "head_share": head_share, "lift_bins": lift_bins,
-                  "ope_position": ope_position, "ope_k": ope_k, "ope_weighting": ope_weighting, "clip": clip,
+        settings={"ks": list(ks), "metrics": names, "segment_metrics": list(segment_metrics), **paired,
+                  **asdict(segments), "ope_position": ope.position, "ope_k": ope.k,
+                  "ope_weighting": ope.weighting, "clip": ope.clip,
                   "reference_baselines": list(reference_baselines)},
         seconds=time.perf_counter() - started,
     )

@@ -314,7 +314,7 @@ def ab(
     log: bool = typer.Option(True, "--log/--no-log", help="Log the report to MLflow as an evaluation run."),
 ) -> None:
     """Offline A/B: paired differences with bootstrap CIs, Holm-corrected p-values, segments, report."""
-    from jobs.ab_job import run_ab
+    from jobs.ab_job import OPEConfig, StatsConfig, run_ab
 
     log_fn = None
     if log:
@@ -323,8 +323,9 @@ def ab(
         def log_fn(result, folder):
             return log_ab_result(result, folder)
 
-    result = run_ab(split, a, b, stage=stage, impressions=impressions, clip=clip, seed=seed,  # type: ignore[arg-type]
-                    n_bootstrap=bootstrap, primary=test, out=out, log_fn=log_fn, data=data)  # type: ignore[arg-type]
+    result = run_ab(split, a, b, stage=stage,  # type: ignore[arg-type]
+                    stats=StatsConfig(n_bootstrap=bootstrap, primary=test, seed=seed),  # type: ignore[arg-type]
+                    ope=OPEConfig(impressions=impressions, clip=clip), out=out, log_fn=log_fn, data=data)
     for line in result.verdicts():
         typer.echo(line)
     typer.echo(f"report: {out / 'report.md'}")

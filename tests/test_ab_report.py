@@ -10,13 +10,15 @@ import matplotlib.image as mpimg
 import polars as pl
 import pytest
 
-from jobs.ab_job import run_ab
+from jobs.ab_job import OPEConfig, SegmentConfig, StatsConfig, run_ab
 from recsys.baselines import ItemKNN
 from recsys.data.synthetic import generate
 from recsys.errors import ConfigError, DataError
-from recsys.splits import leave_last_out
+from recsys.metrics import per_user_metrics
+from recsys.splits import Split, leave_last_out
+from recsys.ties import tie_free_users
 
-FAST = {"n_bootstrap": 1000, "n_permutations": 1000}
+FAST = {"stats": StatsConfig(n_bootstrap=1000, n_permutations=1000)}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,8 +47,9 @@ def _strict_json(text: str) -> dict:
 def test_run_ab_writes_a_complete_report(workspace, tmp_path):
     root = workspace["root"]
     calls = []
-    result = run_ab(root / "split", "mostpop", root / "topk_itemknn.parquet", impressions=root / "dataset",
-                    out=tmp_path / "report", log_fn=lambda r, folder: calls.append((r, folder)), **FAST)
+    result = run_ab(root / "split", "mostpop", root / "topk_itemknn.parquet",
+                    ope=OPEConfig(impressions=root / "dataset"), out=tmp_path / "report",
+                    log_fn=lambda r, folder: calls.append((r, folder)), **FAST)
     folder = tmp_path / "report"
     assert calls == [(result, folder)]
     for name in ("metrics_ci.png", "segment_deltas.png", "lift_by_history.png", "ope.png"):
@@ -97,6 +100,54 @@ def test_run_ab_writes_a_complete_report(workspace, tmp_path):
     assert all(b["low"] <= b["high"] < nxt["low"] for b, nxt in pairwise(bins))
 
 
+def test_the_report_shows_all_users_and_tie_free_users_side_by_side(workspace, tmp_path):
+    """DESIGN §2: every metric over all target users and over the tie-free users, with the count."""
+    base = workspace["split"]
+    # the synthetic log has no same-second events: tie the first 60 test users' targets to their valid ts
+    tied = base.test["user_id"].head(60)
+    valid_ts = base.valid.select("user_id", pl.col("ts").alias("valid_ts"))
+    test = base.test.join(valid_ts, on="user_id").with_columns(
+        pl.when(pl.col("user_id").is_in(tied.to_list())).then("valid_ts").otherwise("ts").alias("ts")
+    ).drop("valid_ts")
+    split = Split(train=base.train, valid=base.valid, test=test, kind=base.kind)
+    result = run_ab(split, "mostpop", workspace["topk"], out=tmp_path, reference_baselines=(), **FAST)
+    expected = tie_free_users(split, "test").cast(pl.String)
+    assert result.n_tie_free_users == expected.len() == result.comparison.n_users - 60
+    assert not set(tied.to_list()) & set(expected.to_list())
+    assert result.tie_free is not None and result.tie_free.n_users == result.n_tie_free_users
+    assert [m.metric for m in result.tie_free.metrics] == [m.metric for m in result.comparison.metrics]
+    # the tie-free numbers are the same comparison restricted to those users
+    per_b = per_user_metrics(workspace["topk"], split.test, (10, 50)).join(
+        pl.DataFrame({"user_id": expected}), on="user_id", how="semi")
+    assert result.tie_free.by_metric()["ndcg@10"].mean_b == pytest.approx(per_b["ndcg@10"].mean())
+
+    markdown = (tmp_path / "report.md").read_text()
+    section = markdown.split("## All users and tie-free users")[1].split("\n## ")[0]
+    n_all, n_free = result.comparison.n_users, result.n_tie_free_users
+    assert f"{n_free} of {n_all} target users" in section and f"({n_free} tie-free)" in markdown
+    assert f"tie-free (n={n_free})" in section and f"all (n={n_all})" in section
+    rows = [line for line in section.splitlines() if line.startswith("| NDCG@10 ")]
+    assert len(rows) == 1 and len(rows[0].strip("|").split("|")) == 9  # metric + 4 per group
+    data = _strict_json((tmp_path / "report.json").read_text())
+    assert data["n_tie_free_users"] == n_free and data["tie_free"]["n_users"] == n_free
+    saved = {m["metric"]: m for m in data["tie_free"]["metrics"]}
+    for m in result.tie_free.metrics:
+        assert saved[m.metric]["diff"] == pytest.approx(m.diff)
+        assert saved[m.metric]["ci_low"] == pytest.approx(m.ci_low)
+        assert saved[m.metric]["p_holm"] == pytest.approx(m.p_holm)
+
+
+def test_the_older_flat_keywords_still_work_with_a_warning(workspace):
+    with pytest.warns(DeprecationWarning, match="StatsConfig"):
+        old = run_ab(workspace["split"], "mostpop", "itemknn", n_bootstrap=1000, n_permutations=1000,
+                     head_share=0.3, reference_baselines=())
+    new = run_ab(workspace["split"], "mostpop", "itemknn", reference_baselines=(),
+                 segments=SegmentConfig(head_share=0.3), **FAST)
+    assert old.settings == new.settings and old.verdicts() == new.verdicts()
+    with pytest.raises(TypeError, match="n_boot"):
+        run_ab(workspace["split"], "mostpop", "itemknn", n_boot=1000)
+
+
 def test_a_baseline_against_its_own_list_file_shows_no_difference(workspace, tmp_path):
     """Same lists through two routes (fitted by name, read from parquet): every difference is exactly 0."""
     root = workspace["root"]
@@ -124,4 +175,4 @@ def test_bad_systems_and_inputs_are_reported(workspace, tmp_path):
         run_ab(split, "mostpop", "itemknn", metrics=["ndcg@7"], **FAST)
     log = pl.read_parquet(workspace["root"] / "dataset" / "impressions.parquet").drop("propensity")
     with pytest.raises(DataError, match="propensity"):
-        run_ab(split, "mostpop", "itemknn", impressions=log, **FAST)
+        run_ab(split, "mostpop", "itemknn", ope=OPEConfig(impressions=log), **FAST)

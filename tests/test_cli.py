@@ -49,6 +49,23 @@ def test_synth_split_baselines_pipeline(tmp_path):
     assert (out / "topk_itemknn.parquet").exists()
 
 
+def test_ab_writes_a_report_with_all_and_tie_free_users(tmp_path):
+    """`recsys ab`: the CLI's options reach run_ab's configs; the report shows both user groups."""
+    data, split, report = tmp_path / "data", tmp_path / "split", tmp_path / "report"
+    assert run("data", "synth", "--out", str(data), "--interactions", "3000", "--seed", "1").returncode == 0
+    assert run("data", "split", "--data", str(data), "--out", str(split)).returncode == 0
+    result = run("ab", "--split", str(split), "--a", "mostpop", "--b", "itemknn", "--out", str(report),
+                 "--bootstrap", "300", "--test", "ttest", "--seed", "3", "--impressions", str(data),
+                 "--clip", "20", "--no-log")
+    assert result.returncode == 0, result.stderr
+    assert "NDCG@10" in result.stdout and "report.md" in result.stdout
+    saved = json.loads((report / "report.json").read_text())
+    settings = saved["settings"]
+    assert (settings["n_bootstrap"], settings["primary"], settings["seed"], settings["clip"]) == (300, "ttest", 3, 20)
+    assert saved["n_tie_free_users"] == saved["tie_free"]["n_users"] > 0
+    assert "## All users and tie-free users" in (report / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -299,11 +299,12 @@ def test_cli_trains_and_reports_one_line_errors(world, tmp_path):
 
 def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path, monkeypatch):
     """`recsys ab` systems: encoder:<ref> vs ranker:<ref> scored here, and a run folder's saved lists."""
-    from jobs.ab_job import run_ab
+    from jobs.ab_job import StatsConfig, run_ab
 
+    fast = StatsConfig(n_bootstrap=200, n_permutations=500)
     root = world["root"]
     result = run_ab(root / "split", f"encoder:{root / 'encoder'}", f"ranker:{root / 'ranker-run'}",
-                    data=root / "data", n_bootstrap=200, n_permutations=500, reference_baselines=(),
+                    data=root / "data", stats=fast, reference_baselines=(),
                     out=tmp_path / "report")
     verdicts = result.verdicts()
     assert any("NDCG@10" in line or "ndcg@10" in line for line in verdicts)
@@ -312,7 +313,7 @@ def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path, monkey
     # The ranker scored here equals the lists training saved for the same test queries.
     saved = pl.read_parquet(root / "ranker-run" / "topk_test.parquet")
     again = run_ab(root / "split", root / "ranker-run", f"ranker:{root / 'ranker-run'}", data=root / "data",
-                   n_bootstrap=200, n_permutations=500, reference_baselines=())
+                   stats=fast, reference_baselines=())
     ndcg = next(m for m in again.comparison.metrics if m.metric == "ndcg@10")
     assert ndcg.diff == pytest.approx(0.0, abs=1e-12)
     assert saved.height > 0
@@ -320,8 +321,8 @@ def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path, monkey
         run_ab(root / "split", "mostpop", f"ranker:{root / 'ranker-run'}", reference_baselines=())
     # `frozen`: the zero-shot base encoder (real MiniLM), built once under RECSYS_HOME and reused.
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
-    frozen = run_ab(root / "split", "frozen", "mostpop", data=root / "data", n_bootstrap=200,
-                    n_permutations=500, reference_baselines=())
+    frozen = run_ab(root / "split", "frozen", "mostpop", data=root / "data", stats=fast,
+                    reference_baselines=())
     assert "encoder" in frozen.system_a
     assert len(list((tmp_path / "home" / "frozen").glob("*/run.json"))) == 1
 

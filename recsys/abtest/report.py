@@ -3,7 +3,8 @@
 `ABResult` is the whole outcome of an offline A/B comparison (what `jobs.ab_job.run_ab` returns and
 what a notebook can build from the pieces in `recsys.abtest`). `write_report(result, folder)` writes
 
-- `report.md`: verdict lines, the metric table, segment and history-length breakdowns, beyond-accuracy
+- `report.md`: verdict lines, the headline table (each metric for all target users and, side by side,
+  for the tie-free users of DESIGN §2), the metric table, segment and history-length breakdowns, beyond-accuracy
   numbers, off-policy estimates when there were impressions, and the settings that make it
   reproducible; it embeds the PNGs by relative path, so the folder can be moved or committed as is.
 - `report.json`: the same numbers, machine-readable (NaN and infinities become null).
@@ -48,7 +49,9 @@ class ABResult:
     system_a: str  # what A is: a baseline name, a file path, a model reference
     system_b: str
     stage: str
-    comparison: PairedComparison
+    comparison: PairedComparison  # over all target users
+    tie_free: PairedComparison | None = None  # the same metrics over the tie-free users (None below 2)
+    n_tie_free_users: int = 0
     segments: list[SegmentComparison] = field(default_factory=list)
     segment_info: dict[str, Any] = field(default_factory=dict)
     lift_bins: list[LiftBin] = field(default_factory=list)
@@ -291,6 +294,35 @@ def _metrics_section(result: ABResult) -> list[str]:
     return ["## Metrics", "", *_table(header, rows), "![metrics with CIs](metrics_ci.png)", ""]
 
 
+def _tie_free_section(result: ABResult) -> list[str]:
+    """Each metric over all target users and over the tie-free users, side by side (DESIGN §2)."""
+    comp, tie_free = result.comparison, result.tie_free
+    a, b = result.label_a, result.label_b
+    n_all, n_free = comp.n_users, result.n_tie_free_users
+    share = f" ({n_free / n_all:.0%})" if n_all else ""
+    header = ["metric"]
+    for who, n in (("all", n_all), ("tie-free", n_free)):
+        header += [f"{a} {who} (n={n})", f"{b} {who}", f"{b} - {a} {who} ({comp.confidence:.0%} CI)",
+                   f"p Holm {who}"]
+    free = tie_free.by_metric() if tie_free is not None else {}
+    rows = []
+    for m in comp.metrics:
+        row = [display_name(m.metric)]
+        for c in (m, free.get(m.metric)):
+            row += (["n/a"] * 4 if c is None else
+                    [_num(c.mean_a), _num(c.mean_b), f"{_signed(c.diff)} {_ci(c.ci_low, c.ci_high)}",
+                     _p(c.p_holm)])
+        rows.append(row)
+    lines = ["## All users and tie-free users", "",
+             f"{n_free} of {n_all} target users{share} are tie-free: their {result.stage} target is not in the "
+             "same second as the last event of their history, so the order within a second (item id order, "
+             "which a model can learn) does not decide it. A claim that B beats A should hold in both columns; "
+             "Holm corrects across the metrics within each column."
+             + ("" if tie_free is not None else " Fewer than 2 tie-free users: no tie-free comparison."), "",
+             *_table(header, rows)]
+    return lines
+
+
 def _segments_section(result: ABResult) -> list[str]:
     if not result.segments:
         return []
@@ -421,7 +453,7 @@ def render_markdown(result: ABResult) -> str:
         "",
         f"- **{a}**: {result.system_a}",
         f"- **{b}**: {result.system_b}",
-        f"- stage `{result.stage}`, {comp.n_users} target users"
+        f"- stage `{result.stage}`, {comp.n_users} target users ({result.n_tie_free_users} tie-free)"
         + (f", {result.dataset.get('kind')} split" if result.dataset.get("kind") else ""),
         f"- paired percentile bootstrap ({comp.n_bootstrap} resamples) for CIs, paired t-test and sign-flip "
         f"randomization test ({comp.n_permutations} flips), Holm across {len(comp.metrics)} metrics on the "
@@ -433,6 +465,7 @@ def render_markdown(result: ABResult) -> str:
         *[f"- {line}" for line in result.verdicts()],
         "",
     ]
+    lines += _tie_free_section(result)
     lines += _metrics_section(result)
     lines += _segments_section(result)
     lines += _lift_section(result)
