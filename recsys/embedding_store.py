@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.errors import ConfigError, DataError
-from recsys.fsutil import fsync_dir
+from recsys.fsutil import file_sha256, fsync_dir
 
 if TYPE_CHECKING:
     import polars as pl
@@ -168,14 +168,6 @@ def _atomic_json(data: dict[str, Any], target: Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, target)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -473,7 +465,7 @@ def write_user_vectors(index_root: str | Path, user_ids: Sequence[str], vectors:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".users.{os.getpid()}.tmp"
     frame.write_parquet(tmp)
-    digest = _file_sha256(tmp)
+    digest = file_sha256(tmp)
     target = folder / f"users-{digest[:16]}.parquet"
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
@@ -496,7 +488,7 @@ def read_user_vectors(index_root: str | Path, metadata: dict[str, Any], verify: 
     path = Path(index_root) / str(info["path"])
     if not path.is_file():
         raise DataError("user-vector file of this index version is missing", file=str(path))
-    if verify and _file_sha256(path) != info["sha256"]:
+    if verify and file_sha256(path) != info["sha256"]:
         raise DataError("user-vector file checksum mismatch", file=str(path))
     return pl.read_parquet(path)
 

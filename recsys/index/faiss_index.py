@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import ConfigError, DataError
+from recsys.fsutil import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +241,6 @@ def _as_matrix(vectors: Any, what: str, dim: int | None = None) -> np.ndarray:
         bad = np.flatnonzero(~finite)
         raise DataError(f"{what} contain NaN or infinite values", row=int(bad[0]) + 1, count=int(bad.size))
     return np.ascontiguousarray(x)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _combined_checksum(files: dict[str, dict[str, Any]]) -> str:
@@ -519,7 +512,7 @@ class VectorIndex:
         files = {}
         for name in (INDEX_FILE, IDS_FILE):
             _fsync_file(folder / name)
-            files[name] = {"sha256": _sha256(folder / name), "bytes": (folder / name).stat().st_size}
+            files[name] = {"sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size}
         checksum = _combined_checksum(files)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -620,7 +613,7 @@ def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
         path = folder / name
         if not path.is_file():
             raise DataError("index file is missing", file=str(path))
-        if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+        if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
             raise DataError("checksum mismatch: the file changed or was truncated after it was saved",
                             file=str(path))
     if _combined_checksum(files) != manifest["checksum"]:
