@@ -25,7 +25,8 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: setup lint
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .recsys .pytest_cache
+	rm -rf $(VENV) .recsys .pytest_cache .import_linter_cache
