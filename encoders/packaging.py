@@ -27,7 +27,10 @@ torch.save weights with `weights_only=True`), so local jobs need not package fir
 Vector spaces:
 - `encode_items(texts)`: the text encoder's unit vectors, exactly as training computed
   `item_vectors.npy` (item text truncated to the training item-token budget);
-- `user_vectors_*`: one function per tower, inputs newest first;
+- `user_vectors(histories, seconds, texts=..., item_vectors=...)`: item ids (newest first) through
+  this bundle's user tower, each history cut to `history_cap`: the one way a history becomes a user
+  vector (the nightly job, ranker training, the A/B systems and the service all call it); it
+  dispatches to `user_vectors_text` / `_pooled` / `_sequence`, one function per tower;
 - `index_vectors(item_ids, ...)`: what goes into the retrieval index for this bundle's user tower
   (the text vectors for `text`/`pooled`, plus the prior column when the text tower has one; the
   sequence tower's projected item vectors, with the learned id embedding for items seen in
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,7 +181,9 @@ class EncoderBundle:
     sequence_config: SequenceConfig | None = None
     item_matrix: np.ndarray | None = None
     prior: dict[str, float] | None = None  # text tower's popularity prior by item id (None: no prior)
+    items_file: Path | None = None  # items.parquet (item_id, text): the texts `user_vectors` falls back to
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
+    _item_texts: dict[str, str] | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> EncoderBundle:
@@ -205,7 +210,7 @@ class EncoderBundle:
         encoder = load_with_adapter(base, folder / ENCODER_DIR, device=device)
         items_file = folder / ITEMS_FILE
         item_ids = pl.read_parquet(items_file, columns=["item_id"])["item_id"].to_list() if items_file.is_file() else []
-        bundle = cls(encoder, meta, item_ids)
+        bundle = cls(encoder, meta, item_ids, items_file=items_file if items_file.is_file() else None)
         bundle._row_of = {item: row + 1 for row, item in enumerate(item_ids)}  # 1-based: row 0 is padding
         if meta["tower"] == "sequence":
             bundle._load_sequence(folder / SEQUENCE_DIR, packaged)
@@ -266,6 +271,33 @@ class EncoderBundle:
         if self.sequence_config is not None:
             return int(self.sequence_config.dim)
         return int(self.encoder.dim)
+
+    @property
+    def history_cap(self) -> int:
+        """How many recent items the user tower reads (`user_vectors` cuts longer histories first).
+
+        The sequence tower gets one item more than it reads: the oldest item it sees keeps its true
+        time gap to the item before it, as in training (gaps over the whole history, then the cut).
+        """
+        if self.tower == "sequence" and self.sequence_config is not None:
+            return int(self.sequence_config.max_len) + 1
+        if self.tower == "pooled":
+            return self._pooled_settings()[1]
+        return int(self.meta["history"]["items"])
+
+    @property
+    def item_texts(self) -> dict[str, str]:
+        """The training catalog's texts by item id (items.parquet; read once, on first use)."""
+        if self._item_texts is None:
+            texts: dict[str, str] = {}
+            if self.items_file is not None:
+                import polars as pl
+
+                frame = pl.read_parquet(self.items_file)
+                if "text" in frame.columns:
+                    texts = dict(zip(frame["item_id"].to_list(), frame["text"].to_list(), strict=True))
+            self._item_texts = texts
+        return self._item_texts
 
     # ------------------------------------------------------------------------------- items
     def encode_items(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
@@ -330,6 +362,66 @@ class EncoderBundle:
         return queries
 
     # ------------------------------------------------------------------------------- users
+    def user_vectors(
+        self, histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float] | None] | None = None, *,
+        texts: Mapping[str, str] | Callable[[str], str | None] | None = None,
+        item_vectors: Callable[[Sequence[str]], np.ndarray] | None = None, batch_size: int = 64,
+    ) -> np.ndarray:
+        """User vectors [n, index_dim] with this bundle's user tower: the one way a history becomes one.
+
+        - `histories`: item ids, newest first; each is cut to `history_cap` here;
+        - `seconds`: their Unix times, for the `sequence` tower's time gaps (the other towers ignore
+          them); without them, or for a history whose entry is None, every gap counts as "same moment";
+        - `texts`: item id -> text, a mapping or a callable (None for an id it does not know), for the
+          `text` and `pooled` towers; ids it lacks fall back to the bundle's own catalog (`item_texts`);
+        - `item_vectors`: ids -> their text vectors ([len(ids), dim], a NaN row for an id it has no
+          vector for), so `pooled` reuses stored or indexed vectors instead of encoding texts again.
+
+        Ids with no text (or no vector), and ids the sequence tower was not trained with, are skipped;
+        a history left empty gives its tower's empty-history vector (zeros for `pooled` and `sequence`).
+        """
+        cap = self.history_cap
+        ids = [list(_texts(h, "history_ids", row=i + 1))[:cap] for i, h in enumerate(histories)]
+        if self.tower == "sequence":
+            if seconds is not None:
+                _check_seconds(histories, seconds)
+                seconds = [None if secs is None else secs[:cap] for secs in seconds]
+            return self.user_vectors_sequence(ids, seconds)
+        if self.tower == "pooled" and item_vectors is not None:
+            return self._pooled_from_vectors(ids, item_vectors)
+        given = texts.get if isinstance(texts, Mapping) else texts
+
+        def text_of(item: str) -> str | None:
+            found = given(item) if given is not None else None
+            return found if found is not None else self.item_texts.get(item)
+
+        known = [[t for t in map(text_of, history) if t is not None] for history in ids]
+        if self.tower == "text":
+            return self.user_vectors_text(known, batch_size=batch_size)
+        return self.user_vectors_pooled(known)
+
+    def _pooled_from_vectors(self, histories: list[list[str]],
+                             item_vectors: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
+        """`pooled` tower over vectors the caller already has (ids newest first; NaN rows skipped)."""
+        from encoders.towers import pooled_user_vectors
+
+        unique = list(dict.fromkeys(item for history in histories for item in history))
+        if not unique:
+            return np.zeros((len(histories), self.index_dim), dtype=np.float32)
+        vectors = np.asarray(item_vectors(unique), dtype=np.float32)
+        if vectors.shape[0] != len(unique):
+            raise DataError(f"item_vectors returned {vectors.shape[0]} rows for {len(unique)} ids")
+        usable = np.isfinite(vectors).all(axis=1)
+        position = {item: row for row, item in enumerate(unique) if usable[row]}
+        rows = [np.asarray([position[i] for i in reversed(h) if i in position], dtype=np.int64) for h in histories]
+        half_life, max_items = self._pooled_settings()
+        return pooled_user_vectors(rows, vectors, half_life=half_life, max_items=max_items)
+
+    def _pooled_settings(self) -> tuple[float, int]:
+        """(half life, max items) of the `pooled` tower."""
+        pooled = self.meta.get("pooled") or {}
+        return float(pooled.get("half_life", POOLED_HALF_LIFE)), int(pooled.get("max_items", POOLED_MAX_ITEMS))
+
     def user_vectors_text(self, histories: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
         """`text` tower: each history is item texts, newest first; rule of `encoders.history_text`.
 
@@ -364,12 +456,11 @@ class EncoderBundle:
         vectors = self.encode_items(unique) if unique else np.zeros((0, self.encoder.dim), np.float32)
         position = {text: i for i, text in enumerate(unique)}
         rows = [np.asarray([position[t] for t in reversed(texts)], dtype=np.int64) for texts in lists]
-        pooled = self.meta.get("pooled") or {}
-        return pooled_user_vectors(rows, vectors, half_life=float(pooled.get("half_life", POOLED_HALF_LIFE)),
-                                   max_items=int(pooled.get("max_items", POOLED_MAX_ITEMS)))
+        half_life, max_items = self._pooled_settings()
+        return pooled_user_vectors(rows, vectors, half_life=half_life, max_items=max_items)
 
     def user_vectors_sequence(
-        self, histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float]] | None = None
+        self, histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float] | None] | None = None
     ) -> np.ndarray:
         """`sequence` tower: each history is item ids, newest first; `seconds` their Unix times.
 
@@ -382,17 +473,12 @@ class EncoderBundle:
         from encoders.sequence import gap_buckets
         from encoders.sequence_training import SequenceHistories, user_vectors
 
-        if seconds is not None and len(seconds) != len(histories):
-            raise DataError(f"{len(histories)} histories but {len(seconds)} timestamp lists", column="history_seconds")
+        if seconds is not None:
+            _check_seconds(histories, seconds)
         items, gaps, empty = [], [], []
         for i, history in enumerate(histories):
             ids = list(_texts(history, "history_ids", row=i + 1))
-            secs = None
-            if seconds is not None:
-                secs = np.asarray(list(seconds[i]), dtype=np.float64)
-                if len(secs) != len(ids):
-                    raise DataError(f"{len(ids)} item ids but {len(secs)} timestamps", column="history_seconds",
-                                    row=i + 1)
+            secs = None if seconds is None or seconds[i] is None else np.asarray(list(seconds[i]), dtype=np.float64)
             keep = [j for j, item in enumerate(ids) if item in self._row_of][::-1]  # oldest first
             rows = np.asarray([self._row_of[ids[j]] for j in keep], dtype=np.int64)
             if secs is not None and len(keep):
@@ -463,6 +549,16 @@ def _texts(values: Any, column: str, row: int | None = None) -> Sequence[str]:
             raise DataError(f"expected a string, got {type(value).__name__}", column=column,
                             row=row if row is not None else i + 1)
     return out
+
+
+def _check_seconds(histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float] | None]) -> None:
+    """One timestamp list (or None: no times) per history, one timestamp per item id."""
+    if len(seconds) != len(histories):
+        raise DataError(f"{len(histories)} histories but {len(seconds)} timestamp lists", column="history_seconds")
+    for i, (history, secs) in enumerate(zip(histories, seconds, strict=True)):
+        if secs is not None and len(secs) != len(history):
+            raise DataError(f"{len(history)} item ids but {len(secs)} timestamps", column="history_seconds",
+                            row=i + 1)
 
 
 def _has_column(frame: Any, name: str) -> bool:

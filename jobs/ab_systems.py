@@ -69,7 +69,7 @@ def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: 
                settings: Settings | None = None) -> tuple[pl.DataFrame, str]:
     """(top-k table, description) of a model reference on the split's stage (module doc)."""
 
-    from jobs.nightly_embed import resolve_encoder
+    from encoders.registry import resolve_encoder
     from jobs.train_ranker import catalog_texts, item_space, stage_queries, topk_frame
     from ranking.context import BehaviorContext
     from ranking.registry import load_ranker

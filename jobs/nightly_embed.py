@@ -1,25 +1,23 @@
 """`recsys embed`: the nightly job that turns the catalog and user histories into a served index.
 
 Flow (DESIGN §3, §7, §8):
-1. resolve the encoder: a registry reference (`models:/recsys-encoder@champion`, `champion`, ...),
-   pinned to one version and downloaded once into the store's cache, or a local bundle / training
-   run folder; its version string is `<model name>/<version>` or a content hash of the folder;
+1. resolve the encoder (`encoders.registry.resolve_encoder`): a registry reference
+   (`models:/recsys-encoder@champion`, `champion`, ...), pinned to one version and downloaded once
+   into the store's cache, or a local bundle / training run folder; its version string is
+   `<model name>/<version>` or a content hash of the folder;
 2. render every item's text with the dataset's template and ask the embedding store
    (`recsys.embedding_store`) which (item, text, encoder) vectors it already has;
 3. encode the rest, shard by shard: each finished shard is written atomically at once, so a run
    killed half way resumes from its last finished shard (the served index is untouched until 5);
 4. encode the histories of users active within `active_days` of the newest interaction with the
-   encoder's user tower, and write them as the version's user-vector file (the service's cache);
+   encoder's user tower (`EncoderBundle.user_vectors`), and write them as the version's user-vector
+   file (the service's cache);
 5. build a `VectorIndex` over the items in the user tower's space (`EncoderBundle.index_vectors`)
    and publish it with `IndexStore.publish` (verify, atomic rename, CURRENT, keep N);
 6. log counts, parameters and the checksum to MLflow (experiment `nightly-embed`).
 
-Store layout (`--store DIR`):
-
-    DIR/embeddings/        EmbeddingStore: item vectors by (item id, text hash, encoder key)
-    DIR/index/             IndexStore: CURRENT, versions/<v>/, and user_vectors/ files
-    DIR/encoders/          registry encoders downloaded once per (model, version)
-    DIR/.lock              one nightly run at a time
+Store layout (`--store DIR`): `recsys.embedding_store.StoreLayout` (embeddings/, index/, encoders/,
+.lock), the one definition the service reads too.
 
 Throughput (local engine): background threads tokenise, length-sort and pad the next windows of
 texts (pinned memory on CUDA) while the main thread runs the model on the current one under
@@ -42,14 +40,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from encoders.registry import LoadedEncoder, resolve_encoder
 from recsys.embedding_store import (
     DEFAULT_SHARD_SIZE,
     EmbeddingStore,
+    StoreLayout,
     encoder_key,
     exclusive_lock,
-    local_encoder_version,
     prune_user_vectors,
-    registry_encoder_version,
     text_sha256,
     write_user_vectors,
 )
@@ -58,14 +56,12 @@ from recsys.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import polars as pl
 
-    from encoders.packaging import EncoderBundle
     from encoders.text_encoder import TextEncoder
     from recsys.config import Settings
     from recsys.data.dataset import Dataset
     from recsys.index import IndexStore
 
 EXPERIMENT = "nightly-embed"
-BUNDLE_ARTIFACT = "bundle"  # the artifact name encoders/mlflow_model.py loads
 CPU_BATCH = 128
 CUDA_BATCH = 512
 # Texts tokenised, length-sorted and padded together: the unit the background threads work ahead
@@ -112,27 +108,6 @@ class EmbedConfig:
 
 
 @dataclass
-class LoadedEncoder:
-    """A resolved encoder: the bundle in memory plus what identifies it."""
-
-    bundle: EncoderBundle
-    folder: Path                 # the bundle (or training run) folder it was loaded from
-    version: str                 # `<name>/<version>` or `sha256-...`
-    ref: str                     # what the caller asked for
-    model_uri: str | None = None  # pinned `models:/<name>/<version>` for registry encoders
-    int8: bool = False
-
-    @property
-    def variant(self) -> str | None:
-        """Embedding-store variant: int8 vectors are kept apart from fp32 ones of the same encoder."""
-        return "int8" if self.int8 else None
-
-    @property
-    def text_encoder(self) -> TextEncoder:
-        return self.bundle.encoder
-
-
-@dataclass
 class EmbedReport:
     """What a run did; `summary_line()` is the job's last line of output."""
 
@@ -159,88 +134,6 @@ class EmbedReport:
         return (f"embed: encoded {self.encoded}, skipped {self.skipped}, removed {removed}, users {self.users}, "
                 f"{self.seconds:.1f} s, {self.texts_per_s:,.0f} texts/s, index {self.index_version} "
                 f"(encoder {self.encoder_version}, {self.engine})")
-
-
-# ----------------------------------------------------------------------------------- encoder
-def resolve_encoder(ref: str | Path, *, settings: Settings | None = None, cache_dir: Path | None = None,
-                    device: str | None = None, int8: bool = False) -> LoadedEncoder:
-    """Load the encoder named by `ref`: an existing local folder, else a registry reference.
-
-    Registry encoders are pinned first (an alias moving mid-run changes nothing), downloaded into
-    `cache_dir/<name>/<version>` once (atomically), and versioned `<name>/<version>`; local folders
-    are versioned by a hash of their content (and of an outside local base model they refer to).
-    """
-    from encoders.packaging import EncoderBundle
-
-    text = str(ref).strip()
-    if not text:
-        raise ConfigError("--encoder is empty; give a registry reference (champion, models:/...) or a folder")
-    path = Path(text).expanduser()
-    model_uri = None
-    if path.is_dir():
-        folder = path.resolve()
-        version = local_encoder_version(folder)
-    else:
-        if path.exists():
-            raise ConfigError(f"--encoder {text}: a file, not an encoder folder or registry reference")
-        if text.startswith(("/", ".", "~")) or (len(path.parts) > 1 and path.parent.is_dir()):
-            raise ConfigError(f"--encoder {text}: no such folder (and not a registry reference such as "
-                              "champion or models:/recsys-encoder@champion)")
-        from recsys.registry import configure_mlflow, resolve
-
-        configure_mlflow(settings)
-        try:
-            resolved = resolve(text, kind="encoder", settings=settings)
-        except ConfigError as exc:
-            raise ConfigError(f"--encoder {text}: not a local folder, and as a registry reference: {exc}") from None
-        folder = _download_bundle(resolved.name, resolved.version, resolved.uri, cache_dir)
-        version, model_uri = registry_encoder_version(resolved.name, resolved.version), resolved.uri
-    bundle = EncoderBundle.load(folder, device=device)
-    if int8:
-        bundle.encoder = quantized_for_cpu(bundle.encoder)
-    return LoadedEncoder(bundle, folder, version, text, model_uri, int8)
-
-
-def quantized_for_cpu(encoder: TextEncoder) -> TextEncoder:
-    """The dynamic-int8 copy of `encoder` (`encoders.export.quantize_int8`); CPU only."""
-    if encoder.device.type != "cpu":
-        raise ConfigError("--int8 is a CPU option (dynamic int8 kernels): add --device cpu; on CUDA the "
-                          "encoder runs in bf16 without it")
-    from encoders.export import quantize_int8
-
-    return quantize_int8(encoder)
-
-
-def _download_bundle(name: str, version: int, uri: str, cache_dir: Path | None) -> Path:
-    """The `bundle` artifact of a registered encoder version, downloaded once into the cache."""
-    import shutil
-    import tempfile
-
-    import mlflow
-
-    # Absolute: MLflow returns absolute paths, and a relative store (the demo's) must compare equal.
-    cache_root = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="recsys-encoder-"))
-    cache_root = cache_root.resolve()
-    target = cache_root / name / str(version)
-    if not (target / "artifacts" / BUNDLE_ARTIFACT).is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{version}.*.download"):  # a killed run's half download
-            shutil.rmtree(stale, ignore_errors=True)
-        work = target.parent / f".{version}.{os.getpid()}.download"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(work)))
-        if not (local / "artifacts" / BUNDLE_ARTIFACT).is_dir():
-            shutil.rmtree(work, ignore_errors=True)
-            raise ConfigError(f"{uri} has no '{BUNDLE_ARTIFACT}' artifact: it was not logged by recsys "
-                              "(jobs/log_encoder.py)")
-        if local.resolve() != work.resolve():  # pragma: no cover - MLflow returns dst_path for a model URI
-            shutil.move(str(local), str(work / "model"))
-            local = work / "model"
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(local, target)  # appears whole or not at all
-        shutil.rmtree(work, ignore_errors=True)
-    return target / "artifacts" / BUNDLE_ARTIFACT
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -419,7 +312,7 @@ def active_histories(interactions: pl.DataFrame, catalog: Sequence[str], active_
 def user_vectors(loaded: LoadedEncoder, histories: ActiveHistories, row_of: dict[str, int],
                  texts: Sequence[str], text_vectors: np.ndarray, batch_size: int,
                  progress: bool = False) -> np.ndarray:
-    """Vectors of the active users with the bundle's user tower (`text`, `pooled` or `sequence`).
+    """Vectors of the active users with the bundle's user tower (`EncoderBundle.user_vectors`).
 
     `pooled` reuses the stored item text vectors instead of encoding the histories' texts again.
     """
@@ -430,49 +323,22 @@ def user_vectors(loaded: LoadedEncoder, histories: ActiveHistories, row_of: dict
     out = np.zeros((n, bundle.index_dim), dtype=np.float32)
     if n == 0:
         return out
+    text_of = {item: texts[row] for item, row in row_of.items()}
+
+    def stored(ids: Sequence[str]) -> np.ndarray:
+        return text_vectors[np.asarray([row_of[i] for i in ids], dtype=np.int64)]
+
     bar = tqdm(total=n, desc="users", unit="user", disable=not progress, dynamic_ncols=True, leave=False)
     for start in range(0, n, USER_CHUNK):
         part = slice(start, min(n, start + USER_CHUNK))
-        ids = histories.item_ids[part]
-        if bundle.tower == "text":
-            out[part] = bundle.user_vectors_text([[texts[row_of[i]] for i in h] for h in ids], batch_size=batch_size)
-        elif bundle.tower == "pooled":
-            from encoders.packaging import POOLED_HALF_LIFE, POOLED_MAX_ITEMS
-            from encoders.towers import pooled_user_vectors
-
-            pooled = bundle.meta.get("pooled") or {}
-            rows = [np.asarray([row_of[i] for i in reversed(h)], dtype=np.int64) for h in ids]  # oldest first
-            out[part] = pooled_user_vectors(rows, text_vectors,
-                                            half_life=float(pooled.get("half_life", POOLED_HALF_LIFE)),
-                                            max_items=int(pooled.get("max_items", POOLED_MAX_ITEMS)))
-        else:
-            out[part] = bundle.user_vectors_sequence(ids, histories.seconds[part])
+        out[part] = bundle.user_vectors(histories.item_ids[part], histories.seconds[part], texts=text_of,
+                                        item_vectors=stored, batch_size=batch_size)
         bar.update(part.stop - part.start)
     bar.close()
     return out
 
 
-def history_cap(bundle: EncoderBundle) -> int:
-    """How many recent items the user tower reads (longer histories are cut before encoding).
-
-    The sequence tower gets one item more than it reads: the oldest item it sees keeps its true
-    time gap to the item before it, as in training (gaps over the whole history, then the cut).
-    """
-    if bundle.tower == "sequence" and bundle.sequence_config is not None:
-        return int(bundle.sequence_config.max_len) + 1
-    if bundle.tower == "pooled":
-        return int((bundle.meta.get("pooled") or {}).get("max_items", 50))
-    return int(bundle.meta["history"]["items"])
-
-
 # --------------------------------------------------------------------------------------- job
-def store_paths(store: str | Path) -> dict[str, Path]:
-    """Where the parts of a nightly store live (see the module doc)."""
-    root = Path(store)
-    return {"root": root, "embeddings": root / "embeddings", "index": root / "index",
-            "encoders": root / "encoders", "lock": root / ".lock"}
-
-
 def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder, store: str | Path,
                 config: EmbedConfig | None = None, engine: Engine | None = None,
                 settings: Settings | None = None) -> EmbedReport:
@@ -488,14 +354,14 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
 
         torch.set_num_threads(config.threads)
     dataset = data if isinstance(data, Dataset) else Dataset.load(data)
-    paths = store_paths(store)
-    paths["root"].mkdir(parents=True, exist_ok=True)
+    layout = StoreLayout.nightly(store)
+    layout.root.mkdir(parents=True, exist_ok=True)
     engine = engine or LocalEngine(config.batch_size)
-    with exclusive_lock(paths["lock"], f"nightly store {paths['root']}"):
+    with exclusive_lock(layout.lock, f"nightly store {layout.root}"):
         loaded = encoder if isinstance(encoder, LoadedEncoder) else resolve_encoder(
-            encoder, settings=settings, cache_dir=paths["encoders"], device=config.device, int8=config.int8)
-        embeddings = EmbeddingStore(paths["embeddings"], dtype=config.store_dtype)
-        index_store = IndexStore(paths["index"], keep=config.keep)
+            encoder, settings=settings, cache_dir=layout.encoders, device=config.device, int8=config.int8)
+        embeddings = EmbeddingStore(layout.embeddings, dtype=config.store_dtype)
+        index_store = IndexStore(layout.index, keep=config.keep)
         embeddings.clean_tmp()
 
         catalog = dataset.item_text()
@@ -509,9 +375,9 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
         bundle = loaded.bundle
         vectors = bundle.index_vectors(item_ids, text_vectors=text_vectors)
         row_of = {item: row for row, item in enumerate(item_ids)}
-        histories = active_histories(dataset.interactions, item_ids, config.active_days, history_cap(bundle))
+        histories = active_histories(dataset.interactions, item_ids, config.active_days, bundle.history_cap)
         users = user_vectors(loaded, histories, row_of, texts, text_vectors, config.user_batch_size, config.progress)
-        user_info = write_user_vectors(paths["index"], histories.user_ids, users, encoder_version=loaded.version,
+        user_info = write_user_vectors(layout.index, histories.user_ids, users, encoder_version=loaded.version,
                                        as_of=histories.as_of, history_len=[len(h) for h in histories.item_ids],
                                        last_ts=histories.last_ts)
         user_info["active_days"] = config.active_days
@@ -542,7 +408,7 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
         }
         version = index_store.publish(index, metadata, encoder_version=loaded.version)
         kept = [index_store.metadata(v) for v in index_store.versions()]
-        prune_user_vectors(paths["index"], [(m.get("extra") or {}).get("user_vectors", {}).get("path", "")
+        prune_user_vectors(layout.index, [(m.get("extra") or {}).get("user_vectors", {}).get("path", "")
                                             for m in kept])
         embeddings.compact(loaded.version, item_ids, hashes, variant=loaded.variant, shard_size=config.shard_size)
         embeddings.prune_encoders({key, *((m.get("extra") or {}).get("embedding_key", "") for m in kept)} - {""})

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs.nightly_embed import LoadedEncoder, default_batch_size, encode_texts, quantized_for_cpu
+from encoders.registry import LoadedEncoder, quantized_for_cpu
+from jobs.nightly_embed import default_batch_size, encode_texts
 from recsys.errors import ConfigError
 
 INSTALL_HINT = ("--engine ray needs Ray Data: install the distributed extra, pip install 'recsys[distributed]' "

@@ -33,7 +33,7 @@ from recsys.errors import DataError
 if TYPE_CHECKING:
     import polars as pl
 
-    from jobs.nightly_embed import LoadedEncoder
+    from encoders.registry import LoadedEncoder
     from ranking.context import BehaviorContext
     from ranking.training import LabeledQueries, RankerConfig
     from recsys.data.dataset import Dataset
@@ -101,30 +101,26 @@ def stage_queries(loaded: LoadedEncoder, context: BehaviorContext, split: Split,
 def encode_histories(loaded: LoadedEncoder, context: BehaviorContext, histories: list[np.ndarray],
                      seconds: list[np.ndarray], item_vectors: np.ndarray, texts: list[str],
                      progress: bool = True) -> np.ndarray:
-    """User vectors of histories (item rows and seconds, oldest first) with the bundle's user tower."""
-    from jobs.nightly_embed import history_cap
+    """User vectors of histories (item rows and seconds, oldest first): `EncoderBundle.user_vectors`.
+
+    `pooled` reuses `item_vectors` (the context's rows) instead of encoding the texts again.
+    """
     from recsys.progress import track
 
     bundle = loaded.bundle
-    cap = history_cap(bundle)
+    cap = bundle.history_cap  # the bundle cuts histories itself; cutting first spares converting old rows
+    text_of = dict(zip(context.item_ids, texts, strict=True))
+
+    def stored(ids: list[str]) -> np.ndarray:
+        return item_vectors[context.rows(ids)]
+
     out = np.zeros((len(histories), bundle.index_dim), dtype=np.float32)
     starts = range(0, len(histories), USER_BATCH)
     for start in track(starts, "user vectors", total=len(starts), enabled=progress):
         part = slice(start, min(len(histories), start + USER_BATCH))
-        newest = [h[::-1][:cap] for h in histories[part]]
-        if bundle.tower == "text":
-            out[part] = bundle.user_vectors_text([[texts[r] for r in h] for h in newest])
-        elif bundle.tower == "pooled":
-            from encoders.packaging import POOLED_HALF_LIFE, POOLED_MAX_ITEMS
-            from encoders.towers import pooled_user_vectors
-
-            pooled = bundle.meta.get("pooled") or {}
-            out[part] = pooled_user_vectors([h[::-1] for h in newest], item_vectors,
-                                            half_life=float(pooled.get("half_life", POOLED_HALF_LIFE)),
-                                            max_items=int(pooled.get("max_items", POOLED_MAX_ITEMS)))
-        else:
-            stamps = [(s[::-1][:cap] + context.origin).astype(np.float64) for s in seconds[part]]
-            out[part] = bundle.user_vectors_sequence([[context.item_ids[r] for r in h] for h in newest], stamps)
+        newest = [[context.item_ids[r] for r in h[::-1][:cap]] for h in histories[part]]
+        stamps = [(s[::-1][:cap] + context.origin).astype(np.float64) for s in seconds[part]]
+        out[part] = bundle.user_vectors(newest, stamps, texts=text_of, item_vectors=stored)
     return out
 
 

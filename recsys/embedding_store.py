@@ -148,6 +148,50 @@ def encoder_key(encoder_version: str, variant: str | None = None) -> str:
     return f"{slug}-{hashlib.sha256(full.encode('utf-8')).hexdigest()[:8]}"
 
 
+# ------------------------------------------------------------------------------ store layout
+@dataclass(frozen=True)
+class StoreLayout:
+    """Where the parts of a nightly store live: the nightly job writes them, the service reads them.
+
+        root/embeddings/   EmbeddingStore: item vectors by (item id, text hash, encoder key)
+        root/index/        IndexStore: CURRENT, versions/<v>/, and user_vectors/ files
+        root/encoders/     registry encoders downloaded once per (model, version)
+        root/rankers/      registry rankers downloaded once per (model, version) (the service)
+        root/.lock         one nightly run at a time
+
+    The service also serves a bare `IndexStore` root (`served`): its registry models then go to a
+    temporary cache (`encoders` and `rankers` are None).
+    """
+
+    root: Path
+    index: Path
+    encoders: Path | None
+    rankers: Path | None
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @classmethod
+    def nightly(cls, store: str | Path) -> StoreLayout:
+        """The layout of the nightly store at `store`."""
+        root = Path(store)
+        return cls(root, root / "index", root / "encoders", root / "rankers")
+
+    @classmethod
+    def served(cls, store: str | Path) -> StoreLayout:
+        """What the service reads at `store`: a nightly store, or an `IndexStore` root itself (CURRENT,
+        versions/) when it has no `index/` folder."""
+        root = Path(store)
+        if (root / "index").is_dir() or not ((root / "CURRENT").exists() or (root / "versions").is_dir()):
+            return cls.nightly(root)
+        return cls(root, root, None, None)
+
+
 # ------------------------------------------------------------------------------------ files
 
 

@@ -256,6 +256,33 @@ def test_other_towers_index_and_user_vectors(world, tmp_path, tower):
         text_of = dict(zip(*dataset.item_text().get_columns(), strict=True))
         expected_users = bundle.user_vectors_pooled([[text_of[i] for i in h] for h in histories])
     np.testing.assert_allclose(np.stack(users["vector"].to_numpy()[:4]), expected_users, atol=1e-5)
+    _check_user_vectors(bundle, histories, [[ts.timestamp() for ts, _ in _events(dataset, u)] for u in sample],
+                        expected_users, index)
+
+
+def _check_user_vectors(bundle: EncoderBundle, histories: list[list[str]], seconds: list[list[float]],
+                        expected: np.ndarray, index) -> None:
+    """`EncoderBundle.user_vectors`, the one entry point: it cuts at `history_cap`, reads the bundle's own
+    texts when given none, skips what it cannot place, and takes per-history None for "no times"."""
+    cap = bundle.history_cap
+    assert cap == (bundle.sequence_config.max_len + 1 if bundle.tower == "sequence" else 50)
+    np.testing.assert_allclose(bundle.user_vectors(histories, seconds), expected, atol=1e-5)
+    long = [(h * (cap // len(h) + 2))[:cap + 7] for h in histories]
+    np.testing.assert_array_equal(bundle.user_vectors(long), bundle.user_vectors([h[:cap] for h in long]))
+    mixed = bundle.user_vectors(histories[:2], [seconds[0], None])
+    np.testing.assert_array_equal(mixed[1], bundle.user_vectors(histories[1:2])[0])
+    if bundle.tower == "pooled":  # over vectors the caller has: NaN rows (ids it lacks) are skipped
+        def lookup(ids):
+            known = [i for i in ids if i != "no-such-item"]
+            out = np.full((len(ids), index.dim), np.nan, dtype=np.float32)
+            out[[j for j, i in enumerate(ids) if i != "no-such-item"]] = index.reconstruct(known)
+            return out
+
+        np.testing.assert_allclose(bundle.user_vectors(histories, item_vectors=lookup), expected, atol=1e-5)
+        short = [h[:cap - 1] for h in histories]  # the cut comes first: the unknown id takes a place
+        np.testing.assert_array_equal(bundle.user_vectors([["no-such-item", *h] for h in short], item_vectors=lookup),
+                                      bundle.user_vectors(short, item_vectors=lookup))
+        assert not bundle.user_vectors([["no-such-item"]], item_vectors=lookup).any()
 
 
 # ------------------------------------------------------------------------------------ resume
@@ -535,3 +562,16 @@ def test_config_is_checked():
         EmbedConfig(shard_size=0).check()
     with pytest.raises(ConfigError, match="store dtype"):
         EmbedConfig(store_dtype="int4").check()
+
+
+def test_store_layout_is_one_definition(tmp_path):
+    from recsys.embedding_store import StoreLayout
+
+    root = tmp_path / "store"
+    layout = StoreLayout.nightly(root)
+    assert (layout.embeddings, layout.index, layout.encoders, layout.rankers, layout.lock) == (
+        root / "embeddings", root / "index", root / "encoders", root / "rankers", root / ".lock")
+    assert StoreLayout.served(root) == layout  # nothing there yet: a nightly store to be
+    bare = tmp_path / "bare"
+    (bare / "versions").mkdir(parents=True)  # an IndexStore root itself: registry models go to a temporary cache
+    assert StoreLayout.served(bare) == StoreLayout(bare, bare, None, None)

@@ -17,9 +17,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from encoders.registry import resolve_encoder
 from encoders.testing import make_tiny_bert
 from encoders.text_training import TextTrainConfig
-from jobs.nightly_embed import resolve_encoder
 from jobs.train_encoder import train_encoder
 from jobs.train_ranker import train_ranker
 from ranking.behavior import CovisitPairs, KeyedEvents

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 from encoders.packaging import EncoderBundle
-from jobs.nightly_embed import history_cap, run_nightly
+from jobs.nightly_embed import run_nightly
 from ranking.protocol import RankRequest, RankResult
 from recsys.data.dataset import Dataset
 from recsys.embedding_store import read_user_vectors
@@ -104,7 +104,7 @@ def test_known_user_gets_the_fresh_nightly_vector_and_never_a_seen_item(rec, wor
 def test_a_user_outside_the_cache_is_encoded_from_the_log(rec, world, truth):
     user = next(u for u in sorted(world.dataset.interactions["user_id"].unique()) if u not in truth["cached"])
     history = _newest_first(world.dataset, user)
-    cap = history_cap(truth["bundle"])
+    cap = truth["bundle"].history_cap
     expected = truth["bundle"].user_vectors_text([[truth["texts"][i] for i in history[:cap]]])[0]
     result = rec.recommend(user_id=user, k=7)
     assert result.user_vector == "encoded" and not result.cold_start
@@ -131,7 +131,7 @@ def test_history_requests_drop_unknown_ids_and_reject_all_unknown(rec, truth):
     known = truth["ids"][5:8]
     result = rec.recommend(history=["ghost-1", known[0], "ghost-2", *known[1:], "ghost-1"], k=5)
     assert result.ignored_items == ["ghost-1", "ghost-2"] and result.query == "history"
-    cap = history_cap(truth["bundle"])
+    cap = truth["bundle"].history_cap
     expected = truth["bundle"].user_vectors_text([[truth["texts"][i] for i in known[:cap]]])[0]
     _assert_top_k(result, truth, expected, 5, exclude=known)
     with pytest.raises(DataError, match="none of the 2 item ids") as caught:
@@ -427,7 +427,7 @@ def test_a_rewritten_dataset_is_reloaded_and_stale_vectors_are_re_encoded(world,
         result = recommender.recommend(user_id=user, k=6)
         newest = [new_item, *history]
         expected = truth["bundle"].user_vectors_text(
-            [[truth["texts"][i] for i in newest[:history_cap(truth["bundle"])]]])[0]
+            [[truth["texts"][i] for i in newest[:truth["bundle"].history_cap]]])[0]
         assert result.user_vector == "encoded" and new_item not in result.item_ids
         _assert_top_k(result, truth, expected, 6, exclude=newest)
 

@@ -9,7 +9,9 @@ pass ran go into the next one. Under no load a request waits for nothing; under 
 grows (up to `max_batch`) and throughput rises instead of requests contending for the cores.
 
 Each task carries its own bundle, so a hot swap never mixes encoders: tasks are grouped by
-(bundle, kind) and in-flight requests of the old state still get the old encoder.
+(bundle, kind) and in-flight requests of the old state still get the old encoder. A `user` task
+(`UserTask`) also carries the catalog texts and the item-vector lookup of its state; tasks that share
+them are encoded together by one `EncoderBundle.user_vectors` call.
 
 Searches batch for a different reason: one FAISS call with many queries streams the item vectors
 through the cache once for all of them (an exact search over 1M vectors is memory-bound: on the
@@ -24,7 +26,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,12 +40,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("recsys.serving")
 
-KINDS = ("query_text", "user_text", "user_sequence", "user_sequence_ts", "search")
+KINDS = ("query_text", "user", "search")
 WAIT_S = 60.0
 # From this many queries in one exact search, one BLAS product beats per-query scans. Measured on the
 # 2-core box, 1M x 384 flat, one thread: a scan costs 59 ms a query; the BLAS path ~270 ms + ~7.5 ms a
 # query (32 queries: 1.9 s scanned vs 0.5 s by BLAS).
 BLAS_MIN_QUERIES = 5
+
+
+@dataclass(frozen=True)
+class UserTask:
+    """The payload of a `user` task: one history for `EncoderBundle.user_vectors` (see its doc)."""
+
+    ids: list[str]                                                  # item ids, newest first
+    seconds: list[float] | None = None                              # their Unix times (None: unknown)
+    texts: Mapping[str, str] | None = None                          # the served catalog's item texts
+    item_vectors: Callable[[Sequence[str]], np.ndarray] | None = None  # the served index's vectors
+
+    @property
+    def shared(self) -> tuple[int, int]:
+        """What tasks encoded in one call must share (the call's keyword arguments)."""
+        return id(self.texts), id(self.item_vectors)
 
 
 @dataclass
@@ -120,6 +137,8 @@ class EncodeBatcher:
                 self._run_group(tasks)
 
     def _group(self, task: _Task) -> tuple:
+        if isinstance(task.payload, UserTask):
+            return id(task.target), task.kind, task.payload.shared
         return id(task.target), task.kind
 
     def _work(self, tasks: list[_Task]) -> Sequence[Any]:
@@ -195,14 +214,10 @@ def _encode(kind: str, bundle: EncoderBundle, payloads: Sequence[Any]) -> np.nda
     """One forward pass for a group of same-kind inputs.
 
     - `query_text`: a free-text query -> the item tower, projected into the index space;
-    - `user_text`: item texts newest first -> the text user tower;
-    - `user_sequence` / `user_sequence_ts`: item ids newest first (and their Unix seconds) -> the
-      sequence tower.
+    - `user`: `UserTask`s sharing their texts and item-vector lookup -> the bundle's user tower.
     """
     if kind == "query_text":
         return bundle.query_vectors(list(payloads))
-    if kind == "user_text":
-        return bundle.user_vectors_text([list(p) for p in payloads])
-    if kind == "user_sequence":
-        return bundle.user_vectors_sequence([list(p) for p in payloads])
-    return bundle.user_vectors_sequence([list(p[0]) for p in payloads], [list(p[1]) for p in payloads])
+    first = payloads[0]
+    return bundle.user_vectors([task.ids for task in payloads], [task.seconds for task in payloads],
+                               texts=first.texts, item_vectors=first.item_vectors)

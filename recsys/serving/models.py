@@ -1,12 +1,12 @@
 """Where the served encoder and ranker come from, and how the poller learns that a newer one exists.
 
-The facade sits above `encoders`, `ranking` and `jobs`; this is the one module that reaches into
-them, always inside functions, so importing `recsys.serving` stays cheap.
+The facade sits above `encoders` and `ranking` (never `jobs`); this is the one module that reaches
+into them, always inside functions, so importing `recsys.serving` stays cheap.
 
 - Encoder: a registry reference (`champion`, `models:/recsys-encoder@champion`, ...) whose alias
   may move, a local bundle/run folder (fixed: its version is a content hash), or an already loaded
-  `jobs.nightly_embed.LoadedEncoder` from a host application. Loading reuses the nightly job's
-  `resolve_encoder`, so the service and the job agree on version strings and on the download cache.
+  `encoders.registry.LoadedEncoder` from a host application. Loading is `encoders.registry.resolve_encoder`,
+  as in the nightly job, so the service and the job agree on version strings and on the download cache.
 - Ranker: a registry reference resolved by `ranking.load_ranker`, or any object satisfying
   `ranking.protocol.CandidateRanker` (a host application's own), or None. A missing
   `ranking.load_ranker` or a registry without that model is not an error: the service serves
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from jobs.nightly_embed import LoadedEncoder
+    from encoders.registry import LoadedEncoder
     from ranking.protocol import CandidateRanker
     from recsys.config import Settings
     from recsys.data.dataset import Dataset
@@ -68,7 +68,7 @@ class EncoderSource:
         """Load the reference (or `ref`, e.g. the pinned `models:/<name>/<v>` an index was built with)."""
         if self.fixed is not None and ref is None:
             return self.fixed
-        from jobs.nightly_embed import resolve_encoder
+        from encoders.registry import resolve_encoder
 
         loaded = resolve_encoder(ref or self.ref, settings=self.settings, cache_dir=self.cache_dir, device=self.device)
         loaded.bundle.encoder.eval()

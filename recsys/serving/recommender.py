@@ -12,9 +12,10 @@ A request reads the current `ServingState` once and uses only it (see `state.py`
 Online flow (DESIGN §3, §5):
 1. User vector. `user_id`: the nightly job's cached vector when it is fresh (its `last_ts` equals
    the user's newest interaction in the served log), else the user's history (newest first, capped
-   as in the nightly job) through the encoder's user tower. `history`: those ids through the tower
-   (unknown ids are dropped and reported; none known is a `DataError`). `text`: the item tower,
-   projected into the index space. An unknown user, or a vector that comes out empty, is a cold start.
+   as in the nightly job) through the encoder's user tower (`EncoderBundle.user_vectors`).
+   `history`: those ids through the tower (unknown ids are dropped and reported; none known is a
+   `DataError`). `text`: the item tower, projected into the index space. An unknown user, or a
+   vector that comes out empty, is a cold start.
 2. Retrieval: FAISS top-k (top-`candidates` when a ranker is served), excluding the user's
    history when `exclude_seen`, restricted by `filters`.
 3. Ranking: a `ranking.protocol.RankRequest` to the ranker, which may add co-visitation/popular
@@ -46,8 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.embedding_store import StoreLayout
 from recsys.errors import ConfigError, DataError, RecsysError
-from recsys.serving.batcher import EncodeBatcher, SearchBatcher
+from recsys.serving.batcher import EncodeBatcher, SearchBatcher, UserTask
 from recsys.serving.catalog import Catalog, folder_signature
 from recsys.serving.config import ServingConfig
 from recsys.serving.errors import NotReadyError, UnknownItemError
@@ -56,7 +58,7 @@ from recsys.serving.results import Recommendation, RecommendResult
 from recsys.serving.state import ServingState, load_index
 
 if TYPE_CHECKING:
-    from jobs.nightly_embed import LoadedEncoder
+    from encoders.registry import LoadedEncoder
     from recsys.config import Settings
     from recsys.data.dataset import Dataset
     from recsys.index import IndexStore
@@ -64,15 +66,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("recsys.serving")
 MAX_ID_CHARS = 256
 REFUSALS_KEPT = 20
-
-
-def store_layout(store: str | Path) -> tuple[Path, Path | None]:
-    """(index store root, encoder cache) of `store`: a nightly store (`index/`, `encoders/`) or an
-    `IndexStore` root itself (CURRENT, versions/), whose registry encoders go to a temporary cache."""
-    root = Path(store)
-    if (root / "index").is_dir() or not ((root / "CURRENT").exists() or (root / "versions").is_dir()):
-        return root / "index", root / "encoders"
-    return root, None
 
 
 class Recommender:
@@ -114,6 +107,7 @@ class Recommender:
              settings: Settings | None = None, config: ServingConfig | None = None) -> Recommender:
         """Load the CURRENT index of `store` with the encoder it was built with, the dataset and the ranker.
 
+        `store`: a nightly store or an `IndexStore` root (`StoreLayout.served`).
         `encoder`: registry reference, bundle/run folder or `LoadedEncoder`. If it is an alias that
         already moved past the CURRENT index's encoder, the index's own pinned encoder is served and
         the new one waits (as after a hot swap); a folder that did not build CURRENT is a `ConfigError`.
@@ -127,15 +121,15 @@ class Recommender:
 
             torch.set_num_threads(config.threads)
             faiss.omp_set_num_threads(config.threads)
-        index_root, cache_dir = store_layout(store)
+        layout = StoreLayout.served(store)
         from recsys.index import IndexStore
 
-        index_store = IndexStore(index_root)
+        index_store = IndexStore(layout.index)
         current = index_store.current_version()
         if current is None:
-            raise NotReadyError(f"no index has been published in {index_root} yet: run `recsys embed` first")
+            raise NotReadyError(f"no index has been published in {layout.index} yet: run `recsys embed` first")
         catalog = _catalog(data, config)
-        encoder_source = EncoderSource(encoder, settings=settings, cache_dir=cache_dir, device=config.device)
+        encoder_source = EncoderSource(encoder, settings=settings, cache_dir=layout.encoders, device=config.device)
         built_with = str(index_store.metadata(current).get("encoder_version"))
         loaded, pending = encoder_source.load(), None
         if loaded.version != built_with:
@@ -149,8 +143,7 @@ class Recommender:
                                   f"{encoder_source.ref} is {loaded.version}: run `recsys embed` with this encoder "
                                   "or serve the one the index was built with")
         index, metadata, users = load_index(index_store, current, loaded)
-        ranker_source = RankerSource(ranker, settings=settings,
-                                     cache_dir=cache_dir.parent / "rankers" if cache_dir is not None else None)
+        ranker_source = RankerSource(ranker, settings=settings, cache_dir=layout.rankers)
         ranker_obj, note, ranker_loaded = None, None, None
         if ranker_source.wanted:
             if ranker_source.movable and ranker_source.loader()[0] is not None:
@@ -280,25 +273,17 @@ class Recommender:
     # ----------------------------------------------------------------------------- internals
     def _user_vector(self, state: ServingState, newest: list[str], stamps: np.ndarray | None,
                      timings: dict[str, float]) -> np.ndarray:
-        """The user tower on a history (newest first), capped like the nightly job caps it."""
-        from jobs.nightly_embed import history_cap
+        """The user tower on a history's catalog items (newest first), through the encoder worker.
 
-        bundle = state.encoder.bundle
-        cap = history_cap(bundle)
-        keep = [j for j, item in enumerate(newest) if item in state.catalog][:cap]
-        ids = [newest[j] for j in keep]
-        started = time.perf_counter()
-        try:
-            if bundle.tower == "text":
-                return self._batcher.submit("user_text", bundle, [state.catalog.text_of[i] for i in ids])
-            if bundle.tower == "pooled":
-                return _pooled(state, ids)
-            if stamps is None:
-                return self._batcher.submit("user_sequence", bundle, ids)
-            seconds = (np.asarray(stamps, dtype=np.float64)[keep] / 1e6).tolist()
-            return self._batcher.submit("user_sequence_ts", bundle, (ids, seconds))
-        finally:
-            timings["encode"] = (time.perf_counter() - started) * 1000
+        `EncoderBundle.user_vectors` caps it like the nightly job; `pooled` reads the index's stored
+        vectors, as the nightly job reads the stored text vectors.
+        """
+        keep = [j for j, item in enumerate(newest) if item in state.catalog]
+        seconds = None if stamps is None else (np.asarray(stamps, dtype=np.float64)[keep] / 1e6).tolist()
+        # The catalog's texts and the index's vectors are the state's own objects: the worker encodes
+        # the requests that share them in one call.
+        task = UserTask([newest[j] for j in keep], seconds, state.catalog.text_of, state.item_vectors)
+        return self._timed(timings, "encode", self._batcher.submit, "user", state.encoder.bundle, task)
 
     def _retrieve(self, state: ServingState, vector: np.ndarray, user_id: str | None, newest: list[str],
                   stamps: np.ndarray | None, k: int, exclude: list[str], wanted: dict[str, frozenset[str]],
@@ -729,22 +714,6 @@ def _catalog(data: Any, config: ServingConfig) -> Catalog:
     if isinstance(data, Dataset):
         return Catalog(data, popular_days=config.popular_days)
     return Catalog.from_folder(data, config.popular_days)
-
-
-def _pooled(state: ServingState, newest: list[str]) -> np.ndarray:
-    """`pooled` tower: recency-weighted mean of the history's index vectors (its text vectors)."""
-    from encoders.packaging import POOLED_HALF_LIFE, POOLED_MAX_ITEMS
-    from encoders.towers import pooled_user_vectors
-
-    index = state.index
-    known = index.item_ids[index.rows_of(newest)].tolist()
-    if not known:
-        return np.zeros(index.dim, dtype=np.float32)
-    settings = state.encoder.bundle.meta.get("pooled") or {}
-    vectors = index.reconstruct(list(reversed(known)))  # oldest first
-    return pooled_user_vectors([np.arange(len(known))], vectors,
-                               half_life=float(settings.get("half_life", POOLED_HALF_LIFE)),
-                               max_items=int(settings.get("max_items", POOLED_MAX_ITEMS)))[0]
 
 
 def _check_id(value: Any, column: str, row: int | None = None) -> str:

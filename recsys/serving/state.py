@@ -23,7 +23,7 @@ import numpy as np
 from recsys.errors import DataError
 
 if TYPE_CHECKING:
-    from jobs.nightly_embed import LoadedEncoder
+    from encoders.registry import LoadedEncoder
     from ranking.protocol import CandidateRanker
     from recsys.index import IndexStore, VectorIndex
     from recsys.serving.catalog import Catalog
@@ -166,6 +166,14 @@ class ItemVectors:
             matrix[known] = self._dense[rows[known]]
             self._aligned = (item_ids, matrix)
         return matrix
+
+    def __call__(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of `ids` (NaN rows where the index lacks one): one lookup, nothing kept.
+
+        What a `pooled` user tower reads (`EncoderBundle.user_vectors(item_vectors=...)`); one object
+        per index version, so the encoder worker batches the requests that share it.
+        """
+        return self.for_request()(ids)
 
     def for_request(self) -> Callable[[Sequence[str]], np.ndarray]:
         """A lookup for one request: the dense copy, or rows decoded once and remembered until it ends."""
