@@ -26,6 +26,7 @@ from encoders.item_prior import PRIOR_FILE, item_side, load_prior
 from encoders.packaging import EncoderBundle
 from encoders.testing import make_tiny_bert
 from jobs.nightly_embed import EmbedConfig, active_histories, run_nightly
+from jobs.testing import train_tiny_encoder
 from recsys.data.dataset import Dataset
 from recsys.data.synthetic import generate
 from recsys.embedding_store import (
@@ -39,7 +40,6 @@ from recsys.embedding_store import (
 )
 from recsys.errors import ConfigError, DataError
 from recsys.index import IndexStore
-from recsys.serving.testing import train_tiny_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 RECSYS = [sys.executable, "-m", "recsys.cli"]
@@ -48,7 +48,7 @@ SHARD = 32  # 120 items -> shards of 32, 32, 32, 24
 ACTIVE_DAYS = 400.0
 
 
-_train = train_tiny_encoder  # shared with the service tests (recsys/serving/testing.py)
+_train = train_tiny_encoder  # shared with the service tests (jobs/testing.py)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The `Recommender` facade in-process: vectors, exclusions, filters, cold start, ranker contract, hot swap.
 
-The world is real and tiny (`recsys.serving.testing`): a synthetic dataset, one-step encoders over a
+The world is real and tiny (`jobs.testing`): a synthetic dataset, one-step encoders over a
 tiny random BERT, and a store published by the real nightly job. Expected results are recomputed
 here independently: brute-force inner products over the encoder's own item vectors, popularity
 with `collections.Counter`, histories sorted from the raw interaction table.
@@ -21,6 +21,7 @@ import pytest
 
 from encoders.packaging import EncoderBundle
 from jobs.nightly_embed import run_nightly
+from jobs.testing import build_world, embed_config
 from ranking.protocol import RankRequest, RankResult
 from recsys.data.dataset import Dataset
 from recsys.embedding_store import read_user_vectors
@@ -28,7 +29,6 @@ from recsys.errors import DataError
 from recsys.index import IndexStore, VectorIndex
 from recsys.serving import Recommender, ServingConfig, UnknownItemError
 from recsys.serving.catalog import Catalog
-from recsys.serving.testing import build_world, embed_config
 
 ATOL = 1e-4
 

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs.testing import build_world
 from recsys.embedding_store import read_user_vectors
 from recsys.index import IndexStore, VectorIndex
-from recsys.serving.testing import ServerProcess, build_world, wait_for_readyz
+from recsys.serving.testing import ServerProcess, wait_for_readyz
 
 KEY = f"key-{secrets.token_hex(12)}"
 SECOND_KEY = f"other-{secrets.token_hex(12)}"

@@ -37,7 +37,7 @@ from recsys.serving.testing import ServerProcess, wait_for_readyz
 from recsys.splits import Split
 
 if TYPE_CHECKING:
-    from jobs.nightly_embed import LoadedEncoder
+    from encoders.registry import LoadedEncoder
 
 SMALL = RankerConfig(candidates=CandidateConfig(retrieval_k=40, covisit_k=20, popular_k=10), min_data_in_leaf=5,
                      max_rounds=60, early_stopping_rounds=20, extra_cuts=3, covisit_window=5, threads=1)
@@ -92,12 +92,13 @@ class RankerWorld:
 def world(tmp_path_factory):
     import torch
 
+    from encoders.registry import resolve_encoder
     from encoders.testing import make_tiny_bert
     from jobs.log_encoder import log_encoder_run
-    from jobs.nightly_embed import resolve_encoder, run_nightly
+    from jobs.nightly_embed import run_nightly
+    from jobs.testing import embed_config, train_tiny_encoder
     from recsys.config import load_settings
     from recsys.data.synthetic import generate
-    from recsys.serving.testing import embed_config, train_tiny_encoder
     from recsys.splits import leave_last_out
 
     torch.set_num_threads(1)
@@ -359,7 +360,7 @@ def test_moving_the_alias_swaps_the_ranker_under_load_without_failures_or_restar
 
 
 def test_a_ranker_trained_on_another_encoder_is_refused(world, server, client):
-    from jobs.nightly_embed import resolve_encoder
+    from encoders.registry import resolve_encoder
 
     before = client.get("/readyz").json()
     serving = before["ranker"]
@@ -411,9 +412,10 @@ def test_a_new_encoder_and_a_ranker_trained_on_it_roll_out_together(world, serve
     index built with the new encoder swaps both in."""
     import mlflow
 
-    from jobs.nightly_embed import resolve_encoder, run_nightly
+    from encoders.registry import resolve_encoder
+    from jobs.nightly_embed import run_nightly
+    from jobs.testing import embed_config
     from recsys.registry import configure_mlflow, set_alias
-    from recsys.serving.testing import embed_config
 
     serving = client.get("/readyz").json()["ranker"]
     assert serving is not None

@@ -1,9 +1,12 @@
 """The online layer: the `Recommender` facade, its HTTP service, hot swap, limits and metrics.
 
-This package sits above `encoders`, `ranking` and `jobs` (it is the only part of `recsys` that uses
-them, and only inside functions), so `import recsys.serving` stays as cheap as `import recsys`.
+This package sits above `encoders` and `ranking` (it is the only part of `recsys` that uses them, and
+only inside functions, so `import recsys.serving` stays as cheap as `import recsys`); it never imports
+`jobs`: the batch jobs and the service share the loaders of `encoders.registry` and `ranking.registry`.
 
-- `recommender.py`  `Recommender`: load, recommend, similar, refresh (hot swap), status
+- `recommender.py`  `Recommender`: load, recommend, similar, status (the facade)
+- `hotswap.py`      the served state's replacement: refresh, refusals, pending encoder, poller
+- `validation.py`   input checks (ids, k, history, text), shared limits with `schemas.py`
 - `state.py`        the immutable serving state a request reads once; user-vector cache; filter masks;
                     the index vectors the ranker's features read
 - `catalog.py`      titles, texts, filters, histories and popularity from the dataset folder

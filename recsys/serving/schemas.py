@@ -14,18 +14,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 from pydantic.json_schema import SkipJsonSchema
 
 from recsys.serving.config import ServingConfig
+from recsys.serving.validation import MAX_ID_CHARS, unicode_problem
 
-MAX_ID_CHARS = 256
 MAX_FILTERS = 16
 MAX_FILTER_VALUES = 100
 
 
 def _valid_unicode(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"holds an unpaired surrogate (U+{ord(value[exc.start]):04X}): not valid Unicode text") \
-            from None
+    problem = unicode_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
