@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.data.order import chronological
+
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@50")
 
 
@@ -32,7 +34,7 @@ def pooled_lists(run: Path, split, k: int = 50):
     items = pl.read_parquet(run / "items.parquet")["item_id"].to_list()
     vectors = np.load(run / "item_vectors.npy")
     row_of = {item: i for i, item in enumerate(items)}
-    history = split.history("test").sort(["user_id", "ts", "item_id"])
+    history = chronological(split.history("test"))
     grouped = history.group_by("user_id", maintain_order=True).agg("item_id")
     users = grouped["user_id"].to_list()
     rows = [np.asarray([row_of[i] for i in its], dtype=np.int64) for its in grouped["item_id"].to_list()]

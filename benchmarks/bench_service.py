@@ -51,6 +51,8 @@ import sys
 import time
 from pathlib import Path
 
+from recsys.data.order import chronological
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HISTORY_ITEMS = 20
@@ -146,7 +148,7 @@ def request_pool(data: Path, store: Path, n: int = 400, seed: int = 0) -> list[t
              .filter(pl.col("last_ts") == pl.col("newest"))["user_id"].to_list())
     chosen = random.Random(seed).sample(fresh, min(n, len(fresh)))
     histories = (inter.filter(pl.col("user_id").is_in(chosen))
-                 .sort(["user_id", "ts", "item_id"], descending=[False, True, True])
+                 .pipe(chronological, descending=True)
                  .group_by("user_id", maintain_order=True).agg(pl.col("item_id").head(HISTORY_ITEMS)))
     by_user = dict(zip(histories["user_id"].to_list(), histories["item_id"].to_list(), strict=True))
     return [(user, by_user[user]) for user in chosen]

@@ -52,9 +52,8 @@ from encoders.item_prior import PRIOR_FILE, item_side, load_prior, user_side
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    import torch
 
-    from encoders.sequence import SequenceConfig
+    from encoders.sequence import SequenceConfig, SequenceTower
     from encoders.text_encoder import TextEncoder
 
 BUNDLE_FILE = "bundle.json"
@@ -108,6 +107,10 @@ def run_metadata(run_folder: str | Path) -> dict[str, Any]:
     }
     if tower == "text" and (run_folder / PRIOR_FILE).is_file():
         meta["item_prior"] = PRIOR_FILE
+        # The weight free-text queries give the prior (encoders.query_check); runs made before the
+        # check existed used the users' weight, 1.
+        check = (run.get("popularity_prior") or {}).get("query_check") or {}
+        meta["query_prior"] = float(check["query_prior"]) if check.get("query_prior") is not None else 1.0
     return meta
 
 
@@ -177,7 +180,7 @@ class EncoderBundle:
     encoder: TextEncoder
     meta: dict[str, Any]
     item_ids: list[str]
-    sequence: torch.nn.Module | None = None
+    sequence: SequenceTower | None = None
     sequence_config: SequenceConfig | None = None
     item_matrix: np.ndarray | None = None
     prior: dict[str, float] | None = None  # text tower's popularity prior by item id (None: no prior)
@@ -224,12 +227,12 @@ class EncoderBundle:
     def _load_sequence(self, folder: Path, packaged: bool) -> None:
         import torch
 
-        from encoders.sequence import SequenceConfig, build_model
+        from encoders.sequence import SequenceConfig, SequenceTower
 
         config_file = folder / "config.json"
         if not config_file.is_file():
             raise ConfigError(f"{config_file}: not found; a sequence-tower encoder needs it")
-        config = SequenceConfig(**json.loads(config_file.read_text(encoding="utf-8"))["model"])
+        config = SequenceConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8"))["model"])
         if packaged:
             from safetensors.torch import load_file
 
@@ -240,8 +243,11 @@ class EncoderBundle:
         if rows != len(self.item_ids) + 1:
             raise ConfigError(f"{folder}: the sequence tower has {rows - 1} items but items.parquet has "
                               f"{len(self.item_ids)}")
-        model = build_model(np.zeros((rows, text_dim), np.float32), np.zeros(rows, bool), config)
-        model.load_state_dict(state)
+        model = SequenceTower(rows, text_dim, config)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"{folder}: the sequence tower's weights do not fit its config.json ({exc})") from exc
         model.eval()
         for param in model.parameters():
             param.requires_grad_(False)
@@ -333,13 +339,11 @@ class EncoderBundle:
             return np.asarray(text_vectors, dtype=np.float32)
         import torch
 
+        rows = torch.as_tensor([self._row_of.get(i, 0) for i in ids], dtype=torch.long)
         with torch.inference_mode():
-            projected = self.sequence.text_proj(torch.as_tensor(np.asarray(text_vectors, dtype=np.float32)))
-            if self.sequence_config is not None and self.sequence_config.id_embeddings:
-                rows = torch.as_tensor([self._row_of.get(i, 0) for i in ids], dtype=torch.long)
-                # Row 0 (unknown item) has a zero id embedding and warm 0: cold items keep their text alone.
-                projected = projected + self.sequence.item_id.weight[rows] * self.sequence.warm[rows]
-        return projected.numpy().astype(np.float32, copy=False)
+            # Row 0 (an item the tower never saw) has no id part: a cold item keeps its text alone.
+            vectors = self.sequence.item_vectors(torch.as_tensor(np.asarray(text_vectors, dtype=np.float32)), rows)
+        return vectors.numpy().astype(np.float32, copy=False)
 
     def query_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Free-text queries in the index space, scored like one-item users.
@@ -348,17 +352,22 @@ class EncoderBundle:
         holds the users' constant 1, so a search ranks by similarity + the candidates' prior.
         """
         texts = list(_texts(texts, "text"))
+        if self.sequence_config is not None and not self.sequence_config.uses_text:
+            raise ConfigError("this encoder's sequence tower has id-only items: it cannot place free text; "
+                              "train it with --seq-items hybrid or text for text queries")
         return self.as_queries(self.index_vectors([""] * len(texts), text_vectors=self.encode_items(texts)))
 
     def as_queries(self, index_vectors: np.ndarray) -> np.ndarray:
-        """Index vectors turned into queries that score like one-item users (a copy).
+        """Index vectors turned into queries: free text and `/similar` anchors (a copy).
 
-        With a popularity prior the last column becomes the users' constant 1 (similarity + the
-        candidates' prior); otherwise the vectors are returned unchanged.
+        With a popularity prior the last column becomes the bundle's `query_prior` (chosen by the
+        relevance check of `encoders.query_check`; 1, the users' weight, for older bundles), so a
+        search ranks by similarity + that share of the candidates' prior; otherwise the vectors are
+        returned unchanged.
         """
         queries = np.array(index_vectors, dtype=np.float32, ndmin=2)
         if self.prior is not None and len(queries):
-            queries[:, -1] = 1.0
+            queries[:, -1] = float(self.meta.get("query_prior", 1.0))
         return queries
 
     # ------------------------------------------------------------------------------- users
@@ -470,7 +479,7 @@ class EncoderBundle:
         """
         if self.sequence is None or self.sequence_config is None:
             raise ConfigError(f"this encoder's user tower is '{self.tower}', not 'sequence'")
-        from encoders.sequence import gap_buckets
+        from encoders.sequence import gaps_of
         from encoders.sequence_training import SequenceHistories, user_vectors
 
         if seconds is not None:
@@ -483,7 +492,7 @@ class EncoderBundle:
             rows = np.asarray([self._row_of[ids[j]] for j in keep], dtype=np.int64)
             if secs is not None and len(keep):
                 kept = secs[keep].astype(np.int64)
-                gap = gap_buckets(np.diff(kept, prepend=kept[0]))
+                gap = gaps_of(kept)
             else:
                 gap = np.zeros(len(rows), dtype=np.int64)
             items.append(rows)

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 TOWERS = ("sequence", "text", "pooled")
+# `auto`: train the towers worth serving and keep the one with the higher validation NDCG@10.
+AUTO = "auto"
+AUTO_TOWERS = ("text", "sequence")
 
 
 def pooled_user_vectors(

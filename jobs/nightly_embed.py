@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from encoders.registry import LoadedEncoder, resolve_encoder
+from recsys.data.order import chronological
 from recsys.embedding_store import (
     DEFAULT_SHARD_SIZE,
     EmbeddingStore,
@@ -299,7 +300,7 @@ def active_histories(interactions: pl.DataFrame, catalog: Sequence[str], active_
     grouped = (
         interactions.join(active, on="user_id", how="semi")
         .join(items, on="item_id", how="semi")
-        .sort(["user_id", "ts", "item_id"], descending=[False, True, True])
+        .pipe(chronological, descending=True)
         .group_by("user_id", maintain_order=True)
         .agg(pl.col("item_id").head(max_items), (pl.col("ts").dt.epoch("us") / 1e6).head(max_items).alias("s"),
              pl.col("ts").first().alias("last_ts"))

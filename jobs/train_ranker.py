@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.data.order import chronological
 from recsys.errors import DataError
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def graded_labels(dataset: Dataset, graded: bool) -> tuple[dict[tuple[str, int],
     if not graded or "weight" not in log.columns or log["weight"].n_unique() < 2:
         return {}, "binary: the next interaction is the positive"
     threshold = float(log["weight"].median())
-    ordered = log.sort(["user_id", "ts", "item_id"]).with_columns(
+    ordered = chronological(log).with_columns(
         pl.int_range(pl.len()).over("user_id").alias("position"))
     strong = ordered.filter(pl.col("weight") >= threshold)
     label_of = {(u, p): 2 for u, p in zip(strong["user_id"].to_list(), strong["position"].to_list(), strict=True)}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ranking.behavior import DEFAULT_COVISIT_WINDOW, CovisitPairs, KeyedEvents, to_seconds
+from recsys.data.order import chronological
 from recsys.errors import DataError
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class BehaviorContext:
         item_ids = items["item_id"].to_list()
         row_of = {item: row for row, item in enumerate(item_ids)}
         log = dataset.interactions if interactions is None else interactions
-        log = log.sort(["user_id", "ts", "item_id"])
+        log = chronological(log)
         unknown = log.filter(~pl.col("item_id").is_in(items["item_id"].implode()))
         if unknown.height:
             raise DataError(f"{unknown.height} interactions name items missing from the catalogue "

@@ -209,7 +209,20 @@ def train_encoder_command(
     train_prior: float = typer.Option(0.05, "--train-prior", min=0.0,
                                       help="Beta of a popularity prior inside the training logits (0: off), so "
                                       "the encoder learns what popularity does not explain."),
-    seq_epochs: int = typer.Option(200, "--seq-epochs", help="Sequence tower epochs (early-stopped)."),
+    seq_epochs: int = typer.Option(200, "--seq-epochs", help="Sequence tower: most epochs (early-stopped)."),
+    seq_items: str = typer.Option("hybrid", "--seq-items",
+                                  help="Sequence tower item vectors: hybrid (text projection + id embedding of "
+                                  "warm items), id (SASRec), or text."),
+    seq_max_len: int = typer.Option(200, "--seq-max-len", help="Sequence tower: most recent items it reads."),
+    seq_dim: int = typer.Option(64, "--seq-dim", help="Sequence tower width."),
+    seq_layers: int = typer.Option(2, "--seq-layers", help="Sequence tower transformer layers."),
+    seq_dropout: float = typer.Option(0.5, "--seq-dropout", help="Sequence tower dropout."),
+    seq_lr: float = typer.Option(2e-3, "--seq-lr", help="Sequence tower learning rate (Adam)."),
+    seq_patience: int = typer.Option(8, "--seq-patience", help="Sequence tower: epochs without a better "
+                                     "validation NDCG@10 before stopping."),
+    seq_refit: bool = typer.Option(True, "--seq-refit/--no-seq-refit",
+                                   help="Retrain the sequence tower on train + validation for the chosen epochs."),
+    seq_minutes: float | None = typer.Option(None, "--seq-minutes", help="Sequence tower: wall-clock cap."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     register: bool = typer.Option(True, "--register/--no-register", help="Log and register in MLflow."),
@@ -222,6 +235,7 @@ def train_encoder_command(
     """
     from dataclasses import replace
 
+    from encoders.sequence import SequenceConfig
     from encoders.sequence_training import SequenceTrainConfig
     from encoders.text_training import TextTrainConfig
     from jobs.train_encoder import train_encoder
@@ -233,9 +247,12 @@ def train_encoder_command(
                                   eval_every=eval_every, seed=seed, threads=threads, hard_negatives=hard_negatives,
                                   catalog_negatives=catalog_negatives, popularity_prior=popularity_prior,
                                   train_prior_beta=train_prior)
-    seq_config = replace(SequenceTrainConfig(), epochs=seq_epochs, seed=seed, threads=threads)
+    seq_train = replace(SequenceTrainConfig(), epochs=seq_epochs, lr=seq_lr, patience=seq_patience, refit=seq_refit,
+                        seed=seed, threads=threads, max_seconds=None if seq_minutes is None else seq_minutes * 60)
+    seq_model = SequenceConfig(dim=seq_dim, layers=seq_layers, max_len=seq_max_len, dropout=seq_dropout,
+                               items=seq_items)
     run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
-                        text_config=text_config, sequence_train_config=seq_config)
+                        text_config=text_config, sequence_config=seq_model, sequence_train_config=seq_train)
     columns = ("ndcg@10", "hr@10", "mrr@10", "hr@50")
     typer.echo(f"{tower}/{method} test " + " ".join(f"{c}={run.test[c]:.4f}" for c in columns)
                + f" | valid ndcg@10={run.valid['ndcg@10']:.4f} | timings {run.timings} | wrote {out}")
@@ -270,7 +287,7 @@ def train_ranker_command(
     Writes the booster (native text format), test top-50 lists of the ranker and of the encoder
     alone, metrics and an importance plot to --out; logs and registers <prefix>-ranker in MLflow.
     """
-    from jobs.nightly_embed import resolve_encoder
+    from encoders.registry import resolve_encoder
     from jobs.train_ranker import train_ranker
     from ranking.candidates import CandidateConfig
     from ranking.training import RankerConfig

@@ -272,11 +272,13 @@ def score_topk_file(
     split_folder: str | Path,
     stage: str = "test",
     ks: Iterable[int] = DEFAULT_KS,
+    users: Iterable[str] | None = None,
 ) -> dict[str, float]:
     """Score a parquet top-K list (`user_id, item_id, rank`) against a split saved by `Split.save`.
 
     Uses the split's own catalog and the history of `stage` for popularity, so a list written by an
-    outside system is scored exactly as the built-in ones are.
+    outside system is scored exactly as the built-in ones are. `users` restricts the target users
+    (e.g. `recsys.ties.tie_free_users`).
     """
     import polars as pl
 
@@ -291,6 +293,8 @@ def score_topk_file(
         raise DataError(f"cannot read as parquet: {exc}", file=str(path)) from exc
     split = Split.load(split_folder)
     targets = split.targets(stage)  # validates the stage name
+    if users is not None:
+        targets = targets.filter(pl.col("user_id").is_in(list(users)))
     ks_sorted = _check_ks(ks)
     _prepare_topk(topk, file=str(path))  # so a malformed list names the file it came from
     return evaluate_topk(

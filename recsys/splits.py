@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from recsys.data.order import chronological
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class Split:
 def _ordered(interactions: pl.DataFrame) -> pl.DataFrame:
     import polars as pl
 
-    return interactions.sort(["user_id", "ts", "item_id"]).with_columns(
+    return chronological(interactions).with_columns(
         pl.int_range(pl.len(), 0, -1).over("user_id").alias("_from_end")  # 1 = last interaction
     )
 
@@ -150,7 +151,7 @@ def global_time_cut(
     valid_at = _utc(valid_start) if valid_start is not None else test_at
     if valid_at > test_at:
         raise ConfigError("valid_start must not be after test_start")
-    ordered = interactions.sort(["user_id", "ts", "item_id"])
+    ordered = chronological(interactions)
     ts = pl.col("ts")
     train = ordered.filter(ts < valid_at)
     valid = ordered.filter((ts >= valid_at) & (ts < test_at))

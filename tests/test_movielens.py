@@ -30,6 +30,21 @@ def real() -> Dataset:
 
 
 @pytest.mark.movielens
+def test_split_equals_the_peers_split(real: Dataset) -> None:
+    """DESIGN §2's split (same-second ties in natural id order) gives the peers' exact targets."""
+    peers = ML_LATEST_SMALL.parents[1] / "peers" / "ml-latest-small"
+    if not (peers / "split_test_targets.parquet").exists():
+        pytest.skip(f"peers' reference split not found at {peers}")
+    split = leave_last_out(real.interactions)
+    for stage in ("valid", "test"):
+        theirs = pl.read_parquet(peers / f"split_{stage}_targets.parquet").select(
+            pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).sort("user_id")
+        ours = split.targets(stage).select("user_id", "item_id").sort("user_id")
+        assert ours.height == theirs.height == 610
+        assert ours.equals(theirs), stage
+
+
+@pytest.mark.movielens
 def test_real_counts(real: Dataset) -> None:
     assert real.name == "movielens-latest-small"
     assert real.items.height == 9_742

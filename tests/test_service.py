@@ -142,8 +142,8 @@ def test_history_requests_drop_unknown_ids_and_reject_all_unknown(rec, truth):
 def test_free_text_odd_unicode_and_filters(rec, world, truth):
     text = "garden \u200f\u202e tools 🌱 \u0000 for the patio"
     expected = truth["bundle"].encode_items([text])[0]
-    if truth["bundle"].prior is not None:  # a text query scores like a one-item user: similarity + prior
-        expected = np.append(expected, np.float32(1.0))
+    if truth["bundle"].prior is not None:  # a text query: similarity + the query-side share of the prior
+        expected = np.append(expected, np.float32(truth["bundle"].meta["query_prior"]))
     np.testing.assert_allclose(truth["bundle"].query_vectors([text])[0], expected, atol=1e-6)
     result = rec.recommend(text=text, k=6)
     assert result.query == "text" and result.user_vector is None
@@ -162,7 +162,7 @@ def test_similar_items_and_unknown_items(rec, truth):
     assert result.query == "item" and anchor not in result.item_ids
     query = truth["vectors"][truth["row"][anchor]].copy()
     if truth["bundle"].prior is not None:
-        query[-1] = 1.0  # the anchor queries like a one-item user: similarity + the candidates' prior
+        query[-1] = truth["bundle"].meta["query_prior"]  # the anchor: similarity + the query-side prior share
     _assert_top_k(result, truth, query, 5, exclude=[anchor])
     with pytest.raises(UnknownItemError, match="not in the served index"):
         rec.similar("no-such-item")

@@ -34,6 +34,23 @@ def test_leave_last_out_takes_last_by_time_then_item_id():
     assert split.train.height + split.valid.height + split.test.height == frame.height
 
 
+def test_same_second_ties_sort_integer_ids_numerically():
+    """9 before 10 when every id is an integer (the peers' split); string order otherwise."""
+    numeric = leave_last_out(_interactions([("u", "10", 5), ("u", "9", 5), ("u", "100", 5), ("u", "2", 1)]))
+    assert numeric.test["item_id"].to_list() == ["100"] and numeric.valid["item_id"].to_list() == ["10"]
+    mixed = leave_last_out(_interactions([("u", "10", 5), ("u", "9", 5), ("u", "a", 5), ("u", "2", 1)]))
+    assert mixed.test["item_id"].to_list() == ["a"] and mixed.valid["item_id"].to_list() == ["9"]
+
+
+def test_chronological_descending_flips_time_and_ties_only():
+    from recsys.data.order import chronological
+
+    frame = _interactions([("b", "10", 5), ("b", "9", 5), ("a", "3", 1), ("a", "20", 2)])
+    newest_first = chronological(frame, descending=True)
+    assert newest_first["user_id"].to_list() == ["a", "a", "b", "b"]
+    assert newest_first["item_id"].to_list() == ["20", "3", "10", "9"]
+
+
 def test_leave_last_out_is_deterministic_under_shuffles():
     rows = [(f"u{u}", f"i{(u * 7 + k) % 13}", k // 2) for u in range(5) for k in range(6)]
     a = leave_last_out(_interactions(rows))
