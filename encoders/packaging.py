@@ -308,12 +308,12 @@ class EncoderBundle:
     # ------------------------------------------------------------------------------- items
     def encode_items(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
         """Unit text vectors [n, dim] float32, computed like training's `item_vectors.npy`."""
-        from encoders.text_training import encode_token_rows
+        from encoders.encoding import encode_rows
 
         rows = self.encoder.token_ids(list(_texts(texts, "text")), max_length=self.item_max_length)
         if not rows:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
-        return encode_token_rows(self.encoder, rows, batch_size=batch_size)
+        return encode_rows(self.encoder, rows, batch_size=batch_size)
 
     def index_vectors(
         self, item_ids: Sequence[str], texts: Sequence[str] | None = None, text_vectors: np.ndarray | None = None
@@ -438,8 +438,8 @@ class EncoderBundle:
         `history.tokens` tokens, each item at the training item budget: the same token ids the
         tower was trained on. An empty history encodes as the bare [CLS] [SEP] sequence.
         """
+        from encoders.encoding import encode_rows
         from encoders.history_text import ItemTokens, prefix_ids
-        from encoders.text_training import encode_token_rows
 
         lists = [list(_texts(h, "history_text", row=i + 1)) for i, h in enumerate(histories)]
         if not lists:
@@ -451,7 +451,7 @@ class EncoderBundle:
         prefix = prefix_ids(self.encoder, history.get("prompt"))
         cap, budget = int(history["items"]), int(history["tokens"])
         rows = [tokens.history([position[t] for t in reversed(texts[:cap])], budget, prefix) for texts in lists]
-        vectors = encode_token_rows(self.encoder, rows, batch_size=batch_size)
+        vectors = encode_rows(self.encoder, rows, batch_size=batch_size)
         if self.prior is not None:
             return user_side(vectors)
         return vectors

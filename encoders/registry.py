@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from encoders.encoding import int8_encoder
 from encoders.packaging import EncoderBundle
 from recsys.embedding_store import local_encoder_version, registry_encoder_version
 from recsys.errors import ConfigError
@@ -81,18 +82,8 @@ def resolve_encoder(ref: str | Path, *, settings: Settings | None = None, cache_
         version, model_uri = registry_encoder_version(resolved.name, resolved.version), resolved.uri
     bundle = EncoderBundle.load(folder, device=device)
     if int8:
-        bundle.encoder = quantized_for_cpu(bundle.encoder)
+        bundle.encoder = int8_encoder(bundle.encoder)
     return LoadedEncoder(bundle, folder, version, text, model_uri, int8)
-
-
-def quantized_for_cpu(encoder: TextEncoder) -> TextEncoder:
-    """The dynamic-int8 copy of `encoder` (`encoders.export.quantize_int8`); CPU only."""
-    if encoder.device.type != "cpu":
-        raise ConfigError("--int8 is a CPU option (dynamic int8 kernels): add --device cpu; on CUDA the "
-                          "encoder runs in bf16 without it")
-    from encoders.export import quantize_int8
-
-    return quantize_int8(encoder)
 
 
 def _download_bundle(name: str, version: int, uri: str, cache_dir: Path | None) -> Path:

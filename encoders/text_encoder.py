@@ -12,10 +12,9 @@ Text rules (the same for `encode`, `tokenize` and therefore for training and ser
   beginning of the text (the title in the default item template) is what the model sees;
 - anything that is not a `str` (None, numbers) is a `DataError`: rendering item text is the caller's job.
 
-Speed: `encode` tokenizes a chunk at once with the fast tokenizer, sorts it by token length and pads
-each batch only to its own longest text, which on short, uneven titles does far less padded work than
-padding everything to the longest. Results come back in the caller's order. On CUDA the forward pass
-runs under bf16 autocast (pooling and normalisation in fp32); on CPU everything is fp32.
+Speed: `encode` runs the one batched encoding loop of `encoders.encoding` (length-sorted batches
+padded only to their own longest text, tokenisation in a background thread, bf16 autocast on CUDA
+with pooling and normalisation in fp32, fp32 on CPU). Results come back in the caller's order.
 """
 
 from __future__ import annotations
@@ -36,11 +35,9 @@ from torch import nn
 from recsys.errors import ConfigError, DataError
 
 from .base_model import base_reference, is_local, resolve_base_model
+from .encoding import encode_texts
 
 DEFAULT_MAX_LENGTH = 256
-# How many texts are tokenized and length-sorted together: large enough that sorting removes most
-# padding, small enough that token lists for millions of items never sit in memory at once.
-_SORT_CHUNK_BATCHES = 64
 
 
 @contextlib.contextmanager
@@ -236,45 +233,16 @@ class TextEncoder(nn.Module):
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Embed texts for indexing or queries: float32 array [len(texts), dim], rows in input order.
 
-        Runs in eval mode under `torch.inference_mode` (the previous train/eval mode is restored),
-        with length-sorted dynamic-padding batches; bf16 autocast on CUDA, fp32 on CPU.
+        The one encoding loop (`encoders.encoding.encode_texts`): eval mode (the previous mode is
+        restored), length-sorted dynamic-padding batches, tokenisation in a background thread, bf16
+        autocast on CUDA, fp32 on CPU.
         """
-
         texts = _check_texts(texts)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return out
-        device = self.device
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-            if device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-        chunk = batch_size * _SORT_CHUNK_BATCHES
-        was_training = self.training
-        self.eval()
-        try:
-            bar = _progress(len(texts), progress)
-            with torch.inference_mode(), autocast:
-                for start in range(0, len(texts), chunk):
-                    ids = self.token_ids(texts[start : start + chunk])
-                    # Longest first: a batch that does not fit in memory fails at once, not at the end.
-                    order = np.argsort(-np.fromiter((len(r) for r in ids), dtype=np.int64), kind="stable")
-                    for b in range(0, len(order), batch_size):
-                        rows = order[b : b + batch_size]
-                        batch = self.pad([ids[i] for i in rows])
-                        vectors = self(
-                            batch["input_ids"].to(device, non_blocking=True),
-                            batch["attention_mask"].to(device, non_blocking=True),
-                        )
-                        out[start + rows] = vectors.float().cpu().numpy()
-                        bar.update(len(rows))
-            bar.close()
-        finally:
-            self.train(was_training)
-        return out
+            return np.empty((0, self.dim), dtype=np.float32)
+        return encode_texts(self, texts, max_length=self.max_length, batch_size=batch_size, progress=progress)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -287,8 +255,3 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r} (use 'cpu', 'cuda' or 'cuda:N')") from exc
 
-
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="text", desc="encode")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from encoders.encoding import encode_rows
 from encoders.history_text import ItemTokens, prefix_ids
 from recsys.errors import ConfigError
 
@@ -88,41 +89,16 @@ class TextTrainReport:
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
+# The old name, for jobs/train_encoder.py until it imports `encoders.encoding.encode_rows` itself.
+encode_token_rows = encode_rows
+
+
 @dataclass
 class Sequences:
     """Per-user item-index sequences (oldest first), the unit both towers are trained from."""
 
     user_ids: list[str]
     items: list[np.ndarray]
-
-
-def encode_token_rows(
-    encoder: TextEncoder,
-    rows: list[list[int]],
-    batch_size: int = 128,
-    progress: bool = False,
-    description: str = "encode",
-) -> np.ndarray:
-    """Embed pre-tokenized rows in length-sorted batches (little padding); output in input order."""
-    import torch
-
-    order = np.argsort([len(r) for r in rows], kind="stable")
-    out = np.zeros((len(rows), encoder.dim), dtype=np.float32)
-    was_training = encoder.training
-    encoder.eval()
-    starts = range(0, len(rows), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=description, unit="batch", leave=False, dynamic_ncols=True)
-    with torch.inference_mode():
-        for start in starts:
-            chunk = order[start : start + batch_size]
-            batch = encoder.pad([rows[i] for i in chunk])
-            batch = {k: v.to(encoder.device) for k, v in batch.items()}
-            out[chunk] = encoder(**batch).float().cpu().numpy()
-    encoder.train(was_training)
-    return out
 
 
 def _sample_batch(
@@ -268,7 +244,7 @@ class TextTowerTrainer:
         if self._item_cache is not None and self._item_cache[0] == self._weights_version:
             return self._item_cache[1]
         rows = [self.tokens.item(i) for i in range(len(self.tokens.ids))]
-        vectors = encode_token_rows(self.encoder, rows, progress=progress, description="encode items")
+        vectors = encode_rows(self.encoder, rows, progress=progress, description="encode items")
         self._item_cache = (self._weights_version, vectors)
         return vectors
 
@@ -300,7 +276,7 @@ class TextTowerTrainer:
         return pool
 
     def user_vectors(self, histories: list[np.ndarray], progress: bool = False) -> np.ndarray:
-        return encode_token_rows(
+        return encode_rows(
             self.encoder, self.history_rows(histories), batch_size=64, progress=progress, description="encode histories"
         )
 

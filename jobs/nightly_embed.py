@@ -1,6 +1,6 @@
 """`recsys embed`: the nightly job that turns the catalog and user histories into a served index.
 
-Flow (DESIGN §3, §7, §8):
+Flow (docs/architecture.md, one nightly run):
 1. resolve the encoder (`encoders.registry.resolve_encoder`): a registry reference
    (`models:/recsys-encoder@champion`, `champion`, ...), pinned to one version and downloaded once
    into the store's cache, or a local bundle / training run folder; its version string is
@@ -19,20 +19,18 @@ Flow (DESIGN §3, §7, §8):
 Store layout (`--store DIR`): `recsys.embedding_store.StoreLayout` (embeddings/, index/, encoders/,
 .lock), the one definition the service reads too.
 
-Throughput (local engine): background threads tokenise, length-sort and pad the next windows of
-texts (pinned memory on CUDA) while the main thread runs the model on the current one under
-`torch.inference_mode` (bf16 autocast on CUDA); `--int8` swaps in the dynamic-int8 CPU encoder
-(`encoders.export.quantize_int8`). `jobs/ray_engine.py` runs the same `encode_chunks` inside Ray
-Data actors for a cluster.
+Throughput (local engine): the one encoding loop, `encoders.encoding.encode_chunks`: background
+threads tokenise, length-sort and pad the next windows of texts (pinned memory on CUDA) while the
+main thread runs the model on the current one under `torch.inference_mode` (bf16 autocast on CUDA);
+`--int8` swaps in the dynamic-int8 CPU encoder (`encoders.encoding.int8_encoder`).
+`jobs/ray_engine.py` runs the same loop inside Ray Data actors for a cluster.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +38,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+# The loop is `encoders.encoding` (shared with training evaluation and the bundle); `encode_texts` and
+# `default_tokenizer_workers` stay importable from here for callers of the job's old names.
+from encoders.encoding import default_batch_size, default_tokenizer_workers, encode_chunks, encode_texts  # noqa: F401
 from encoders.registry import LoadedEncoder, resolve_encoder
 from recsys.data.order import chronological
 from recsys.embedding_store import (
@@ -57,17 +58,11 @@ from recsys.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import polars as pl
 
-    from encoders.text_encoder import TextEncoder
     from recsys.config import Settings
     from recsys.data.dataset import Dataset
     from recsys.index import IndexStore
 
 EXPERIMENT = "nightly-embed"
-CPU_BATCH = 128
-CUDA_BATCH = 512
-# Texts tokenised, length-sorted and padded together: the unit the background threads work ahead
-# by. Long enough that sorting removes most padding, short enough to overlap with the model.
-WINDOW_BATCHES = 16
 USER_CHUNK = 1024
 # Test hook: called with the number of shards written so far after each one (the crash test stops
 # the child process there to SIGKILL it); None in normal use.
@@ -138,104 +133,6 @@ class EmbedReport:
 
 
 # ---------------------------------------------------------------------------------- encoding
-def default_batch_size(encoder: TextEncoder) -> int:
-    return CUDA_BATCH if encoder.device.type == "cuda" else CPU_BATCH
-
-
-def default_tokenizer_workers(encoder: TextEncoder) -> int:
-    """Tokenising threads: one on CPU (the cores are busy with the model), more in front of a GPU."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2)) if encoder.device.type == "cuda" else 1
-
-
-def encode_chunks(encoder: TextEncoder, chunks: Iterable[Sequence[str]], *, max_length: int,
-                  batch_size: int, on_batch: Callable[[int], None] | None = None,
-                  workers: int | None = None, prefetch: int = 2) -> Iterator[np.ndarray]:
-    """Encode each chunk of texts; yields one float32 [len(chunk), dim] array per chunk, in order.
-
-    Background threads (`workers`) tokenise (the fast tokenizer releases the GIL), length-sort and
-    pad window after window (`WINDOW_BATCHES` batches; pinned memory on CUDA) while this thread
-    runs the model on the window before, so tokenisation overlaps with compute. Each window is
-    sorted on its own and never spans two chunks, so a chunk always gets the same batches whatever
-    came before it: a resumed run reproduces an uninterrupted one. Token ids are
-    `encoder.token_ids(text, max_length)`, the rule training used.
-    """
-    from collections import deque
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    import torch
-
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
-    device = encoder.device
-    pin = device.type == "cuda"
-    window = batch_size * WINDOW_BATCHES
-    workers = workers or default_tokenizer_workers(encoder)
-
-    def prepare(texts: Sequence[str]) -> list[tuple[np.ndarray, dict[str, Any]]]:
-        ids = encoder.token_ids(texts, max_length=max_length)
-        order = np.argsort(-np.fromiter((len(r) for r in ids), np.int64, len(ids)), kind="stable")
-        batches = []
-        for b in range(0, len(order), batch_size):
-            rows = order[b:b + batch_size]
-            batch = encoder.pad([ids[i] for i in rows])
-            if pin:
-                batch = {k: v.pin_memory() for k, v in batch.items()}
-            batches.append((rows, batch))
-        return batches
-
-    def windows() -> Iterator[tuple[int, int, list[str] | None]]:
-        """(chunk size, offset, texts) per window; texts None marks the end of a chunk."""
-        for chunk in chunks:
-            texts = list(chunk)
-            for offset in range(0, len(texts), window):
-                yield len(texts), offset, texts[offset:offset + window]
-            yield len(texts), len(texts), None
-
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    was_training = encoder.training
-    encoder.eval()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recsys-tokenize")
-    pending: deque[tuple[int, int, Future | None]] = deque()
-    source = windows()
-    out: np.ndarray | None = None
-    try:
-        while True:
-            while len(pending) < workers + prefetch:
-                item = next(source, None)
-                if item is None:
-                    break
-                size, offset, texts = item
-                pending.append((size, offset, None if texts is None else pool.submit(prepare, texts)))
-            if not pending:
-                return
-            size, offset, future = pending.popleft()
-            if out is None:
-                out = np.empty((size, encoder.dim), dtype=np.float32)
-            if future is None:  # the chunk is complete
-                yield out
-                out = None
-                continue
-            for rows, batch in future.result():
-                with torch.inference_mode(), autocast:
-                    vectors = encoder(batch["input_ids"].to(device, non_blocking=pin),
-                                      batch["attention_mask"].to(device, non_blocking=pin))
-                out[offset + rows] = vectors.float().cpu().numpy()
-                if on_batch is not None:
-                    on_batch(len(rows))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        encoder.train(was_training)
-
-
-def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, max_length: int, batch_size: int) -> np.ndarray:
-    """`encode_chunks` for one list of texts (what a Ray actor does with one batch)."""
-    if not len(texts):
-        return np.zeros((0, encoder.dim), dtype=np.float32)
-    with contextlib.closing(encode_chunks(encoder, [texts], max_length=max_length, batch_size=batch_size)) as pieces:
-        return next(pieces)
-
-
 class Engine(Protocol):
     """Where item encoding runs. `encode` yields `(positions, vectors)` pieces as they finish;
     positions index `texts`; each piece becomes one store shard (so at most `shard_size` rows)."""

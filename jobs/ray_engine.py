@@ -1,9 +1,9 @@
-"""`--engine ray`: item encoding as Ray Data `map_batches` over a pool of encoder actors (DESIGN §7).
+"""`--engine ray`: item encoding as Ray Data `map_batches` over a pool of encoder actors, for a cluster.
 
 Why actors: loading the encoder (tokenizer, transformer, adapter) costs seconds; an actor loads the
-bundle once and then encodes batch after batch. Each actor runs the same `encode_chunks` as the
-local engine (length-sorted batches, tokenisation overlapped with compute, bf16 on CUDA, optional
-int8 on CPU), so both engines give the same vectors, and the driver writes each finished batch as
+bundle once and then encodes batch after batch. Each actor runs the same loop as the local engine,
+`encoders.encoding` (length-sorted batches, tokenisation overlapped with compute, bf16 on CUDA,
+optional int8 on CPU), so both engines give the same vectors, and the driver writes each finished batch as
 one embedding-store shard at once, so a cluster run resumes like a local one.
 
 Placement: with GPUs in the cluster each actor takes `num_gpus=1` (default concurrency: one actor a
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from encoders.registry import LoadedEncoder, quantized_for_cpu
-from jobs.nightly_embed import default_batch_size, encode_texts
+from encoders.encoding import default_batch_size, encode_texts, int8_encoder
+from encoders.registry import LoadedEncoder
 from recsys.errors import ConfigError
 
 INSTALL_HINT = ("--engine ray needs Ray Data: install the distributed extra, pip install 'recsys[distributed]' "
@@ -75,7 +75,7 @@ class EncodeActor:
         bundle = EncoderBundle.load(folder)
         encoder = bundle.encoder
         if int8:
-            encoder = quantized_for_cpu(encoder)
+            encoder = int8_encoder(encoder)
         self.encoder = encoder
         self.max_length = bundle.item_max_length
         self.batch_size = batch_size or default_batch_size(encoder)

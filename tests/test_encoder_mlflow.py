@@ -16,12 +16,9 @@ import pytest
 from encoders.packaging import EncoderBundle, package_run
 from encoders.sequence import SequenceConfig
 from encoders.sequence_training import SequenceTrainConfig
-from encoders.testing import make_tiny_bert
 from encoders.text_training import TextTrainConfig
 from jobs.log_encoder import log_encoder_run
 from jobs.train_encoder import train_encoder
-from recsys.config import load_settings
-from recsys.data.synthetic import generate
 from recsys.errors import ConfigError, DataError
 from recsys.registry import resolve, set_alias
 
@@ -34,17 +31,13 @@ def _text_config(**overrides):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_bert, small_data):
     """Train once per tower the tests need: `sequence` (logged to MLflow) and `text` (bundle only)."""
-    from recsys.splits import leave_last_out
-
     root = tmp_path_factory.mktemp("encoder-mlflow")
-    bert = make_tiny_bert(root / "bert")
-    dataset = generate(n_interactions=1500, n_users=60, n_items=120, seed=3)
-    split = leave_last_out(dataset.interactions)
+    dataset, split = small_data
     runs = {}
     for tower in ("sequence", "text"):
-        train_encoder(dataset, split, root / tower, tower=tower, base_model=str(bert), text_config=_text_config(),
+        train_encoder(dataset, split, root / tower, tower=tower, base_model=tiny_bert, text_config=_text_config(),
                       sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
                       sequence_train_config=SequenceTrainConfig(epochs=2, eval_every=1, threads=1), progress=False)
         runs[tower] = root / tower
@@ -52,16 +45,9 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        yield load_settings(home=tmp_path_factory.mktemp("recsys-home"), prefix="recsys", tracking_uri="")
-
-
-@pytest.fixture(scope="module")
-def champion(trained, store):
+def champion(trained, mlflow_store):
     """Version 1 of recsys-encoder, logged from the sequence run and aliased `champion`."""
-    return log_encoder_run(trained["sequence"], store, alias="champion", params={"note": "first"},
+    return log_encoder_run(trained["sequence"], mlflow_store, alias="champion", params={"note": "first"},
                            metrics={"extra": {"seconds": 1.5}})
 
 
@@ -69,11 +55,11 @@ def _items(run) -> pl.DataFrame:
     return pl.read_parquet(run / "items.parquet")
 
 
-def test_champion_alias_loads_a_model_that_reproduces_training_vectors(trained, store, champion):
+def test_champion_alias_loads_a_model_that_reproduces_training_vectors(trained, mlflow_store, champion):
     import mlflow
 
     assert champion.name == "recsys-encoder" and champion.alias == "champion"
-    assert resolve("champion", kind="encoder", settings=store) == champion
+    assert resolve("champion", kind="encoder", settings=mlflow_store) == champion
     model = mlflow.pyfunc.load_model("models:/recsys-encoder@champion", model_config={"device": "cpu"})
     items = _items(trained["sequence"])
     vectors = model.predict(pd.DataFrame({"text": items["text"].to_list()}))
@@ -88,7 +74,7 @@ def test_champion_alias_loads_a_model_that_reproduces_training_vectors(trained, 
     assert np.allclose(index, np.load(trained["sequence"] / "sequence" / "item_matrix.npy"), atol=1e-5)
 
 
-def test_logged_model_is_code_plus_safetensors_without_pickles(store, champion, tmp_path):
+def test_logged_model_is_code_plus_safetensors_without_pickles(mlflow_store, champion, tmp_path):
     import mlflow
 
     folder = mlflow.artifacts.download_artifacts(artifact_uri=champion.uri, dst_path=str(tmp_path))
@@ -103,10 +89,10 @@ def test_logged_model_is_code_plus_safetensors_without_pickles(store, champion, 
     assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel
 
 
-def test_run_records_params_metrics_curves_and_version_tags(trained, store, champion):
+def test_run_records_params_metrics_curves_and_version_tags(trained, mlflow_store, champion):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=store.mlflow_uri, registry_uri=store.mlflow_uri)
+    client = MlflowClient(tracking_uri=mlflow_store.mlflow_uri, registry_uri=mlflow_store.mlflow_uri)
     data = client.get_run(champion.run_id).data
     saved = json.loads((trained["sequence"] / "run.json").read_text())
     assert data.params["tower"] == "sequence" and data.params["text.method"] == "lora"
@@ -124,15 +110,15 @@ def test_run_records_params_metrics_curves_and_version_tags(trained, store, cham
     assert tags["tower"] == "sequence" and tags["method"] == "lora" and tags["run_id"] == champion.run_id
 
 
-def test_alias_moves_to_a_new_version(trained, store, champion):
-    second = log_encoder_run(trained["sequence"], store, alias="challenger")
+def test_alias_moves_to_a_new_version(trained, mlflow_store, champion):
+    second = log_encoder_run(trained["sequence"], mlflow_store, alias="challenger")
     assert second.version == champion.version + 1
-    assert resolve("challenger", kind="encoder", settings=store).version == second.version
-    assert resolve("champion", kind="encoder", settings=store).version == champion.version
-    set_alias(second.name, second.version, "champion", store)
-    assert resolve("models:/recsys-encoder@champion", settings=store).version == second.version
+    assert resolve("challenger", kind="encoder", settings=mlflow_store).version == second.version
+    assert resolve("champion", kind="encoder", settings=mlflow_store).version == champion.version
+    set_alias(second.name, second.version, "champion", mlflow_store)
+    assert resolve("models:/recsys-encoder@champion", settings=mlflow_store).version == second.version
     with pytest.raises(ConfigError, match=r"no alias 'shadow'.*challenger -> v2, champion -> v2; versions: 1, 2"):
-        resolve("shadow", kind="encoder", settings=store)
+        resolve("shadow", kind="encoder", settings=mlflow_store)
 
 
 def test_sequence_user_vectors_through_the_pyfunc(trained, champion):
@@ -172,11 +158,11 @@ def test_text_tower_bundle_follows_the_training_history_rule(trained, tmp_path):
     assert not (tmp_path / "bundle" / "sequence").exists() and (tmp_path / "bundle" / "base").is_dir()
 
 
-def test_bad_inputs_fail_early_with_clear_errors(trained, store, tmp_path):
+def test_bad_inputs_fail_early_with_clear_errors(trained, mlflow_store, tmp_path):
     with pytest.raises(ConfigError, match=r"run\.json: not found"):
-        log_encoder_run(tmp_path, store)
+        log_encoder_run(tmp_path, mlflow_store)
     with pytest.raises(ConfigError, match="alias 'v2' is reserved"):
-        log_encoder_run(trained["text"], store, alias="v2")
+        log_encoder_run(trained["text"], mlflow_store, alias="v2")
     with pytest.raises(ConfigError, match="already exists"):
         package_run(trained["text"], tmp_path)
     bundle = EncoderBundle.load(trained["text"], device="cpu")

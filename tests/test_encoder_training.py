@@ -11,24 +11,10 @@ import torch
 from encoders.history_text import ItemTokens
 from encoders.sequence import SequenceConfig
 from encoders.sequence_training import SequenceTrainConfig
-from encoders.testing import make_tiny_bert
 from encoders.text_encoder import TextEncoder
 from encoders.text_training import TextTrainConfig, catalog_info_nce, info_nce
 from jobs.train_encoder import train_encoder
 from recsys.data.order import chronological
-from recsys.data.synthetic import generate
-from recsys.splits import leave_last_out
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return str(make_tiny_bert(tmp_path_factory.mktemp("bert")))
-
-
-@pytest.fixture(scope="module")
-def small_data():
-    dataset = generate(n_interactions=1500, n_users=60, n_items=120, seed=3)
-    return dataset, leave_last_out(dataset.interactions)
 
 
 def _text_config(**overrides):
@@ -139,7 +125,8 @@ def test_hard_negatives_are_the_frozen_models_nearest_other_items(tmp_path, tiny
 
 def test_catalog_negatives_train_and_leave_the_item_cache_intact(tiny_bert, small_data):
     """The bank is a copy: updating it during training must not corrupt the cached item vectors."""
-    from encoders.text_training import Sequences, TextTowerTrainer, encode_token_rows
+    from encoders.encoding import encode_rows
+    from encoders.text_training import Sequences, TextTowerTrainer
 
     dataset, split = small_data
     encoder = TextEncoder.from_pretrained(tiny_bert, max_length=48, device="cpu")
@@ -159,7 +146,7 @@ def test_catalog_negatives_train_and_leave_the_item_cache_intact(tiny_bert, smal
 
     report = trainer.fit(seqs, evaluate, progress=False)
     assert report.steps == 4 and all(np.isfinite(c["loss"]) for c in report.curve)
-    direct = encode_token_rows(encoder, [trainer.tokens.item(i) for i in range(len(texts))])
+    direct = encode_rows(encoder, [trainer.tokens.item(i) for i in range(len(texts))])
     np.testing.assert_allclose(trainer.item_vectors(), direct, atol=1e-5)
     np.testing.assert_allclose(seen_by_eval[-1], direct, atol=1e-5)
     assert not np.allclose(seen_by_eval[0], direct, atol=1e-5)  # training moved the item tower

@@ -28,7 +28,6 @@ from encoders.testing import make_tiny_bert
 from jobs.nightly_embed import EmbedConfig, active_histories, run_nightly
 from jobs.testing import train_tiny_encoder
 from recsys.data.dataset import Dataset
-from recsys.data.synthetic import generate
 from recsys.embedding_store import (
     EmbeddingStore,
     encoder_key,
@@ -52,13 +51,13 @@ _train = train_tiny_encoder  # shared with the service tests (jobs/testing.py)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, small_data):
     """A synthetic dataset on disk and frozen text-tower encoders over two different tiny BERTs."""
     import torch
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("nightly")
-    dataset = generate(n_interactions=1500, n_users=60, n_items=N_ITEMS, seed=3)
+    dataset = small_data[0]  # N_ITEMS items
     dataset.save(root / "data")
     bert_a, bert_b = make_tiny_bert(root / "bert-a", seed=0), make_tiny_bert(root / "bert-b", seed=1)
     return {"root": root, "data": root / "data", "dataset": dataset,
@@ -361,14 +360,11 @@ def test_sigkill_mid_run_keeps_current_and_the_rerun_resumes(world, tmp_path):
 
 
 # ---------------------------------------------------------------------------------- registry
-def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, monkeypatch):
+def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, monkeypatch, mlflow_settings):
     from mlflow import MlflowClient
 
     from jobs.log_encoder import log_encoder_run
-    from recsys.config import load_settings
-
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    settings = load_settings(home=tmp_path / "home", prefix="recsys", tracking_uri="")
+    settings = mlflow_settings
     with pytest.raises(ConfigError, match=r"champion: not a local folder.*'recsys-encoder' does not exist"):
         run_nightly(world["data"], "champion", tmp_path / "store", _config(), settings=settings)
     model = log_encoder_run(world["enc_a"], settings, alias="champion")
@@ -423,8 +419,8 @@ def test_bad_encoder_reference_is_one_clear_line(world, tmp_path):
 def test_encode_chunks_keeps_order_overlaps_and_stops_cleanly(world):
     import threading
 
+    from encoders.encoding import encode_chunks
     from encoders.text_encoder import TextEncoder
-    from jobs.nightly_embed import encode_chunks
 
     encoder = TextEncoder.from_pretrained(str(world["bert_a"]), device="cpu")
     texts = world["dataset"].item_text()["text"].to_list()

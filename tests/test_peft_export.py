@@ -32,11 +32,6 @@ TOTAL_STEPS = 10
 ADAPTER_MARKERS = {"lora": ("lora_",), "adalora": ("lora_",), "ia3": ("ia3_l",)}
 
 
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
-
-
 def fresh(path: Path) -> TextEncoder:
     return TextEncoder.from_pretrained(str(path), device="cpu")
 

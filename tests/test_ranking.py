@@ -18,7 +18,6 @@ import polars as pl
 import pytest
 
 from encoders.registry import resolve_encoder
-from encoders.testing import make_tiny_bert
 from encoders.text_training import TextTrainConfig
 from jobs.train_encoder import train_encoder
 from jobs.train_ranker import train_ranker
@@ -86,7 +85,7 @@ def test_covisit_strength_and_neighbours_are_point_in_time():
 
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_bert):
     """Synthetic data with impressions, its split, and a frozen tiny-BERT text encoder."""
     import torch
 
@@ -96,10 +95,9 @@ def world(tmp_path_factory):
     dataset.save(root / "data")
     split = leave_last_out(dataset.interactions)
     split.save(root / "split")
-    bert = make_tiny_bert(root / "bert", seed=0)
     config = TextTrainConfig(method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
                              item_tokens=16, threads=1)
-    train_encoder(dataset, split, root / "encoder", tower="text", base_model=str(bert), text_config=config,
+    train_encoder(dataset, split, root / "encoder", tower="text", base_model=tiny_bert, text_config=config,
                   progress=False)
     loaded = resolve_encoder(root / "encoder", device="cpu")
     run = train_ranker(dataset, split, loaded, root / "ranker-run", SMALL, progress=False)

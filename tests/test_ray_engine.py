@@ -11,11 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from encoders.testing import make_tiny_bert
 from encoders.text_training import TextTrainConfig
 from jobs.nightly_embed import EmbedConfig, run_nightly
 from jobs.train_encoder import train_encoder
-from recsys.data.synthetic import generate
 from recsys.embedding_store import EmbeddingStore, read_user_vectors
 from recsys.errors import ConfigError
 from recsys.index import IndexStore
@@ -32,19 +30,17 @@ def test_missing_ray_says_how_to_install_the_extra(monkeypatch):
 
 
 @pytest.mark.slow
-def test_ray_engine_matches_the_local_engine(tmp_path):
+def test_ray_engine_matches_the_local_engine(tmp_path, tiny_bert, small_data):
     ray = pytest.importorskip("ray", reason="Ray Data is optional: pip install 'recsys[distributed]'")
     pytest.importorskip("ray.data")
     import torch
 
     from jobs.ray_engine import RayEngine
-    from recsys.splits import leave_last_out
 
     torch.set_num_threads(1)
-    dataset = generate(n_interactions=1500, n_users=60, n_items=120, seed=3)
+    dataset, split = small_data
     run = tmp_path / "enc"
-    train_encoder(dataset, leave_last_out(dataset.interactions), run, tower="text",
-                  base_model=str(make_tiny_bert(tmp_path / "bert")),
+    train_encoder(dataset, split, run, tower="text", base_model=tiny_bert,
                   text_config=TextTrainConfig(method="frozen", max_steps=1, batch_size=8, eval_every=1,
                                               history_tokens=48, item_tokens=16, threads=1), progress=False)
     config = dict(shard_size=SHARD, log=False, progress=False, threads=1, active_days=400.0)

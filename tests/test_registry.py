@@ -13,7 +13,6 @@ from recsys.errors import ConfigError
 from recsys.registry import (
     ResolvedModel,
     check_alias,
-    configure_mlflow,
     ensure_experiment,
     model_name,
     resolve,
@@ -22,16 +21,6 @@ from recsys.registry import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One embedded store for the module (creating the SQLite schema takes seconds)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        settings = load_settings(home=tmp_path_factory.mktemp("recsys-home"), prefix="recsys", tracking_uri="")
-        configure_mlflow(settings)
-        yield settings
 
 
 def _register(settings: Settings, name: str, versions: int) -> list[str]:
@@ -76,29 +65,29 @@ def test_bad_prefix_and_kind_are_config_errors(tmp_path):
     assert model_name("encoder", "recsys") == "recsys-encoder"
 
 
-def test_configure_mlflow_points_at_the_embedded_store(store):
+def test_configure_mlflow_points_at_the_embedded_store(mlflow_store):
     import mlflow
 
-    assert mlflow.get_tracking_uri() == store.mlflow_uri
-    assert mlflow.get_registry_uri() == store.mlflow_uri
-    assert store.artifact_root.is_dir()  # the SQLite file itself appears on first use
+    assert mlflow.get_tracking_uri() == mlflow_store.mlflow_uri
+    assert mlflow.get_registry_uri() == mlflow_store.mlflow_uri
+    assert mlflow_store.artifact_root.is_dir()  # the SQLite file itself appears on first use
 
 
-def test_ensure_experiment_keeps_artifacts_under_the_work_dir(store):
+def test_ensure_experiment_keeps_artifacts_under_the_work_dir(mlflow_store):
     from mlflow import MlflowClient
 
-    first = ensure_experiment("recsys encoder/tests", store)
-    assert store.db_path.is_file()
-    assert ensure_experiment("recsys encoder/tests", store) == first  # idempotent
-    location = MlflowClient(tracking_uri=store.mlflow_uri).get_experiment(first).artifact_location
-    assert location == (store.artifact_root / "recsys_encoder_tests").as_uri()
+    first = ensure_experiment("recsys encoder/tests", mlflow_store)
+    assert mlflow_store.db_path.is_file()
+    assert ensure_experiment("recsys encoder/tests", mlflow_store) == first  # idempotent
+    location = MlflowClient(tracking_uri=mlflow_store.mlflow_uri).get_experiment(first).artifact_location
+    assert location == (mlflow_store.artifact_root / "recsys_encoder_tests").as_uri()
     with pytest.raises(ConfigError, match="empty"):
-        ensure_experiment("  ", store)
+        ensure_experiment("  ", mlflow_store)
 
 
 # ------------------------------------------------------------------------------ aliases, refs
-def test_every_reference_form_resolves_to_a_pinned_version(store):
-    settings = Settings(home=store.home, prefix="forms")
+def test_every_reference_form_resolves_to_a_pinned_version(mlflow_store):
+    settings = Settings(home=mlflow_store.home, prefix="forms")
     name = settings.model_name("encoder")
     run_ids = _register(settings, name, versions=3)
     champion = set_alias(name, 2, "champion", settings)
@@ -115,8 +104,8 @@ def test_every_reference_form_resolves_to_a_pinned_version(store):
     assert resolve_alias("encoder", "challenger", settings).version == 3
 
 
-def test_set_alias_moves_the_alias(store):
-    settings = Settings(home=store.home, prefix="moves")
+def test_set_alias_moves_the_alias(mlflow_store):
+    settings = Settings(home=mlflow_store.home, prefix="moves")
     name = settings.model_name("ranker")
     _register(settings, name, versions=2)
     set_alias(name, 1, "champion", settings)
@@ -126,8 +115,8 @@ def test_set_alias_moves_the_alias(store):
     assert resolve(f"models:/{name}/1", settings=settings).version == 1  # the old version stays
 
 
-def test_missing_models_aliases_and_versions_say_what_exists(store):
-    settings = Settings(home=store.home, prefix="errs")
+def test_missing_models_aliases_and_versions_say_what_exists(mlflow_store):
+    settings = Settings(home=mlflow_store.home, prefix="errs")
     name = settings.model_name("encoder")
     _register(settings, name, versions=2)
     set_alias(name, 1, "challenger", settings)

@@ -341,12 +341,11 @@ def test_a_ranker_for_another_encoder_is_refused_and_a_failing_one_falls_back(wo
         _assert_top_k(result, truth, truth["cached"][user], 5, exclude=_newest_first(world.dataset, user))
 
 
-def test_no_usable_ranker_means_retrieval_order_with_a_reason(world, tmp_path):
+def test_no_usable_ranker_means_retrieval_order_with_a_reason(world, mlflow_settings):
     """`ranker="champion"` with no ranker registered (or no `ranking.load_ranker` yet): retrieval order."""
     import ranking
-    from recsys.config import load_settings
 
-    settings = load_settings(home=tmp_path / "home", prefix="recsys", tracking_uri="")
+    settings = mlflow_settings
     with Recommender.load(world.store, world.data, encoder=world.encoders["text"], ranker="champion",
                           settings=settings) as recommender:
         status = recommender.status()
@@ -432,15 +431,13 @@ def test_a_rewritten_dataset_is_reloaded_and_stale_vectors_are_re_encoded(world,
         _assert_top_k(result, truth, expected, 6, exclude=newest)
 
 
-def test_an_alias_moving_to_a_new_encoder_waits_for_its_index(world, tmp_path, monkeypatch):
+def test_an_alias_moving_to_a_new_encoder_waits_for_its_index(world, tmp_path, mlflow_settings):
     import mlflow
 
     from jobs.log_encoder import log_encoder_run
-    from recsys.config import load_settings
     from recsys.registry import configure_mlflow, set_alias
 
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    settings = load_settings(home=tmp_path / "home", prefix="recsys", tracking_uri="")
+    settings = mlflow_settings
     first = log_encoder_run(world.encoders["text"], settings, alias="champion")
     store = tmp_path / "store"
     run_nightly(world.data, "champion", store, embed_config(), settings=settings)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from encoders.base_model import DEFAULT_MODEL, base_reference, resolve_base_model
-from encoders.testing import HIDDEN_SIZE, make_tiny_bert
+from encoders.testing import HIDDEN_SIZE
 from encoders.text_encoder import TextEncoder, mean_pool
 from recsys.errors import ConfigError, DataError
 
@@ -22,11 +22,6 @@ TITLES = [
     "A Little Night Dream (2001) | Comedy",
     "secret island ghost story based on a true story, dark twist ending, visually great",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +84,30 @@ def test_encode_gives_unit_float32_rows(tiny: TextEncoder) -> None:
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.isfinite(vectors).all()
+
+
+def test_one_encoding_loop_for_rows_and_texts_inline_or_threaded(tiny: TextEncoder) -> None:
+    """`encoders.encoding`: the same batches, hence the same vectors, whichever way texts come in."""
+    from encoders.encoding import encode_rows, encode_texts, length_batches
+
+    rows = tiny.token_ids(TITLES)
+    by_rows = encode_rows(tiny, rows, batch_size=3)
+    np.testing.assert_array_equal(encode_texts(tiny, TITLES, batch_size=3, workers=0), by_rows)
+    np.testing.assert_array_equal(encode_texts(tiny, TITLES, batch_size=3, workers=2), by_rows)
+    np.testing.assert_array_equal(tiny.encode(TITLES, batch_size=3), by_rows)
+    batches = length_batches([len(r) for r in rows], 3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(rows)))
+    assert max(len(rows[i]) for i in batches[0]) == max(len(r) for r in rows)  # the longest batch runs first
+    assert [len(b) for b in batches] == [1, 3, 3]  # cut from the short end
+    tiny.train()
+    try:
+        encode_rows(tiny, rows[:2])
+        assert tiny.training  # the caller's mode is restored
+    finally:
+        tiny.eval()
+    assert encode_rows(tiny, []).shape == (0, HIDDEN_SIZE)
+    with pytest.raises(ConfigError, match="batch_size"):
+        encode_rows(tiny, rows, batch_size=0)
 
 
 def test_batching_and_length_sorting_do_not_change_vectors(tiny: TextEncoder) -> None:

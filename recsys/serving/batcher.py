@@ -2,7 +2,7 @@
 (`SearchBatcher`); concurrent requests are encoded, and searched, together.
 
 Why a single worker: the fast tokenizer is not safe to call from several threads at once (its
-truncation settings are shared Rust state: "Already borrowed"), and `encode_token_rows` toggles the
+truncation settings are shared Rust state: "Already borrowed"), and `encoders.encoding` toggles the
 module's train/eval mode. Funnelling all encoder work through one thread makes that safe without
 a lock per call, and it batches for free: whatever requests queued up while the previous forward
 pass ran go into the next one. Under no load a request waits for nothing; under load the batch
