@@ -1,6 +1,6 @@
 """User history as text for the `text` user tower, built from cached item token ids.
 
-Rule (DESIGN §3): the user's most recent items first, each item's text joined with the tokenizer's
+Rule (the `text` user tower): the user's most recent items first, each item's text joined with the tokenizer's
 separator token, truncated to a token budget, optionally behind a short prompt prefix. Items are
 tokenized once (`ItemTokens`) and histories are assembled from those ids, so a training step never
 re-tokenizes the catalog; the result equals tokenizing the joined text, up to truncation inside an

@@ -9,7 +9,7 @@ targets from a small grid that includes 0, so the prior is switched off where it
 In vector form the prior is one extra index dimension: items carry `beta * log(1 + count)`, users
 carry a constant 1, so FAISS inner-product search, the nightly job and the service need no special
 case. Counts are the training part's interactions per item; an item never seen in training has
-count 0 and prior 0, so new items are still ranked by their text alone (DESIGN §3, cold items).
+count 0 and prior 0, so new items are still ranked by their text alone (cold items stay recommendable).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""`recsys ab`: decide offline whether system B beats system A on the same split (DESIGN §6).
+"""`recsys ab`: decide offline whether system B beats system A on the same split (docs/architecture.md, A/B evaluation).
 
 `run_ab` is the library entry (notebooks and other jobs call it; the CLI is a thin layer over it).
 A and B are each
 
 - a baseline name (`mostpop`, `itemknn`): fitted here on the stage's history and ranked over the
-  split's catalog with the history excluded (the DESIGN §2 protocol), parameters via
+  split's catalog with the history excluded (full ranking, history excluded), parameters via
   `baseline_params={"itemknn": {"neighbors": 10}}`;
 - a path to a parquet top-K file (`user_id, item_id, rank`): how the encoder, the ranker or any
   outside system plugs in: write the lists (for the stage's target users, ranked over the same
@@ -17,7 +17,7 @@ A and B are each
 Both systems are scored on the same targets by `recsys.metrics.per_user_metrics`; a target user
 without a list scores 0. The result holds the paired statistics (`recsys.abtest.paired`) over all
 target users and over the tie-free ones (`recsys.ties.tie_free_users`: the target is not in the same
-second as the history's last event, DESIGN §2), segment
+second as the history's last event), segment
 breakdowns and beyond-accuracy numbers (`recsys.abtest.segments`), optional off-policy estimates from
 an impression log with propensities (`recsys.abtest.ope`), and diagnostics that flag lists that break
 the protocol (recommending seen or out-of-catalog items, short lists). `out=` writes the report
@@ -320,11 +320,11 @@ def run_ab(
 
     Returns the `ABResult` (verdict lines: `result.verdicts()`). `metrics` (default: every per-user
     metric at every K) is the family Holm corrects across; it is compared over all target users and,
-    side by side, over the tie-free users (`recsys.ties`, DESIGN §2). `segment_metrics` are broken
+    side by side, over the tie-free users (`recsys.ties`). `segment_metrics` are broken
     down by user and item segment, the first also by history-length bin. `stats`, `ope` and `segments`
     hold the statistics, off-policy and segment settings. `log_fn(result, folder)` is called after
     the report is written (to a temporary folder when `out` is None). `reference_baselines` are scored
-    on the same targets for the report's "all systems" table (DESIGN §6: baselines always in the
+    on the same targets for the report's "all systems" table (baselines are always in the
     table); pass `()` to skip them. The older flat keywords (`n_bootstrap=...`, `clip=...`) still
     work, with a DeprecationWarning.
     """

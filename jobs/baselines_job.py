@@ -1,7 +1,7 @@
 """`recsys baselines`: MostPop and ItemKNN on a split, scored by the shared metrics.
 
 These numbers are the floor every learned model must clear, so they are computed with exactly the
-evaluation protocol of DESIGN §2 (full ranking over the catalog, history excluded).
+evaluation protocol of `recsys.splits` (full ranking over the catalog, history excluded).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Log a finished encoder training run to MLflow and register it as `<prefix>-encoder` (DESIGN §4).
+"""Log a finished encoder training run to MLflow and register it as `<prefix>-encoder` (docs/architecture.md).
 
 What one call records, in one MLflow run:
 - params: tower, PEFT method, base model, every text-stage setting (`text.*`) and, for the

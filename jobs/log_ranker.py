@@ -1,4 +1,4 @@
-"""Log a finished ranker training run to MLflow and register it as `<prefix>-ranker` (DESIGN §4).
+"""Log a finished ranker training run to MLflow and register it as `<prefix>-ranker` (docs/architecture.md, the ranker).
 
 One MLflow run (experiment `<prefix>-ranker`) records:
 - params: every `RankerConfig` setting (`candidates.*` included), the encoder version, label rule;

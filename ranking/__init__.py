@@ -1,4 +1,4 @@
-"""Second stage (DESIGN §3): candidates, point-in-time features, LightGBM LambdaRank, explanations.
+"""Second stage (docs/architecture.md): candidates, point-in-time features, LightGBM LambdaRank, explanations.
 
 Builds on the ground floor (`recsys.data`, `recsys.metrics`, `recsys.index`) and never imports
 `encoders`: the interest score arrives with the candidates, so rankers stay independent of the tower.

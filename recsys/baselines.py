@@ -1,10 +1,10 @@
-"""Non-neural baselines that every evaluation table carries (DESIGN §6): MostPop and ItemKNN.
+"""Non-neural baselines that every evaluation table carries: MostPop and ItemKNN.
 
 Both follow one small protocol, `fit(history) -> self` and
 `recommend(users, k, exclude=None, catalog=None) -> user_id, item_id, rank, score`, and share one
 ranking routine, so their lists differ only in how items are scored:
 
-- Candidates are the `catalog` when given (full ranking over it: DESIGN §2's protocol), otherwise the
+- Candidates are the `catalog` when given (full ranking over it, as `recsys.splits` evaluates), otherwise the
   items seen in `fit`. Catalog items the model never saw score 0.
 - `exclude` (normally the user's history) removes those (user, item) pairs from the ranking, so a
   seen item is never recommended. Nothing is excluded implicitly: the caller says what was seen.

@@ -162,7 +162,7 @@ def baselines(
     neighbors: int | None = typer.Option(None, "--neighbors", help="ItemKNN neighbourhood size."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for metrics.json and top-K lists."),
 ) -> None:
-    """Score MostPop and ItemKNN with full ranking over the catalog (DESIGN §2 protocol)."""
+    """Score MostPop and ItemKNN with full ranking over the catalog (history excluded, `recsys.splits`)."""
     from rich.table import Table
 
     from jobs.baselines_job import evaluate_baselines, results_table, write_results

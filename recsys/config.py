@@ -79,7 +79,7 @@ class Settings:
         return f"sqlite:///{self.db_path.as_posix()}"
 
     def model_name(self, kind: str) -> str:
-        """`<prefix>-encoder` or `<prefix>-ranker` (DESIGN §4)."""
+        """`<prefix>-encoder` or `<prefix>-ranker`: the registered model names."""
         if kind not in MODEL_KINDS:
             raise ConfigError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
         return f"{self.prefix}-{kind}"

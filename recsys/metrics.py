@@ -1,4 +1,4 @@
-"""Top-K ranking metrics for offline evaluation (DESIGN §6), vectorised with polars.
+"""Top-K ranking metrics for offline evaluation (docs/architecture.md), vectorised with polars.
 
 Inputs are plain tables so any system — a baseline, the encoder + FAISS, the LightGBM ranker, or an
 outside script that wrote a parquet file — is scored by the same code:

@@ -1,4 +1,4 @@
-"""MLflow glue (DESIGN §4): where the store is, what models are called, and which version an alias means.
+"""MLflow glue: where the store is, what models are called, and which version an alias means.
 
 Conventions this module owns, so jobs, the service and the A/B scripts agree on them:
 - registered models are `<prefix>-encoder` and `<prefix>-ranker`;

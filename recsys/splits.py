@@ -1,4 +1,4 @@
-"""Evaluation splits (DESIGN §2): temporal leave-last-out per user, and a global time cut.
+"""Evaluation splits (docs/architecture.md): temporal leave-last-out per user, and a global time cut.
 
 Leave-last-out sorts each user's interactions by (ts, item_id) — the item id breaks same-second
 ties so the split is deterministic — and holds out the last (test) and the one before (valid).

@@ -1,4 +1,4 @@
-"""Which target users are "tie-free" (DESIGN §2): the one rule every quality table uses.
+"""Which target users are "tie-free": the one rule every quality table uses.
 
 Ties are an artefact of the data, not of taste: in MovieLens many ratings share one second (bulk
 rating), and the split orders same-second events by item id, an order a model can learn. A target

@@ -101,7 +101,7 @@ def test_run_ab_writes_a_complete_report(workspace, tmp_path):
 
 
 def test_the_report_shows_all_users_and_tie_free_users_side_by_side(workspace, tmp_path):
-    """DESIGN §2: every metric over all target users and over the tie-free users, with the count."""
+    """Every metric over all target users and over the tie-free users, with the count."""
     base = workspace["split"]
     # the synthetic log has no same-second events: tie the first 60 test users' targets to their valid ts
     tied = base.test["user_id"].head(60)

@@ -31,7 +31,7 @@ def real() -> Dataset:
 
 @pytest.mark.movielens
 def test_split_equals_the_peers_split(real: Dataset) -> None:
-    """DESIGN §2's split (same-second ties in natural id order) gives the peers' exact targets."""
+    """The leave-last-out split (same-second ties in natural id order) gives the peers' exact targets."""
     peers = ML_LATEST_SMALL.parents[1] / "peers" / "ml-latest-small"
     if not (peers / "split_test_targets.parquet").exists():
         pytest.skip(f"peers' reference split not found at {peers}")

@@ -1,4 +1,4 @@
-"""`recsys.ties.tie_free_users` on hand-made splits (DESIGN §2: test ts != valid ts; valid ts != last train ts)."""
+"""`recsys.ties.tie_free_users` on hand-made splits (the rule: test ts != valid ts; valid ts != last train ts)."""
 
 from __future__ import annotations
 

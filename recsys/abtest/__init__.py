@@ -1,4 +1,4 @@
-"""Offline A/B evaluation (DESIGN §6): paired statistics, segments, off-policy estimates, reports.
+"""Offline A/B evaluation (docs/architecture.md): paired statistics, segments, off-policy estimates, reports.
 
 Submodules, each with one job (import what you need; nothing heavy is imported here):
 

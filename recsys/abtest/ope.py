@@ -3,7 +3,7 @@
 Why: an impression log records what the *logging* policy showed and what was clicked; it cannot be
 replayed for a new policy, but when each shown item carries its logging probability (`propensity`),
 reweighting the logged clicks gives an unbiased estimate of the new policy's click rate without an
-online test (DESIGN §6).
+online test (docs/architecture.md, A/B evaluation).
 
 Setting: single-slot evaluation at one `position` (default 0, the top slot). The synthetic
 generator records at position 0 the marginal single-slot probability of the shown item (see

@@ -1,4 +1,4 @@
-"""Paired comparison of two systems on the same users (DESIGN §6): CIs, p-values, Holm, effect sizes.
+"""Paired comparison of two systems on the same users: CIs, p-values, Holm, effect sizes.
 
 Why paired: both systems are scored on the same target users, and per-user metrics vary far more
 between users (a heavy user with an easy target vs a cold one) than between systems. Differencing per

@@ -4,7 +4,7 @@
 what a notebook can build from the pieces in `recsys.abtest`). `write_report(result, folder)` writes
 
 - `report.md`: verdict lines, the headline table (each metric for all target users and, side by side,
-  for the tie-free users of DESIGN §2), the metric table, segment and history-length breakdowns, beyond-accuracy
+  for the tie-free users of `recsys.ties`), the metric table, segment and history-length breakdowns, beyond-accuracy
   numbers, off-policy estimates when there were impressions, and the settings that make it
   reproducible; it embeds the PNGs by relative path, so the folder can be moved or committed as is.
 - `report.json`: the same numbers, machine-readable (NaN and infinities become null).
@@ -295,7 +295,7 @@ def _metrics_section(result: ABResult) -> list[str]:
 
 
 def _tie_free_section(result: ABResult) -> list[str]:
-    """Each metric over all target users and over the tie-free users, side by side (DESIGN §2)."""
+    """Each metric over all target users and over the tie-free users, side by side (`recsys.ties`)."""
     comp, tie_free = result.comparison, result.tie_free
     a, b = result.label_a, result.label_b
     n_all, n_free = comp.n_users, result.n_tie_free_users

@@ -1,1 +1,1 @@
-"""Data contracts, readers, adapters and the synthetic generator (DESIGN §2)."""
+"""Data contracts, readers, adapters and the synthetic generator (docs/architecture.md)."""

@@ -29,7 +29,7 @@ diffuse synthetic sets; `benchmarks/bench_ann.py`, BENCHMARKS.md), it runs on GP
 HNSW) so CPU and GPU hosts share one kind, it needs no graph memory, and it can `reconstruct` items.
 HNSW stays available for catalogs where its log-time search pays for its build. With GPUs exact
 search stays the default up to 5M items: a GPU scans millions of vectors exactly in well under a
-millisecond a query (DESIGN §8). IVF-PQ caps recall (about 0.93 at recall@100 with d/2 bytes a
+millisecond a query (BENCHMARKS.md). IVF-PQ caps recall (about 0.93 at recall@100 with d/2 bytes a
 vector) in exchange for 8x less memory, so it is only chosen where memory leaves no choice.
 
 Ids: item ids are stored in the order given, and FAISS ids are the row numbers 0..n-1 (every kind

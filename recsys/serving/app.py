@@ -1,4 +1,4 @@
-"""The HTTP service: a thin FastAPI layer over `Recommender` (DESIGN §5).
+"""The HTTP service: a thin FastAPI layer over `Recommender` (docs/architecture.md, one request).
 
     POST /v1/recommend                    {user_id | item_ids | text, k, exclude_seen, filters, explain}
     GET  /v1/items/{item_id}/similar?k=   items near an item (404 when it is not indexed)

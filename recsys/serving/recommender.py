@@ -9,7 +9,7 @@
 A request reads the current `ServingState` once and uses only it (see `state.py`), so `refresh`
 (the hot-swap check the poller runs every few seconds) can replace the state at any moment.
 
-Online flow (DESIGN §3, §5):
+Online flow (docs/architecture.md, one `/v1/recommend` request):
 1. User vector. `user_id`: the nightly job's cached vector when it is fresh (its `last_ts` equals
    the user's newest interaction in the served log), else the user's history (newest first, capped
    as in the nightly job) through the encoder's user tower (`EncoderBundle.user_vectors`).
