@@ -1,4 +1,4 @@
-"""MostPop and ItemKNN on MovieLens ml-latest-small: quality (DESIGN §2 protocol) and timings.
+"""MostPop and ItemKNN on MovieLens ml-latest-small: quality (leave-last-out protocol) and timings.
 
 Protocol: temporal leave-last-out per user, full ranking over the catalog (every item with an
 interaction), the user's history (train, plus valid at test time) excluded from the ranking and used

@@ -3,7 +3,7 @@
 A random fraction F of the catalog is made cold: every interaction with those items is removed
 from training and validation (a user whose validation target is cold loses that target), and the
 test targets stay as they are. The test users whose target is a cold item are the ones scored:
-HR@50 and NDCG@10 over the full catalog (cold items included), history excluded, DESIGN §2.
+HR@50 and NDCG@10 over the full catalog (cold items included), history excluded (the leave-last-out protocol).
 
 Each `--system` is a `recsys train-encoder` run on that reduced split, `--method frozen` (the
 zero-shot MiniLM item text) unless given otherwise:

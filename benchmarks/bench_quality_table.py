@@ -4,7 +4,9 @@ Systems: MostPop and ItemKNN (fitted here), then every `--run "LABEL=FOLDER"` in
 (a train-encoder or train-ranker run folder: its saved test top-50 lists), and `--pooled FOLDER`: the
 pooled user tower over a text-tower run's fine-tuned item vectors (users = recency-weighted mean of
 their history's item vectors, computed here). Each cell is the mean over all test users with a
-percentile bootstrap CI over users (users resampled).
+percentile bootstrap CI over users (users resampled); the last column is NDCG@10 over the tie-free
+users (`recsys.ties`). `--list "LABEL=FILE"` adds any top-k parquet, e.g. a peer's list from
+../shared/data/peers/ml-latest-small/ (integer ids are read as strings).
 
     python benchmarks/bench_quality_table.py --split /tmp/mlw/split \\
         --run "zero-shot encoder=/tmp/mlw/frozen_text" --run "fine-tuned encoder=/tmp/mlw/lora_cat" \\
@@ -59,11 +61,14 @@ def main() -> None:
     from recsys.baselines import make_baseline
     from recsys.metrics import per_user_metrics
     from recsys.splits import Split
+    from recsys.ties import tie_free_users
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--run", action="append", default=[], metavar="LABEL=FOLDER",
                         help="A run folder with topk_test.parquet, shown as LABEL (repeatable, in order).")
+    parser.add_argument("--list", action="append", default=[], metavar="LABEL=FILE",
+                        help="A top-k parquet (user_id, item_id, rank), e.g. a peer's list (repeatable).")
     parser.add_argument("--pooled", type=Path, help="Text-tower run whose item vectors the pooled row uses.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -82,8 +87,15 @@ def main() -> None:
         if not sep or not label or not (Path(folder) / "topk_test.parquet").is_file():
             parser.error(f"--run {spec!r}: expected LABEL=FOLDER with FOLDER/topk_test.parquet")
         systems[label] = pl.read_parquet(Path(folder) / "topk_test.parquet")
+    for spec in args.list:
+        label, sep, file = spec.partition("=")
+        if not sep or not label or not Path(file).is_file():
+            parser.error(f"--list {spec!r}: expected LABEL=FILE with an existing parquet file")
+        systems[label] = pl.read_parquet(file).with_columns(pl.col("user_id").cast(pl.String),
+                                                           pl.col("item_id").cast(pl.String))
     if args.pooled:
         systems["fine-tuned encoder, pooled tower"] = pooled_lists(args.pooled, split)
+    tie_free = set(tie_free_users(split, "test").to_list())
 
     rows, record = [], {}
     for name, topk in systems.items():
@@ -95,8 +107,13 @@ def main() -> None:
             low, high = bootstrap(values)
             record[name][metric] = {"mean": float(values.mean()), "ci": [low, high]}
             cells.append(f"{values.mean():.4f} [{low:.4f}, {high:.4f}]")
+        free = per_user.filter(pl.col("user_id").is_in(list(tie_free)))["ndcg@10"].to_numpy().astype(float)
+        low, high = bootstrap(free)
+        record[name]["ndcg@10 tie-free"] = {"mean": float(free.mean()), "ci": [low, high], "users": len(free)}
+        cells.append(f"{free.mean():.4f} [{low:.4f}, {high:.4f}]")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    header = "| system | HR@10 | NDCG@10 | MRR@10 | HR@50 |\n|---|---|---|---|---|"
+    header = (f"| system | HR@10 | NDCG@10 | MRR@10 | HR@50 | NDCG@10, {len(tie_free)} tie-free users |\n"
+              "|---|---|---|---|---|---|")
     table = header + "\n" + "\n".join(rows)
     print(table)
     if args.out:

@@ -479,8 +479,7 @@ class EncoderBundle:
         """
         if self.sequence is None or self.sequence_config is None:
             raise ConfigError(f"this encoder's user tower is '{self.tower}', not 'sequence'")
-        from encoders.sequence import gaps_of
-        from encoders.sequence_training import SequenceHistories, user_vectors
+        from encoders.sequence import SequenceHistories, gaps_of, user_vectors
 
         if seconds is not None:
             _check_seconds(histories, seconds)

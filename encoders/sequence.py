@@ -199,6 +199,15 @@ class SequenceTower(nn.Module):
         return self.states(items, gaps, matrix)[:, -1]
 
 
+@dataclass
+class SequenceHistories:
+    """Users' histories as item-row arrays (1-based; 0 is padding), oldest first, with gap buckets."""
+
+    user_ids: list[str]
+    items: list[np.ndarray]
+    gaps: list[np.ndarray]
+
+
 def build_model(text_vectors: np.ndarray, warm: np.ndarray, config: SequenceConfig) -> SequenceTower:
     """A tower over `text_vectors` (row 0 = padding) with id embeddings on the `warm` rows."""
     model = SequenceTower(text_vectors.shape[0], text_vectors.shape[1], config)
@@ -225,3 +234,23 @@ def cosine_warmup(step: int, total: int, warmup: int) -> float:
         return (step + 1) / max(1, warmup)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def user_vectors(model: SequenceTower, hist: SequenceHistories, max_len: int, batch_size: int = 256) -> np.ndarray:
+    """The tower's output for each history's newest slot (one vector per user)."""
+    model.eval()
+    out = [np.zeros((0, model.config.dim), dtype=np.float32)]
+    with torch.inference_mode():
+        matrix = model.item_matrix()
+        for start in range(0, len(hist.items), batch_size):
+            items = torch.as_tensor(right_aligned(hist.items[start : start + batch_size], max_len))
+            gaps = torch.as_tensor(right_aligned(hist.gaps[start : start + batch_size], max_len))
+            out.append(model.user_vectors(items, gaps, matrix).numpy())
+    return np.concatenate(out)
+
+
+def item_matrix(model: SequenceTower) -> np.ndarray:
+    """Every row's item vector (row 0 = padding), as the index will hold them."""
+    model.eval()
+    with torch.inference_mode():
+        return model.item_matrix().numpy()

@@ -26,7 +26,17 @@ import polars as pl
 import torch
 from torch.nn import functional as F
 
-from encoders.sequence import SequenceConfig, SequenceTower, build_model, cosine_warmup, gaps_of, right_aligned
+from encoders.sequence import (
+    SequenceConfig,
+    SequenceHistories,
+    SequenceTower,
+    build_model,
+    cosine_warmup,
+    gaps_of,
+    item_matrix,
+    right_aligned,
+    user_vectors,
+)
 from recsys.data.order import chronological
 from recsys.errors import ConfigError
 
@@ -50,15 +60,6 @@ class SequenceTrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class SequenceHistories:
-    """Users' histories as item-row arrays (1-based; 0 is padding), oldest first, with gap buckets."""
-
-    user_ids: list[str]
-    items: list[np.ndarray]
-    gaps: list[np.ndarray]
 
 
 @dataclass
@@ -169,26 +170,6 @@ def _sampler(hist: SequenceHistories, n_items: int) -> torch.Tensor:
         np.add.at(counts, seq - 1, 1.0)
     weights = counts**0.75
     return torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
-
-
-def user_vectors(model: SequenceTower, hist: SequenceHistories, max_len: int, batch_size: int = 256) -> np.ndarray:
-    """The tower's output for each history's newest slot (one vector per user)."""
-    model.eval()
-    out = [np.zeros((0, model.config.dim), dtype=np.float32)]
-    with torch.inference_mode():
-        matrix = model.item_matrix()
-        for start in range(0, len(hist.items), batch_size):
-            items = torch.as_tensor(right_aligned(hist.items[start : start + batch_size], max_len))
-            gaps = torch.as_tensor(right_aligned(hist.gaps[start : start + batch_size], max_len))
-            out.append(model.user_vectors(items, gaps, matrix).numpy())
-    return np.concatenate(out)
-
-
-def item_matrix(model: SequenceTower) -> np.ndarray:
-    """Every row's item vector (row 0 = padding), as the index will hold them."""
-    model.eval()
-    with torch.inference_mode():
-        return model.item_matrix().numpy()
 
 
 def ndcg10_of_targets(

@@ -89,10 +89,6 @@ class TextTrainReport:
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
-# The old name, for jobs/train_encoder.py until it imports `encoders.encoding.encode_rows` itself.
-encode_token_rows = encode_rows
-
-
 @dataclass
 class Sequences:
     """Per-user item-index sequences (oldest first), the unit both towers are trained from."""

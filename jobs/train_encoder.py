@@ -1,12 +1,13 @@
 """`recsys train-encoder`: fine-tune the text encoder, train the chosen user tower, evaluate, save.
 
-Flow (DESIGN §3):
+Flow (docs/architecture.md):
 1. text stage — PEFT (LoRA by default) two-tower fine-tuning, history text -> next item text,
    early-stopped on validation NDCG@10 (`frozen` skips it: the zero-shot baseline);
 2. item vectors — every item of the catalog encoded once with the tuned encoder (cached);
 3. user tower — `text` (history text through the same encoder), `pooled` (recency-weighted mean),
-   or `sequence` (a small transformer over the cached item vectors, trained here in minutes);
-4. evaluation on the test targets under DESIGN §2 (history excluded, full catalog), top-50 lists
+   `sequence` (SASRec over the cached item vectors, trained here in minutes), or `auto` (text and
+   sequence both, the one with the higher validation NDCG@10 kept, the choice in run.json);
+4. evaluation on the test targets (leave-last-out, history excluded, full catalog), top-50 lists
    written as parquet for outside rescoring, and every artefact saved under `out`.
 """
 
@@ -22,20 +23,14 @@ import numpy as np
 import polars as pl
 import torch
 
+from encoders.encoding import encode_rows
 from encoders.item_prior import PRIOR_FILE, item_side, log_counts, save_prior, select_beta, user_side
 from encoders.peft_methods import save_adapter
 from encoders.query_check import catalog_probe, choose_query_prior, genre_sets, relevance
-from encoders.sequence import SequenceConfig, SequenceTower
-from encoders.sequence_training import (
-    SequenceTrainConfig,
-    histories,
-    item_matrix,
-    refit_sequence_tower,
-    train_sequence_tower,
-    user_vectors,
-)
+from encoders.sequence import SequenceConfig, SequenceTower, item_matrix, user_vectors
+from encoders.sequence_training import SequenceTrainConfig, histories, refit_sequence_tower, train_sequence_tower
 from encoders.text_encoder import TextEncoder
-from encoders.text_training import Sequences, TextTowerTrainer, TextTrainConfig, encode_token_rows
+from encoders.text_training import Sequences, TextTowerTrainer, TextTrainConfig
 from encoders.towers import AUTO, AUTO_TOWERS, TOWERS, pooled_user_vectors
 from recsys.data.dataset import Dataset
 from recsys.data.order import chronological
@@ -272,7 +267,7 @@ def _query_check(dataset: Dataset, view: CatalogView, encoder: TextEncoder, item
     probe = catalog_probe(dataset.items, view.row_of)
     if not probe.queries:
         return {"skipped": "no item has a title to query with"}
-    query_text = encode_token_rows(encoder, encoder.token_ids(probe.queries, max_length=item_tokens + 2))
+    query_text = encode_rows(encoder, encoder.token_ids(probe.queries, max_length=item_tokens + 2))
     items = vectors.test_items
     prior = None
     if tower == "sequence" and vectors.model is not None:

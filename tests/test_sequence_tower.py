@@ -15,19 +15,25 @@ import polars as pl
 import pytest
 import torch
 
-from encoders.sequence import SequenceConfig, SequenceTower, attention_allowed, build_model, gaps_of
-from encoders.sequence_training import (
+from encoders.sequence import (
+    SequenceConfig,
     SequenceHistories,
+    SequenceTower,
+    attention_allowed,
+    build_model,
+    gaps_of,
+    item_matrix,
+    user_vectors,
+)
+from encoders.sequence_training import (
     SequenceTrainConfig,
     _batches,
     histories,
-    item_matrix,
     ndcg10_of_targets,
     next_item_loss,
     refit_sequence_tower,
     train_sequence_tower,
     training_windows,
-    user_vectors,
 )
 from recsys.errors import ConfigError
 from recsys.splits import leave_last_out
