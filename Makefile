@@ -26,7 +26,8 @@ lint: setup
 
 test: setup lint
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .recsys .pytest_cache .import_linter_cache
+	rm -rf $(VENV) .recsys .pytest_cache .import_linter_cache .mypy_cache

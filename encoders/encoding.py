@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,7 @@ def _padded(encoder: TextEncoder, rows: Sequence[Sequence[int]], batch_size: int
 
 
 def _run(encoder: TextEncoder, batches: Iterable[Batch], out: np.ndarray, offset: int,
-         on_batch: Callable[[int], None] | None) -> None:
+         on_batch: Callable[[int], object] | None) -> None:
     """Forward each batch (inference mode, bf16 autocast on CUDA) into `out[offset + positions]`.
 
     The caller has put the encoder in eval mode. The inference/autocast contexts are entered here, per
@@ -143,8 +143,8 @@ def encode_rows(encoder: TextEncoder, rows: Sequence[Sequence[int]], batch_size:
 
 
 def encode_chunks(encoder: TextEncoder, chunks: Iterable[Sequence[str]], *, max_length: int | None = None,
-                  batch_size: int, on_batch: Callable[[int], None] | None = None, workers: int | None = None,
-                  prefetch: int = 2) -> Iterator[np.ndarray]:
+                  batch_size: int, on_batch: Callable[[int], object] | None = None, workers: int | None = None,
+                  prefetch: int = 2) -> Generator[np.ndarray, None, None]:
     """Encode each chunk of texts; yields one float32 [len(chunk), dim] array per chunk, in order.
 
     `max_length` defaults to the encoder's own; `workers=None` takes `default_tokenizer_workers`,

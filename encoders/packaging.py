@@ -44,7 +44,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -372,7 +372,8 @@ class EncoderBundle:
 
     # ------------------------------------------------------------------------------- users
     def user_vectors(
-        self, histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float] | None] | None = None, *,
+        self, histories: Sequence[Sequence[str]],
+        seconds: Sequence[Sequence[float] | np.ndarray | None] | None = None, *,
         texts: Mapping[str, str] | Callable[[str], str | None] | None = None,
         item_vectors: Callable[[Sequence[str]], np.ndarray] | None = None, batch_size: int = 64,
     ) -> np.ndarray:
@@ -420,7 +421,7 @@ class EncoderBundle:
         vectors = np.asarray(item_vectors(unique), dtype=np.float32)
         if vectors.shape[0] != len(unique):
             raise DataError(f"item_vectors returned {vectors.shape[0]} rows for {len(unique)} ids")
-        usable = np.isfinite(vectors).all(axis=1)
+        usable = cast(np.ndarray, np.isfinite(vectors).all(axis=1))  # one flag per row of a 2-d array
         position = {item: row for row, item in enumerate(unique) if usable[row]}
         rows = [np.asarray([position[i] for i in reversed(h) if i in position], dtype=np.int64) for h in histories]
         half_life, max_items = self._pooled_settings()
@@ -469,7 +470,8 @@ class EncoderBundle:
         return pooled_user_vectors(rows, vectors, half_life=half_life, max_items=max_items)
 
     def user_vectors_sequence(
-        self, histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float] | None] | None = None
+        self, histories: Sequence[Sequence[str]],
+        seconds: Sequence[Sequence[float] | np.ndarray | None] | None = None,
     ) -> np.ndarray:
         """`sequence` tower: each history is item ids, newest first; `seconds` their Unix times.
 
@@ -486,7 +488,8 @@ class EncoderBundle:
         items, gaps, empty = [], [], []
         for i, history in enumerate(histories):
             ids = list(_texts(history, "history_ids", row=i + 1))
-            secs = None if seconds is None or seconds[i] is None else np.asarray(list(seconds[i]), dtype=np.float64)
+            given_secs = None if seconds is None else seconds[i]
+            secs = None if given_secs is None else np.asarray(list(given_secs), dtype=np.float64)
             keep = [j for j, item in enumerate(ids) if item in self._row_of][::-1]  # oldest first
             rows = np.asarray([self._row_of[ids[j]] for j in keep], dtype=np.int64)
             if secs is not None and len(keep):
@@ -559,7 +562,8 @@ def _texts(values: Any, column: str, row: int | None = None) -> Sequence[str]:
     return out
 
 
-def _check_seconds(histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float] | None]) -> None:
+def _check_seconds(histories: Sequence[Sequence[str]],
+                   seconds: Sequence[Sequence[float] | np.ndarray | None]) -> None:
     """One timestamp list (or None: no times) per history, one timestamp per item id."""
     if len(seconds) != len(histories):
         raise DataError(f"{len(histories)} histories but {len(seconds)} timestamp lists", column="history_seconds")

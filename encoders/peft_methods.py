@@ -141,6 +141,7 @@ def _peft_config(
     # Exclude the pooler only when there is one: peft warns about excludes that match nothing.
     exclude = _POOLER.pattern if any(_POOLER.match(name) for name in names) else None
     common: dict[str, Any] = {"task_type": TaskType.FEATURE_EXTRACTION, "exclude_modules": exclude}
+    targets: list[str] | str | None  # a list of module names, or a regex
 
     if method == "ia3":
         if target_modules is None:

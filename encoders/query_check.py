@@ -38,7 +38,7 @@ def genre_sets(items: pl.DataFrame) -> list[frozenset[str]] | None:
     for column in ("genres", "category", "categories"):
         if column in items.columns:
             values = items[column].to_list()
-            out = []
+            out: list[frozenset[str]] = []
             for value in values:
                 if value is None:
                     out.append(frozenset())
@@ -77,7 +77,7 @@ def relevance(query_content: np.ndarray, item_content: np.ndarray, prior: np.nda
         hits = float(np.mean([row in set(t) for row, t in zip(probe.rows.tolist(), top.tolist(), strict=True)]))
         result = {"title_hit@10": hits}
         if probe.genres is not None and item_genres is not None:
-            shares = [np.mean([bool(wanted & item_genres[j]) for j in t]) if wanted else np.nan
+            shares = [float(np.mean([bool(wanted & item_genres[j]) for j in t])) if wanted else np.nan
                       for wanted, t in zip(probe.genres, top.tolist(), strict=True)]
             result["genre_precision@10"] = float(np.nanmean(shares)) if not np.isnan(shares).all() else 0.0
         out[float(weight)] = result

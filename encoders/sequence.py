@@ -135,6 +135,9 @@ class SequenceTower(nn.Module):
     Row 0 of every item table is padding; row i is item i of the model's item list.
     """
 
+    text: torch.Tensor  # buffers registered in __init__ (register_buffer does not tell the type checker)
+    warm: torch.Tensor
+
     def __init__(self, n_rows: int, text_dim: int, config: SequenceConfig) -> None:
         super().__init__()
         self.config = config

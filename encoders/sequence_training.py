@@ -126,7 +126,9 @@ def _batches(windows: list[Window], tokens: int, rng: np.random.Generator) -> li
     """
     lengths = np.asarray([e - s - 1 for _, s, e in windows])
     order = np.lexsort((rng.random(len(windows)), lengths))
-    batches, current, longest = [], [], 0
+    batches: list[list[Window]] = []
+    current: list[Window] = []
+    longest = 0
     for i in order:
         longest_if_added = max(longest, int(lengths[i]))
         if current and longest_if_added * (len(current) + 1) > tokens:

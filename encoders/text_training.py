@@ -373,6 +373,7 @@ class TextTowerTrainer:
                 loss = info_nce(scored_users, scored_items, torch.as_tensor(targets), torch.as_tensor(item_ids),
                                 cfg.temperature, log_q)
                 if bank is not None:
+                    assert scored_bank is not None  # bank, or bank with the prior column
                     loss = loss + catalog_info_nce(scored_users, torch.as_tensor(targets), scored_bank, seen,
                                                    cfg.temperature)
                 loss = (loss + peft_regularization(self.encoder)) / cfg.grad_accum

@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from recsys.errors import ConfigError, DataError
 
@@ -146,7 +146,7 @@ def _read_topk(path: Path) -> pl.DataFrame:
 def resolve_system(
     system: System | pl.DataFrame,
     split: Split,
-    stage: str,
+    stage: Literal["valid", "test"],
     k: int,
     baseline_params: dict[str, dict[str, Any]] | None = None,
     data: Dataset | str | Path | None = None,
@@ -179,9 +179,9 @@ def resolve_system(
     name = str(system).strip().lower()
     if name in BASELINES:
         params = (baseline_params or {}).get(name, {})
-        model = make_baseline(name, **params).fit(split.history(stage))  # type: ignore[arg-type]
-        users = split.targets(stage)["user_id"].unique().sort()  # type: ignore[arg-type]
-        topk = model.recommend(users, k=k, exclude=split.history(stage), catalog=split.catalog())  # type: ignore[arg-type]
+        model = make_baseline(name, **params).fit(split.history(stage))
+        users = split.targets(stage)["user_id"].unique().sort()
+        topk = model.recommend(users, k=k, exclude=split.history(stage), catalog=split.catalog())
         description = f"baseline `{model!r}` fitted on the {stage} history"
         return topk.select("user_id", "item_id", "rank"), description, None
     raise ConfigError(
@@ -229,7 +229,7 @@ def list_diagnostics(
     return {
         "target_users": users.height,
         "target_users_with_list": lengths.height,
-        "mean_list_length": float(lengths["n"].mean()) if lengths.height else 0.0,
+        "mean_list_length": float(cast(float, lengths["n"].mean())) if lengths.height else 0.0,
         f"lists_shorter_than_{k}": int((lengths["n"] < k).sum()) + (users.height - lengths.height),
         "slots_with_seen_items": seen,
         "slots_outside_catalog": outside,
@@ -345,15 +345,15 @@ def run_ab(
         raise ConfigError(f"labels must be two different names, got {labels!r}")
     label_a, label_b = labels
     dataset = _load_dataset(data)
-    data = _load_split(split)
-    targets = data.targets(stage)
-    history = data.history(stage)
-    catalog = data.catalog()
+    split_data = _load_split(split)
+    targets = split_data.targets(stage)
+    history = split_data.history(stage)
+    catalog = split_data.catalog()
 
     tick = time.perf_counter()
     topks, described = {}, {}
     for label, system in ((label_a, system_a), (label_b, system_b)):
-        topk, description, file = resolve_system(system, data, stage, max(ks), baseline_params, dataset)
+        topk, description, file = resolve_system(system, split_data, stage, max(ks), baseline_params, dataset)
         _checked_topk(topk, file, targets, ks)
         topks[label], described[label] = topk, description
     timings["lists"] = time.perf_counter() - tick
@@ -369,7 +369,7 @@ def run_ab(
     _, a, b = align_per_user(per_a, per_b, names)
     paired = {**asdict(stats), "label_a": label_a, "label_b": label_b}
     comparison = compare_arrays(a, b, names, **paired)
-    tie_free_ids = pl.DataFrame({"user_id": tie_free_users(data, stage).cast(pl.String)})
+    tie_free_ids = pl.DataFrame({"user_id": tie_free_users(split_data, stage).cast(pl.String)})
     tie_a, tie_b = (table.join(tie_free_ids, on="user_id", how="semi") for table in (per_a, per_b))
     _, ta, tb = align_per_user(tie_a, tie_b, names)
     tie_free = compare_arrays(ta, tb, names, **paired) if len(ta) >= 2 else None
@@ -402,7 +402,7 @@ def run_ab(
         key = str(name).strip().lower()
         reused = next((lbl for lbl, system in ((label_a, system_a), (label_b, system_b))
                        if isinstance(system, str) and system.strip().lower() == key), None)
-        topk = topks[reused] if reused else resolve_system(key, data, stage, max(ks), baseline_params)[0]
+        topk = topks[reused] if reused else resolve_system(key, split_data, stage, max(ks), baseline_params)[0]
         reference[f"baseline {key}"] = evaluate_topk(topk, targets, ks, catalog, counts)
     timings["reference_baselines"] = time.perf_counter() - tick
 
@@ -432,7 +432,7 @@ def run_ab(
         beyond_accuracy=beyond,
         reference=reference,
         ope=off_policy,
-        dataset={"kind": data.kind, "params": data.params, "counts": data.counts()},
+        dataset={"kind": split_data.kind, "params": split_data.params, "counts": split_data.counts()},
         diagnostics=diagnostics,
         settings={"ks": list(ks), "metrics": names, "segment_metrics": list(segment_metrics), **paired,
                   **asdict(segments), "ope_position": ope.position, "ope_k": ope.k,

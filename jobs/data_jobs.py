@@ -26,7 +26,7 @@ def load_source(
     drop_unknown_items: bool = False,
 ) -> Dataset:
     """Read any supported source into a validated `Dataset`."""
-    unknown = "drop" if drop_unknown_items else "error"
+    unknown: Literal["error", "drop"] = "drop" if drop_unknown_items else "error"
     if fmt == "dataset":
         from recsys.data.dataset import Dataset
 

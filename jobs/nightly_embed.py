@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -140,7 +140,7 @@ class Engine(Protocol):
     name: str
 
     def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
-               on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+               on_batch: Callable[[int], object] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 
 class LocalEngine:
@@ -153,7 +153,7 @@ class LocalEngine:
         self.tokenizer_workers = tokenizer_workers
 
     def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
-               on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+               on_batch: Callable[[int], object] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         encoder = loaded.text_encoder
         starts = list(range(0, len(texts), shard_size))
         chunks = (texts[start:start + shard_size] for start in starts)
@@ -188,7 +188,7 @@ def active_histories(interactions: pl.DataFrame, catalog: Sequence[str], active_
 
     if interactions.height == 0:
         raise DataError("no interactions: cannot tell which users are active", column="ts")
-    as_of = interactions["ts"].max()
+    as_of = cast(datetime, interactions["ts"].max())  # a Datetime column (the data contract); not empty
     if as_of.tzinfo is None:  # the contract says UTC; be lenient with naive datetimes
         as_of = as_of.replace(tzinfo=timezone.utc)
     cutoff = as_of - timedelta(days=float(active_days))

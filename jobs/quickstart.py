@@ -377,8 +377,8 @@ def _summary(paths: dict[str, Path], work: Path, log: StepLog, served: dict[str,
                        else len(order)):
         metrics = score_topk_file(file, paths["split"], "test", ks=(10, 50))
         quality[file.stem] = {k: round(float(metrics[k]), 4) for k in ("ndcg@10", "hr@10", "mrr@10", "hr@50")}
-        tie_free = score_topk_file(file, paths["split"], "test", ks=(10,), users=tie_free)
-        quality[file.stem]["ndcg@10 tie-free"] = round(float(tie_free["ndcg@10"]), 4)
+        tie_free_metrics = score_topk_file(file, paths["split"], "test", ks=(10,), users=tie_free)
+        quality[file.stem]["ndcg@10 tie-free"] = round(float(tie_free_metrics["ndcg@10"]), 4)
     home = Path(os.environ.get("RECSYS_HOME", work / "home"))
     return {"work": str(work), "seconds": round(seconds, 1), "timings": log.timings, "reused": log.skipped,
             "quality_test": quality, "reports": [str(work / "ab-frozen-vs-lora" / "report.md"),

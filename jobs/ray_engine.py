@@ -142,7 +142,7 @@ class RayEngine:
                 "threads": max(1, int(self.cpus_per_actor))}
 
     def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
-               on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+               on_batch: Callable[[int], object] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield `(positions, vectors)` per finished actor batch (at most `shard_size` rows each)."""
         import pyarrow as pa
 

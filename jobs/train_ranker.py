@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from ranking.context import BehaviorContext
     from ranking.training import LabeledQueries, RankerConfig
     from recsys.data.dataset import Dataset
-    from recsys.splits import Split
+    from recsys.splits import Split, Stage
 
 TOP_K = 50
 USER_BATCH = 512
@@ -112,7 +113,7 @@ def encode_histories(loaded: LoadedEncoder, context: BehaviorContext, histories:
     cap = bundle.history_cap  # the bundle cuts histories itself; cutting first spares converting old rows
     text_of = dict(zip(context.item_ids, texts, strict=True))
 
-    def stored(ids: list[str]) -> np.ndarray:
+    def stored(ids: Sequence[str]) -> np.ndarray:
         return item_vectors[context.rows(ids)]
 
     out = np.zeros((len(histories), bundle.index_dim), dtype=np.float32)
@@ -128,7 +129,7 @@ def encode_histories(loaded: LoadedEncoder, context: BehaviorContext, histories:
 def build_queries(context: BehaviorContext, split: Split, stage: str,
                   extra_cuts: int) -> tuple[list[str], list[int]]:
     """(users, target positions in each user's full sequence) for a stage: train | valid | test."""
-    targets = split.targets("valid" if stage == "train" else stage)
+    targets = split.targets("valid" if stage == "train" else cast("Stage", stage))  # Split.targets checks it
     users, positions = [], []
     for user, item in zip(targets["user_id"].to_list(), targets["item_id"].to_list(), strict=True):
         rows, _ = context.history_of(user)
@@ -185,7 +186,7 @@ def graded_labels(dataset: Dataset, graded: bool) -> tuple[dict[tuple[str, int],
     log = dataset.interactions
     if not graded or "weight" not in log.columns or log["weight"].n_unique() < 2:
         return {}, "binary: the next interaction is the positive"
-    threshold = float(log["weight"].median())
+    threshold = float(cast(float, log["weight"].median()))
     ordered = chronological(log).with_columns(
         pl.int_range(pl.len()).over("user_id").alias("position"))
     strong = ordered.filter(pl.col("weight") >= threshold)

@@ -71,8 +71,8 @@ class KeyedEvents:
         clipped = np.clip(seconds, 0, _MAX_SECONDS)
         return np.searchsorted(self.composite, (np.asarray(keys, np.int64) << _SHIFT) | clipped, side="left")
 
-    def total(self, keys: np.ndarray, end: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-        """Weight of events of each key with `start <= t < end` (start=None: since the beginning)."""
+    def total(self, keys: np.ndarray, end: np.ndarray | int, start: np.ndarray | int | None = None) -> np.ndarray:
+        """Weight of events of each key with `start <= t < end` (start=None: since the beginning; scalars broadcast)."""
         keys = np.asarray(keys, dtype=np.int64)
         end = np.broadcast_to(np.asarray(end, dtype=np.int64), keys.shape)
         begin = np.zeros_like(keys) if start is None else np.broadcast_to(np.asarray(start, np.int64), keys.shape)

@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class RankerModel:
         features = compute(self.context, queries, candidates, item_vectors)
         remap_categories(features, self._category_map)
         # One request: a single thread is ~3x faster than OpenMP's fan-out for a few hundred rows.
-        threads = {"num_threads": 1} if len(queries) == 1 else {}
+        threads: dict[str, Any] = {"num_threads": 1} if len(queries) == 1 else {}
         scores = self.booster.predict(features, **threads) if len(candidates) else np.zeros(0)
         return candidates, features, np.asarray(scores, dtype=np.float64)
 
@@ -122,6 +122,7 @@ class RankerModel:
         if request.allowed is not None:
             allowed = np.zeros(len(context.item_ids), dtype=bool)
             allowed[context.rows(list(request.allowed))] = True
+        vectors: ItemVectors | None
         if request.item_matrix is not None:
             matrix = request.item_matrix
 
@@ -149,7 +150,8 @@ class RankerModel:
         """Top feature contributions (SHAP values from `pred_contrib`) and the best-explaining history item."""
         if not len(rows):
             return []
-        contrib = self.booster.predict(features[rows], pred_contrib=True, num_threads=1)
+        # dense features in, so a dense [rows, features + 1] array out (not the sparse or list forms)
+        contrib = cast(np.ndarray, self.booster.predict(features[rows], pred_contrib=True, num_threads=1))
         because = self._because_of(query, candidates.item[rows], item_vectors)
         out = []
         for i in range(len(rows)):

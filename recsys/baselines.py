@@ -298,7 +298,8 @@ class ItemKNN(_RankingBaseline):
         users = indexed.select(pl.col("user_id").unique().sort())
         users = users.with_row_index("_user").with_columns(pl.col("_user").cast(pl.Int64))
         indexed = indexed.join(users, on="user_id", how="left")
-        n_users, n_items = users.height, self._items.len()  # type: ignore[union-attr]
+        assert self._items is not None  # set by _fit_items above
+        n_users, n_items = users.height, self._items.len()
         matrix = sp.csr_matrix(
             (np.ones(indexed.height, dtype=np.float32),
              (indexed["_user"].to_numpy(), indexed["_item"].to_numpy())),

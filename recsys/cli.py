@@ -56,7 +56,7 @@ def data_convert(
     from jobs.data_jobs import load_source
     from recsys.data.readers import parse_mapping
 
-    dataset = load_source(fmt, path, items, interactions, impressions, parse_mapping(mapping), delimiter,  # type: ignore[arg-type]
+    dataset = load_source(fmt, path, items, interactions, impressions, parse_mapping(mapping), delimiter,  # type: ignore[arg-type]  # typer gives str; callee checks it
                           template, drop_unknown_items)
     dataset.save(out)
     _print_summary(f"dataset written to {out}", dataset.summary())
@@ -79,7 +79,7 @@ def data_validate(
     from jobs.data_jobs import load_source
     from recsys.data.readers import parse_mapping
 
-    dataset = load_source(fmt, path, items, interactions, impressions, parse_mapping(mapping), delimiter)  # type: ignore[arg-type]
+    dataset = load_source(fmt, path, items, interactions, impressions, parse_mapping(mapping), delimiter)  # type: ignore[arg-type]  # typer gives str; callee checks it
     _print_summary("valid", dataset.summary())
 
 
@@ -98,7 +98,7 @@ def data_split(
     from jobs.data_jobs import split_dataset
     from recsys.data.dataset import Dataset
 
-    split = split_dataset(Dataset.load(data), method, test_start, valid_start, min_interactions)  # type: ignore[arg-type]
+    split = split_dataset(Dataset.load(data), method, test_start, valid_start, min_interactions)  # type: ignore[arg-type]  # typer gives str; callee checks it
     split.save(out)
     _print_summary(f"{split.kind} split written to {out}", split.counts())
 
@@ -170,7 +170,7 @@ def baselines(
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     params = {"itemknn": {"neighbors": neighbors}} if neighbors else None
-    results = evaluate_baselines(Split.load(split), names, stage=stage, params=params)  # type: ignore[arg-type]
+    results = evaluate_baselines(Split.load(split), names, stage=stage, params=params)  # type: ignore[arg-type]  # typer gives str; callee checks it
     columns = ("ndcg@10", "hr@10", "mrr@10", "hr@50", "coverage@10")
     table = Table(title=f"baselines on {split} ({stage})")
     for header in ("system", *columns, "seconds"):
@@ -340,8 +340,8 @@ def ab(
         def log_fn(result, folder):
             return log_ab_result(result, folder)
 
-    result = run_ab(split, a, b, stage=stage,  # type: ignore[arg-type]
-                    stats=StatsConfig(n_bootstrap=bootstrap, primary=test, seed=seed),  # type: ignore[arg-type]
+    result = run_ab(split, a, b, stage=stage,  # type: ignore[arg-type]  # typer gives str; callee checks it
+                    stats=StatsConfig(n_bootstrap=bootstrap, primary=test, seed=seed),  # type: ignore[arg-type]  # typer gives str; callee checks it
                     ope=OPEConfig(impressions=impressions, clip=clip), out=out, log_fn=log_fn, data=data)
     for line in result.verdicts():
         typer.echo(line)
@@ -373,12 +373,13 @@ def embed_command(
     log_index: bool = typer.Option(False, "--log-index", help="Also log the index files to MLflow (large)."),
 ) -> None:
     """Nightly job: encode new/changed items and active users, publish a new index version atomically."""
-    from jobs.nightly_embed import EmbedConfig, LocalEngine, run_nightly
+    from jobs.nightly_embed import EmbedConfig, Engine, LocalEngine, run_nightly
     from recsys.errors import ConfigError
 
     config = EmbedConfig(active_days=active_days, int8=int8, batch_size=batch_size, shard_size=shard_size, keep=keep,
                          store_dtype="float16" if fp16 else "float32", index={"kind": index_kind}, device=device,
                          threads=threads, progress=progress, log=log, log_index_files=log_index)
+    chosen: Engine
     if engine == "ray":
         from jobs.ray_engine import RayEngine
 
@@ -387,7 +388,7 @@ def embed_command(
         chosen = LocalEngine(batch_size)
     else:
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
-    report = run_nightly(data, encoder, store, config, engine=chosen)  # type: ignore[arg-type]
+    report = run_nightly(data, encoder, store, config, engine=chosen)
     typer.echo(report.summary_line())
 
 

@@ -41,11 +41,12 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def folder_sha256(folder: str | Path, skip_dirs: Sequence[str] = _UNHASHED_DIRS)
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
         with open(path, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+            for block in iter(partial(handle.read, 1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
@@ -312,8 +313,9 @@ class EmbeddingStore:
             except Exception as exc:  # polars raises several types for a damaged file
                 raise DataError(f"unreadable embedding shard ({exc}); delete it to re-encode its items",
                                 file=str(path)) from exc
-            frames.append(frame.with_columns(pl.col("vector").cast(pl.Array(pl.Float32, frame["vector"].dtype.size))))
-        widths = {f["vector"].dtype.size for f in frames}
+            width = cast("pl.Array", frame["vector"].dtype).size  # shards are written as fixed-size arrays
+            frames.append(frame.with_columns(pl.col("vector").cast(pl.Array(pl.Float32, width))))
+        widths = {cast("pl.Array", f["vector"].dtype).size for f in frames}
         if len(widths) != 1:
             raise DataError(f"embedding shards disagree on the vector size ({sorted(widths)})",
                             file=str(self.folder(encoder_version, variant)))
@@ -427,7 +429,7 @@ class EmbeddingStore:
         fsync_dir(self.folder(encoder_version, variant))
         return dead
 
-    def prune_encoders(self, keep: Sequence[str]) -> list[str]:
+    def prune_encoders(self, keep: Collection[str]) -> list[str]:
         """Delete the vectors of every encoder key not in `keep` (keys from `encoder_key`); returns them."""
         import shutil
 

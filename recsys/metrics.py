@@ -32,12 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from recsys.splits import Stage
 
 PER_USER_METRICS = ("hr", "recall", "ndcg", "mrr", "map")
 DEFAULT_KS = (10, 50)
@@ -232,7 +234,7 @@ def evaluate_topk(
     result: dict[str, float] = {}
     for k in ks_sorted:
         for name in PER_USER_METRICS:
-            result[f"{name}@{k}"] = float(per_user[f"{name}@{k}"].mean())
+            result[f"{name}@{k}"] = float(cast(float, per_user[f"{name}@{k}"].mean()))
     slots = slots.join(per_user.select("user_id"), on="user_id", how="semi")
     popularity = _item_popularity(item_counts, catalog) if item_counts is not None else None
     if catalog is not None:
@@ -247,12 +249,12 @@ def evaluate_topk(
         if popularity is not None:
             scored = in_top.join(popularity, on="item_id", how="left").with_columns(
                 # an item outside both the catalog and the counts: the one-interaction floor
-                pl.col("p").fill_null(1.0 / popularity["count"].sum()),
+                pl.col("p").fill_null(1.0 / cast(int, popularity["count"].sum())),
                 pl.col("percentile").fill_null(0.0),
             )
             if scored.height:
-                result[f"novelty@{k}"] = float((-scored["p"].log(2)).mean())
-                result[f"popularity_bias@{k}"] = float(scored["percentile"].mean())
+                result[f"novelty@{k}"] = float(cast(float, (-scored["p"].log(2)).mean()))
+                result[f"popularity_bias@{k}"] = float(cast(float, scored["percentile"].mean()))
             else:
                 result[f"novelty@{k}"] = 0.0
                 result[f"popularity_bias@{k}"] = 0.0
@@ -270,7 +272,7 @@ def item_counts_from(history: pl.DataFrame) -> pl.DataFrame:
 def score_topk_file(
     topk_path: str | Path,
     split_folder: str | Path,
-    stage: str = "test",
+    stage: Stage = "test",
     ks: Iterable[int] = DEFAULT_KS,
     users: Iterable[str] | None = None,
 ) -> dict[str, float]:
@@ -302,5 +304,5 @@ def score_topk_file(
         targets,
         ks=ks_sorted,
         catalog=split.catalog(),
-        item_counts=item_counts_from(split.history(stage)),  # type: ignore[arg-type]
+        item_counts=item_counts_from(split.history(stage)),
     )

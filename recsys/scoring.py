@@ -34,7 +34,10 @@ def dense_topk(
 
     n_items = len(item_ids)
     k = min(k, n_items)
-    out_users, out_items, out_ranks, out_scores = [], [], [], []
+    out_users: list[str] = []
+    out_items: list[str] = []
+    out_ranks: list[int] = []
+    out_scores: list[float] = []
     items = np.asarray(item_vectors, dtype=np.float32)
     item_array = np.asarray(item_ids, dtype=object)
     for start in range(0, len(user_ids), batch_size):

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from recsys.data.order import chronological
 from recsys.errors import ConfigError, DataError
@@ -157,7 +157,7 @@ def global_time_cut(
     valid = ordered.filter((ts >= valid_at) & (ts < test_at))
     test = ordered.filter(ts >= test_at)
     if train.height == 0 or test.height == 0:
-        lo, hi = ordered["ts"].min(), ordered["ts"].max()
+        lo, hi = cast(datetime, ordered["ts"].min()), cast(datetime, ordered["ts"].max())
         raise ConfigError(f"cut {test_at.isoformat()} leaves an empty train or test part; data spans {lo} .. {hi}")
     return Split(
         train=train,

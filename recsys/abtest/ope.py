@@ -63,7 +63,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -72,6 +72,7 @@ from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import polars as pl
+    from polars.expr.whenthen import ChainedThen, Then
 
 ESTIMATORS = ("ips", "snips", "dr", "dm")
 TERMS = ("ips", "weight", "control", "ips_x_control", "control_sq", "dm")  # per-request columns
@@ -213,7 +214,7 @@ def fit_reward_model(
         raise ConfigError(f"prior_strength must be >= 0, got {prior_strength!r}")
     by_position = log.group_by("position").agg(pl.col("clicked").mean().alias("_ctr"))
     base = by_position.filter(pl.col("position") == position)["_ctr"]
-    ctr = float(base[0]) if base.len() else float(log["clicked"].mean() or 0.0)
+    ctr = float(base[0]) if base.len() else float(cast(float, log["clicked"].mean()) or 0.0)
     if ctr <= 0:  # no click at the slot: the model predicts none
         return pl.DataFrame({"item_id": [], "q": []}, schema={"item_id": pl.String, "q": pl.Float64}), 0.0
     exam = by_position.with_columns((pl.col("_ctr") / ctr).alias("_exam")).select("position", "_exam")
@@ -274,7 +275,8 @@ def _with_q(df: pl.DataFrame, rewards: pl.DataFrame) -> pl.DataFrame:
         )
         wide = part if wide is None else wide.join(part, on="item_id", how="full", coalesce=True)
     assert wide is not None
-    pick = pl.when(pl.col("_fold") == folds[0]).then(pl.col(f"_q{folds[0]}").fill_null(defaults[folds[0]]))
+    fold0 = folds[0]
+    pick: Then | ChainedThen = pl.when(pl.col("_fold") == fold0).then(pl.col(f"_q{fold0}").fill_null(defaults[fold0]))
     for fold in folds[1:]:
         pick = pick.when(pl.col("_fold") == fold).then(pl.col(f"_q{fold}").fill_null(defaults[fold]))
     return (
@@ -466,7 +468,7 @@ def compare_policies(
     settings = {"position": position, "clip": clip, "cross_fit": cross_fit, "prior_strength": prior_strength,
                 "scale_model": scale_model,
                 "n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed,
-                "observed_click_rate": float(rows["clicked"].mean()),
+                "observed_click_rate": float(cast(float, rows["clicked"].mean())),
                 "reward_model": model_name}
     points, samples, results = {}, {}, {}
     for j, name in enumerate(names):

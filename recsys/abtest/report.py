@@ -182,7 +182,7 @@ def plot_segments(result: ABResult, path: Path) -> Path:
     import numpy as np
 
     segments = [s for s in result.segments if s.comparison is not None]
-    metrics = [m.metric for m in segments[0].comparison.metrics] if segments else []  # type: ignore[union-attr]
+    metrics = [m.metric for m in segments[0].comparison.metrics] if segments else []  # type: ignore[union-attr]  # only segments with a comparison
     fig = _figure(5.2 * max(len(metrics), 1), 0.45 * max(len(segments), 1) + 1.8)
     axes = fig.subplots(1, max(len(metrics), 1), sharey=True, squeeze=False)[0]
     if not segments:
@@ -194,7 +194,7 @@ def plot_segments(result: ABResult, path: Path) -> Path:
     y = np.arange(len(segments))[::-1].astype(float)
     for ax, metric in zip(axes, metrics, strict=True):
         for seg, yy in zip(segments, y, strict=True):
-            m = seg.comparison.by_metric()[metric]  # type: ignore[union-attr]
+            m = seg.comparison.by_metric()[metric]  # type: ignore[union-attr]  # only segments with a comparison
             color = COLOR_A if seg.kind == "history" else COLOR_B
             face = color if m.significant else "white"
             ax.errorbar([m.diff], [yy], xerr=[[max(m.diff - m.ci_low, 0)], [max(m.ci_high - m.diff, 0)]],

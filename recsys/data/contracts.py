@@ -7,7 +7,7 @@ point at known items. Validation failures raise `DataError` naming file, column 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from recsys.errors import DataError
 
@@ -166,7 +166,7 @@ def _parse_iso(text: pl.Series) -> pl.Series:
         attempt = frame.select(pl.col("t").str.to_datetime(format=fmt, strict=False, time_unit="us"))["t"]
         attempt = (
             attempt.dt.replace_time_zone("UTC")
-            if attempt.dtype.time_zone is None
+            if cast("pl.Datetime", attempt.dtype).time_zone is None
             else attempt.dt.convert_time_zone("UTC")
         )
         parsed = parsed.fill_null(attempt)

@@ -52,14 +52,14 @@ ML100K_GENRES = (
     "War", "Western",
 )  # fmt: skip
 _YEAR = r"\((\d{4})(?:\s*[-–]\s*\d{4})?\)\s*$"
-_FILES = {
+_FILES: dict[Variant, tuple[str, str]] = {
     "latest-small": ("movies.csv", "ratings.csv"),
     "100k": ("u.item", "u.data"),
     "1m": ("movies.dat", "ratings.dat"),
 }
 
 
-def detect_variant(path: str | Path) -> str:
+def detect_variant(path: str | Path) -> Variant:
     """The variant whose files are in `path` (ml-latest and ml-latest-small share one format)."""
     folder = Path(path)
     for variant, names in _FILES.items():
@@ -101,7 +101,7 @@ def load_movielens(
     folder = _resolve_folder(path)
     found = detect_variant(folder)
     if variant is None:
-        variant = found  # type: ignore[assignment]
+        variant = found
     elif variant not in VARIANTS:
         raise ConfigError(f"unknown MovieLens variant {variant!r}; use one of {', '.join(VARIANTS)}")
     elif _FILES.get(variant, _FILES["latest-small"]) != _FILES.get(found, _FILES["latest-small"]):

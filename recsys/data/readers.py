@@ -12,7 +12,7 @@ import codecs
 import csv
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from recsys.data.contracts import (
     IMPRESSIONS_REQUIRED,
@@ -212,7 +212,7 @@ def _read_delimited(path: Path, delimiter: str) -> pl.DataFrame:
     # row numbers of every other row still match the file.
     if frame.height:
         filled = frame.select(pl.any_horizontal(pl.all().is_not_null())).to_series()
-        last = int(filled.arg_true().max()) + 1 if filled.any() else 0
+        last = cast(int, filled.arg_true().max()) + 1 if filled.any() else 0
         frame = frame.head(last)
     return frame
 

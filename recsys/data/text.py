@@ -33,7 +33,7 @@ _LEADING_SEPARATORS = " \t|;,/:.-–—"
 _SPACES = re.compile(r"\s+")
 
 
-def _parse(template: str) -> list[tuple[str, str | None, str, str | None]]:
+def _parse(template: str) -> list[tuple[str, str | None, str | None, str | None]]:
     try:
         return list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -57,11 +57,11 @@ def _chunks(template: str) -> list[tuple[str, str, str, str | None, str]]:
     for i, (opener, name, spec, conv) in enumerate(fields):
         if i + 1 < len(fields):
             following = fields[i + 1][0]
-            closer = _CLOSERS.match(following).group(0)  # type: ignore[union-attr]
+            closer = _CLOSERS.match(following).group(0)  # type: ignore[union-attr]  # `^...*` always matches
         else:
             closer = trailing
         if i > 0:
-            opener = opener[len(_CLOSERS.match(opener).group(0)) :]  # type: ignore[union-attr]
+            opener = opener[len(_CLOSERS.match(opener).group(0)) :]  # type: ignore[union-attr]  # always matches
         out.append((opener, name, spec, conv, closer))
     return out
 

@@ -458,6 +458,7 @@ class VectorIndex:
     def _can_probe_more(self, scale: int) -> bool:
         if self.kind not in ("ivf_flat", "ivf_pq"):
             return False
+        assert self.config.nprobe is not None and self.config.nlist is not None  # set by resolve + calibration
         return self.config.nprobe * scale < self.config.nlist
 
     def _raw_search(self, q: np.ndarray, fetch: int, probe_scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -472,8 +473,10 @@ class VectorIndex:
                 self._gpu = None
         params = None
         if cfg.kind == "hnsw":
+            assert cfg.ef_search is not None  # set by calibration at build
             params = faiss.SearchParametersHNSW(efSearch=max(cfg.ef_search, fetch))
         elif cfg.kind in ("ivf_flat", "ivf_pq"):
+            assert cfg.nprobe is not None and cfg.nlist is not None  # set by resolve + calibration
             params = faiss.SearchParametersIVF(nprobe=min(cfg.nprobe * probe_scale, cfg.nlist))
         if params is None:
             return self._cpu.search(q, fetch)
@@ -638,11 +641,13 @@ def _calibrate(index: Any, x: np.ndarray, cfg: IndexConfig) -> tuple[IndexConfig
     if cfg.kind == "hnsw" and cfg.ef_search is None:
         name, fallback, ladder = "ef_search", 256, _doubling(128, max(128, len(x)), cap=4096)
     elif cfg.kind in ("ivf_flat", "ivf_pq") and cfg.nprobe is None:
+        assert cfg.nlist is not None  # set by IndexConfig.resolve
         name, fallback, ladder = "nprobe", min(cfg.nlist, max(16, cfg.nlist // 8)), _doubling(8, cfg.nlist)
     else:
         return cfg, None
     if cfg.calibrate_recall is None:
-        return replace(cfg, **{name: fallback}), None
+        knob: dict[str, Any] = {name: fallback}  # one of the int knobs
+        return replace(cfg, **knob), None
     n, dim = x.shape
     k = min(100, n)
     rng = np.random.default_rng(cfg.seed + 1)
@@ -650,7 +655,8 @@ def _calibrate(index: Any, x: np.ndarray, cfg: IndexConfig) -> tuple[IndexConfig
     scale = np.linalg.norm(base, axis=1, keepdims=True) / math.sqrt(dim)
     queries = np.ascontiguousarray(base + 0.1 * scale * rng.standard_normal(base.shape).astype(np.float32))
     _, truth = faiss.knn(queries, x, k, metric=faiss.METRIC_INNER_PRODUCT)
-    chosen, recall, tried = ladder[-1], 0.0, []
+    chosen, recall = ladder[-1], 0.0
+    tried: list[tuple[int, float]] = []
     for value in ladder:
         if name == "ef_search":
             params = faiss.SearchParametersHNSW(efSearch=value)
@@ -670,7 +676,8 @@ def _calibrate(index: Any, x: np.ndarray, cfg: IndexConfig) -> tuple[IndexConfig
                     name, chosen, k, recall, cfg.calibrate_recall)
     info = {"param": name, "value": int(chosen), "recall_at_100": round(recall, 4), "queries": len(queries),
             "target": cfg.calibrate_recall, "tried": [[int(v), round(r, 4)] for v, r in tried]}
-    return replace(cfg, **{name: int(chosen)}), info
+    knob = {name: int(chosen)}
+    return replace(cfg, **knob), info
 
 
 def _doubling(start: int, stop: int, cap: int | None = None) -> list[int]:

@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.routing import Match
+from starlette.types import Scope
 
 from recsys import __version__
 from recsys.errors import DataError, RecsysError
@@ -92,7 +93,9 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     keys = [key for key in api_keys if key]
     holder = ServiceHolder(recommender)
     metrics = ServiceMetrics(lambda: holder.recommender)
-    RecommendRequest = request_model(config)  # a class, built per app (its bounds)
+    # A class built per app (its bounds); FastAPI reads it from the endpoint's annotation at runtime. Any:
+    # a type checker can use it as an annotation but cannot know its fields.
+    RecommendRequest: Any = request_model(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -124,7 +127,7 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES, tags=["recommend"],
               summary="Top-k items for a user, a list of recent items, or a free text", dependencies=security)
-    def recommend(body: RecommendRequest, request: Request) -> dict[str, Any]:  # type: ignore[valid-type]
+    def recommend(body: RecommendRequest, request: Request) -> dict[str, Any]:
         rec = holder.get()
         result = rec.recommend(user_id=body.user_id, history=body.item_ids, text=body.text, k=body.k,
                                exclude_seen=body.exclude_seen, filters=body.filters, explain=body.explain)
@@ -177,7 +180,7 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
         return SafeJSONResponse({"detail": str(exc), "request_id": _request_id(request)}, status_code=503,
                                 headers={"Retry-After": "1"})
 
-    def route_of(scope: dict[str, Any]) -> str:
+    def route_of(scope: Scope) -> str:
         route = scope.get("route")
         if route is None:
             route = next((r for r in app.router.routes if r.matches(scope)[0] != Match.NONE), None)

@@ -74,7 +74,7 @@ class _Task:
 class EncodeBatcher:
     """Queue of encoding tasks served by one daemon thread (see the module doc)."""
 
-    kinds = KINDS[:-1]
+    kinds: tuple[str, ...] = KINDS[:-1]
 
     def __init__(self, max_batch: int = 64, name: str = "recsys-encoder") -> None:
         self.max_batch = max_batch
@@ -141,7 +141,7 @@ class EncodeBatcher:
             return id(task.target), task.kind, task.payload.shared
         return id(task.target), task.kind
 
-    def _work(self, tasks: list[_Task]) -> Sequence[Any]:
+    def _work(self, tasks: list[_Task]) -> Sequence[Any] | np.ndarray:
         return _encode(tasks[0].kind, tasks[0].target, [t.payload for t in tasks])
 
     def _run_group(self, tasks: list[_Task]) -> None:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class UserHistory:
 
 def folder_signature(folder: str | Path) -> tuple:
     """(name, size, mtime) of the dataset's files: cheap to poll, changes when the folder is rewritten."""
-    out = []
+    out: list[tuple[str, int | None, int | None]] = []
     for name in DATASET_FILES:
         try:
             stat = (Path(folder) / name).stat()
@@ -173,13 +173,13 @@ def _histories(interactions: pl.DataFrame) -> tuple[dict[str, tuple[list[str], n
 
 def _popularity(interactions: pl.DataFrame, catalog: list[str], days: float) -> tuple[list[str], np.ndarray, int]:
     """Catalog items by (window count, all-time count) descending, then id; and how many had window activity."""
-    from datetime import timedelta
+    from datetime import datetime, timedelta
 
     import polars as pl
 
     items = pl.DataFrame({"item_id": pl.Series(catalog, dtype=pl.String)})
     if interactions.height:
-        cutoff = interactions["ts"].max() - timedelta(days=days)
+        cutoff = cast(datetime, interactions["ts"].max()) - timedelta(days=days)  # a non-empty Datetime column
         recent = interactions.filter(pl.col("ts") >= cutoff).group_by("item_id").len("window")
         total = interactions.group_by("item_id").len("total")
     else:

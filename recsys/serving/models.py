@@ -103,7 +103,7 @@ class RankerSource:
         try:
             import ranking
 
-            return ranking.load_ranker, None  # type: ignore[attr-defined]
+            return ranking.load_ranker, None
         except (ImportError, AttributeError) as exc:
             return None, f"ranking.load_ranker is not available ({type(exc).__name__}: {exc})"
 

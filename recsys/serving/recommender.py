@@ -281,10 +281,12 @@ class Recommender:
         history_ts = None
         if stamps is not None:
             history_ts = [datetime.fromtimestamp(int(us) / 1e6, tz=timezone.utc) for us in stamps[::-1]]
+        # Callers ask only when the state has a ranker; the state makes its ItemVectors when built.
+        assert state.ranker is not None and state.item_vectors is not None
         # Stored vectors (NaN rows for items the index lacks: new since the last nightly run); see ItemVectors.
-        item_vectors = state.item_vectors.for_request()  # type: ignore[union-attr]
+        item_vectors = state.item_vectors.for_request()
         ranker_items = getattr(state.ranker, "item_ids", None)
-        item_matrix = state.item_vectors.aligned(ranker_items) if ranker_items is not None else None  # type: ignore[union-attr]
+        item_matrix = state.item_vectors.aligned(ranker_items) if ranker_items is not None else None
         ranked = RankRequest(history=list(reversed(request.newest)), candidates=list(candidates),
                              interest=list(interest), k=k, user_id=request.user_id, history_ts=history_ts,
                              exclude=frozenset(exclude), allowed=allowed,
@@ -293,7 +295,7 @@ class Recommender:
         started = time.perf_counter()
         try:
             with self._rank_slots:  # a few at a time: more threads only fight over the GIL (ServingConfig)
-                result = state.ranker.rank(ranked, explain=request.explain)  # type: ignore[union-attr]
+                result = state.ranker.rank(ranked, explain=request.explain)
         except Exception:
             log.exception("ranker %s failed; serving this request in retrieval order", state.ranker_version)
             with self._stats_lock:
@@ -302,7 +304,8 @@ class Recommender:
         finally:
             request.timings["rank"] = (time.perf_counter() - started) * 1000
         titles, banned = state.catalog.title_of, set(exclude)
-        explanations = result.explanations or [None] * len(result.item_ids)
+        explanations: Sequence[dict[str, Any] | None] = (result.explanations if result.explanations
+                                                         else [None] * len(result.item_ids))
         items: list[Recommendation] = []
         for item, score, source, why in zip(result.item_ids, result.scores, result.sources, explanations, strict=False):
             if item in banned or (allowed is not None and item not in allowed) or item not in state.catalog:

@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recsys.errors import ConfigError
 from recsys.serving.config import ServingConfig
@@ -127,8 +127,8 @@ def serve(options: ServeOptions) -> None:
                                            "encoder": options.encoder, "ranker": options.ranker,
                                            "api_keys": len(options.api_keys),
                                            "poll_interval": options.config.poll_interval}})
-    common = {"host": options.host, "port": options.port, "log_config": None, "access_log": False,
-              "log_level": options.log_level.lower(), "timeout_keep_alive": options.config.keep_alive}
+    common: dict[str, Any] = {"host": options.host, "port": options.port, "log_config": None, "access_log": False,
+                              "log_level": options.log_level.lower(), "timeout_keep_alive": options.config.keep_alive}
     if options.workers == 1:
         uvicorn.run(build_app(options), **common)
         return

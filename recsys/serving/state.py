@@ -64,8 +64,9 @@ class UserVectors:
         if any(v != encoder_version for v in versions):
             raise DataError(f"user vectors were encoded with {versions}, the index with {encoder_version}",
                             column="encoder_version")
-        vectors = np.ascontiguousarray(np.stack(frame["vector"].to_numpy()).astype(np.float32)) if frame.height \
-            else np.zeros((0, dim), dtype=np.float32)
+        # the ignore: np.stack takes the rows of the 2-d array to_numpy gives; numpy's stubs want a sequence
+        vectors = (np.ascontiguousarray(np.stack(frame["vector"].to_numpy()).astype(np.float32))  # type: ignore[call-overload]
+                   if frame.height else np.zeros((0, dim), dtype=np.float32))
         if frame.height and vectors.shape[1] != dim:
             raise DataError(f"user vectors are {vectors.shape[1]}-d, the index {dim}-d", column="vector")
         last = None
@@ -226,6 +227,7 @@ class ServingState:
         if self.item_vectors is None or self.item_vectors.index is not self.index:
             object.__setattr__(self, "item_vectors", ItemVectors(self.index))
         if self.ranker is not None:
+            assert self.item_vectors is not None  # set just above
             self.item_vectors.warm()  # states are built off the request path (load, refresh), never per request
 
     @property

@@ -13,6 +13,7 @@ from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
     import polars as pl
+    from polars.expr.whenthen import ChainedThen, Then
 
 
 _FIELDS = ("adj", "adjl", "noun", "noun2", "topic", "hook", "maker", "extra")
@@ -184,10 +185,10 @@ def _item_text(
         sub = frame.filter(pl.col("_cat") == c)
         if sub.height == 0:
             continue
-        title = pl.when(pl.col("_tt") == 0).then(_template_expr(category.titles[0]))
+        title: Then | ChainedThen = pl.when(pl.col("_tt") == 0).then(_template_expr(category.titles[0]))
         for j, template in enumerate(category.titles[1:], start=1):
             title = title.when(pl.col("_tt") == j).then(_template_expr(template))
-        desc = pl.when(pl.col("_dt") == 0).then(_template_expr(category.descriptions[0]))
+        desc: Then | ChainedThen = pl.when(pl.col("_dt") == 0).then(_template_expr(category.descriptions[0]))
         for j, template in enumerate(category.descriptions[1:], start=1):
             desc = desc.when(pl.col("_dt") == j).then(_template_expr(template))
         parts.append(sub.select("_row", title.alias("title"), desc.alias("description")))

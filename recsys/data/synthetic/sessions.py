@@ -85,8 +85,7 @@ def _sample_topics(
     out = np.empty(len(uidx), dtype=np.int64)
     for s in range(0, len(uidx), chunk):
         a, us = anchor[s:s + chunk], uidx[s:s + chunk]
-        given = category is not None
-        c = category[s:s + chunk] if given else inverse_cdf(truth.theta[a, us], u_cat[s:s + chunk])
+        c = category[s:s + chunk] if category is not None else inverse_cdf(truth.theta[a, us], u_cat[s:s + chunk])
         t = inverse_cdf(truth.phi[a, us, c], u_topic[s:s + chunk])
         out[s:s + chunk] = c * TOPICS_PER_CATEGORY + t
     return out

@@ -46,8 +46,8 @@ def _category(
     series_sep: str, topics: tuple[Topic, ...],
 ) -> Category:
     """A `Category` from ``|``-separated word lists (compact to read and to edit)."""
-    lists = (tuple(v.split("|")) for v in (adjs, makers, extras, titles, descriptions))
-    return Category(name, signature, *lists, series_sep, topics)
+    adj, maker, extra, title, description = (tuple(v.split("|")) for v in (adjs, makers, extras, titles, descriptions))
+    return Category(name, signature, adj, maker, extra, title, description, series_sep, topics)
 
 
 CATEGORIES: tuple[Category, ...] = (
