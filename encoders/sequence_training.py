@@ -45,7 +45,7 @@ from recsys.errors import ConfigError
 class SequenceTrainConfig:
     """Optimisation budget; the defaults fit ml-latest-small in a few CPU minutes."""
 
-    epochs: int = 200
+    epochs: int = 40
     tokens_per_batch: int = 2048
     lr: float = 2e-3
     weight_decay: float = 0.0

@@ -177,7 +177,10 @@ def train_encoder(
 
     # The sequence tower is trained afterwards on the tuned item vectors; the text stage is
     # early-stopped on the text tower's own validation score, the signal it optimises.
-    evaluate = evaluate_pooled if tower == "pooled" else evaluate_text  # auto: text, the tower it may serve
+    # auto: the text tower, the one it may serve; a frozen encoder under the sequence tower is only
+    # scored for the record, and the pooled score needs no pass of the histories through MiniLM.
+    cheap = tower == "pooled" or (tower == "sequence" and text_config.method == "frozen")
+    evaluate = evaluate_pooled if cheap else evaluate_text
     seqs = Sequences(valid_users, valid_hist)
     pool = None
     if text_config.hard_negatives and text_config.method != "frozen":

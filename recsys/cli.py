@@ -209,7 +209,8 @@ def train_encoder_command(
     train_prior: float = typer.Option(0.05, "--train-prior", min=0.0,
                                       help="Beta of a popularity prior inside the training logits (0: off), so "
                                       "the encoder learns what popularity does not explain."),
-    seq_epochs: int = typer.Option(200, "--seq-epochs", help="Sequence tower: most epochs (early-stopped)."),
+    seq_epochs: int = typer.Option(40, "--seq-epochs",
+                                   help="Sequence tower: epochs of the cosine schedule (early-stopped on validation)."),
     seq_items: str = typer.Option("hybrid", "--seq-items",
                                   help="Sequence tower item vectors: hybrid (text projection + id embedding of "
                                   "warm items), id (SASRec), or text."),
