@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=SequenceTrainConfig().epochs, help="sequence tower schedule")
+    parser.add_argument("--no-refit", action="store_true", help="score test with the early-stopped tower")
     args = parser.parse_args()
     dataset = load_movielens(args.movielens)
     split, cold = cold_split(leave_last_out(dataset.interactions), args.cold_items, args.seed)
@@ -76,7 +78,8 @@ def main() -> None:
         run = train_encoder(dataset, split, args.work / system, tower="sequence",
                             text_config=TextTrainConfig(method="frozen", threads=args.threads),
                             sequence_config=SequenceConfig(items=system),
-                            sequence_train_config=SequenceTrainConfig(threads=args.threads))
+                            sequence_train_config=SequenceTrainConfig(epochs=args.epochs, refit=not args.no_refit,
+                                                                      threads=args.threads))
         topk = pl.read_parquet(args.work / system / "topk_test.parquet")
         rows[f"sequence ({system})"] = {**scores(topk, cold_targets), "all users ndcg@10": run.test["ndcg@10"],
                                         "minutes": round((time.perf_counter() - started) / 60, 1)}

@@ -182,8 +182,13 @@ class SequenceTower(nn.Module):
         rows = torch.arange(self.text.shape[0], device=self.text.device)
         return self.item_vectors(self.text, rows)
 
-    def states(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        """Causal states [B, L, dim] of right-aligned windows `items` [B, L] with gap buckets `gaps`."""
+    def states(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor,
+               padding: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal states [B, L, dim] of right-aligned windows `items` [B, L] with gap buckets `gaps`.
+
+        `items` index `matrix`; `padding` marks padded slots (default: `items == 0`, for callers
+        that pass the full item matrix, whose row 0 is padding).
+        """
         length = items.shape[1]
         if length > self.config.max_len:
             raise ConfigError(f"window of {length} items exceeds the tower's max_len {self.config.max_len}")
@@ -192,14 +197,15 @@ class SequenceTower(nn.Module):
         if self.gap is not None:
             x = x + self.gap(gaps)
         x = self.input_dropout(self.input_norm(x))
-        allowed = attention_allowed(items)
+        allowed = attention_allowed(items if padding is None else (~padding).long())
         for block in self.blocks:
             x = block(x, allowed)
         return self.output_norm(x)
 
-    def user_vectors(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    def user_vectors(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor,
+                     padding: torch.Tensor | None = None) -> torch.Tensor:
         """The newest slot's state: the vector that scores the next item by inner product."""
-        return self.states(items, gaps, matrix)[:, -1]
+        return self.states(items, gaps, matrix, padding)[:, -1]
 
 
 @dataclass
@@ -240,15 +246,23 @@ def cosine_warmup(step: int, total: int, warmup: int) -> float:
 
 
 def user_vectors(model: SequenceTower, hist: SequenceHistories, max_len: int, batch_size: int = 256) -> np.ndarray:
-    """The tower's output for each history's newest slot (one vector per user)."""
+    """The tower's output for each history's newest slot (one vector per user).
+
+    Only the item vectors a batch reads are computed (not the whole catalog's), so one online
+    history costs a 200-slot forward pass, not a projection of every item.
+    """
     model.eval()
     out = [np.zeros((0, model.config.dim), dtype=np.float32)]
     with torch.inference_mode():
-        matrix = model.item_matrix()
         for start in range(0, len(hist.items), batch_size):
-            items = torch.as_tensor(right_aligned(hist.items[start : start + batch_size], max_len))
+            items = right_aligned(hist.items[start : start + batch_size], max_len)
             gaps = torch.as_tensor(right_aligned(hist.gaps[start : start + batch_size], max_len))
-            out.append(model.user_vectors(items, gaps, matrix).numpy())
+            rows, local = np.unique(items, return_inverse=True)  # row 0 (padding) maps to itself if present
+            rows_t = torch.as_tensor(rows)
+            matrix = model.item_vectors(model.text[rows_t], rows_t)
+            local_t = torch.as_tensor(local.reshape(items.shape))
+            vectors = model.user_vectors(local_t, gaps, matrix, padding=torch.as_tensor(items) == 0)
+            out.append(vectors.numpy())
     return np.concatenate(out)
 
 

@@ -23,6 +23,7 @@ from encoders.sequence import (
     build_model,
     gaps_of,
     item_matrix,
+    right_aligned,
     user_vectors,
 )
 from encoders.sequence_training import (
@@ -208,3 +209,16 @@ def test_ndcg_excludes_history_and_disallowed_rows():
     allowed = np.array([False, True, True, False, True])
     # item 1 is history, item 3 is outside the catalog: the target (4) ranks second after item 2
     assert ndcg10_of_targets(np.array([[1.0]]), matrix, hist, {"u": 4}, allowed) == pytest.approx(1 / np.log2(3))
+
+
+def test_user_vectors_read_only_the_items_they_need_and_match_the_full_matrix():
+    """Serving computes just the history's item vectors; the result equals the full-matrix forward pass."""
+    text = np.random.default_rng(2).normal(size=(40, 8)).astype(np.float32)
+    warm = np.random.default_rng(3).random(40) > 0.3
+    model = build_model(text, warm, SequenceConfig(dim=16, heads=2, max_len=10, items="hybrid")).eval()
+    hist = SequenceHistories(["a", "b"], [np.array([3, 9, 27, 5]), np.arange(1, 15)],
+                             [np.array([0, 2, 0, 5]), np.zeros(14, np.int64)])
+    with torch.no_grad():
+        full = model.user_vectors(torch.as_tensor(right_aligned(hist.items, 10)),
+                                  torch.as_tensor(right_aligned(hist.gaps, 10)), model.item_matrix()).numpy()
+    np.testing.assert_allclose(user_vectors(model, hist, 10), full, rtol=1e-5, atol=1e-6)
