@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=SequenceTrainConfig().epochs, help="sequence tower schedule")
     parser.add_argument("--no-refit", action="store_true", help="score test with the early-stopped tower")
+    parser.add_argument("--id-dropout", type=float, default=0.0, help="hybrid items: id embeddings dropped in training")
     args = parser.parse_args()
     dataset = load_movielens(args.movielens)
     full = leave_last_out(dataset.interactions)
@@ -78,7 +79,7 @@ def main() -> None:
         started = time.perf_counter()
         run = train_encoder(dataset, split, args.work / system, tower="sequence",
                             text_config=TextTrainConfig(method="frozen", threads=args.threads),
-                            sequence_config=SequenceConfig(items=system),
+                            sequence_config=SequenceConfig(items=system, id_dropout=args.id_dropout),
                             sequence_train_config=SequenceTrainConfig(epochs=args.epochs, refit=not args.no_refit,
                                                                       threads=args.threads))
         topk = pl.read_parquet(args.work / system / "topk_test.parquet")

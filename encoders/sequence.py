@@ -49,6 +49,9 @@ class SequenceConfig:
     dropout: float = 0.5
     items: str = "hybrid"
     time_gaps: bool = True
+    # Hybrid items: the share of items whose id embedding is dropped in each training step, so the
+    # text part alone must score them, as it must for items never seen in training (cold items).
+    id_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.items not in ITEM_REPRESENTATIONS:
@@ -178,8 +181,14 @@ class SequenceTower(nn.Module):
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
     def item_matrix(self) -> torch.Tensor:
-        """Vectors of every row (row 0 = padding, never scored); the same ones go to the retrieval index."""
+        """Vectors of every row (row 0 = padding, never scored); the same ones go to the retrieval index.
+
+        In training with `id_dropout`, a random share of rows gets no id part for this step.
+        """
         rows = torch.arange(self.text.shape[0], device=self.text.device)
+        if self.training and self.config.id_dropout > 0 and self.text_proj is not None and self.item_id is not None:
+            keep = (torch.rand(len(rows), 1, device=rows.device) >= self.config.id_dropout).float()
+            return self.text_proj(self.text) + self.item_id(rows) * self.warm * keep
         return self.item_vectors(self.text, rows)
 
     def states(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor,

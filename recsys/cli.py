@@ -224,6 +224,9 @@ def train_encoder_command(
     seq_refit: bool = typer.Option(True, "--seq-refit/--no-seq-refit",
                                    help="Retrain the sequence tower on train + validation for the chosen epochs."),
     seq_minutes: float | None = typer.Option(None, "--seq-minutes", help="Sequence tower: wall-clock cap."),
+    seq_id_dropout: float = typer.Option(0.0, "--seq-id-dropout", min=0.0, max=1.0,
+                                         help="Hybrid items: share of id embeddings dropped per training step, so "
+                                         "the text part learns to score items alone (cold items)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     register: bool = typer.Option(True, "--register/--no-register", help="Log and register in MLflow."),
@@ -251,7 +254,7 @@ def train_encoder_command(
     seq_train = replace(SequenceTrainConfig(), epochs=seq_epochs, lr=seq_lr, patience=seq_patience, refit=seq_refit,
                         seed=seed, threads=threads, max_seconds=None if seq_minutes is None else seq_minutes * 60)
     seq_model = SequenceConfig(dim=seq_dim, layers=seq_layers, max_len=seq_max_len, dropout=seq_dropout,
-                               items=seq_items)
+                               items=seq_items, id_dropout=seq_id_dropout)
     run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
                         text_config=text_config, sequence_config=seq_model, sequence_train_config=seq_train)
     columns = ("ndcg@10", "hr@10", "mrr@10", "hr@50")

@@ -222,3 +222,15 @@ def test_user_vectors_read_only_the_items_they_need_and_match_the_full_matrix():
         full = model.user_vectors(torch.as_tensor(right_aligned(hist.items, 10)),
                                   torch.as_tensor(right_aligned(hist.gaps, 10)), model.item_matrix()).numpy()
     np.testing.assert_allclose(user_vectors(model, hist, 10), full, rtol=1e-5, atol=1e-6)
+
+
+def test_id_dropout_trains_items_on_their_text_alone_and_never_serves_that_way():
+    text = np.random.default_rng(4).normal(size=(6, 8)).astype(np.float32)
+    model = build_model(text, np.ones(6, bool), SequenceConfig(dim=8, heads=2, max_len=4, items="hybrid",
+                                                               id_dropout=1.0))
+    with torch.no_grad():
+        projected = model.text_proj(torch.as_tensor(text))
+        model.train()
+        assert torch.allclose(model.item_matrix(), projected)  # every id part dropped in this step
+        model.eval()
+        assert not torch.allclose(model.item_matrix()[1:], projected[1:])  # served vectors keep their ids
