@@ -277,7 +277,7 @@ def _query_check(dataset: Dataset, view: CatalogView, encoder: TextEncoder, item
         with torch.inference_mode():
             query_text = vectors.model.item_vectors(torch.as_tensor(query_text),
                                                     torch.zeros(len(query_text), dtype=torch.long)).numpy()
-    elif tower == "text" and items.shape[1] == query_text.shape[1] + 1:  # the prior column
+    elif tower == "text" and vectors.report.get("beta", 0) > 0:  # the prior is the items' last column
         items, prior = items[:, :-1], items[:, -1]
     genres = genre_sets(dataset.items)
     item_genres = None
@@ -344,11 +344,12 @@ def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, v
     test_vec = user_vectors(model, test_seq, config.max_len)[[by_user_test[u] for u in test_users]]
     folder = out / "sequence"
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "item_matrix.npy", item_matrix(model)[1:])
+    test_items = item_matrix(model)[1:]
+    np.save(folder / "item_matrix.npy", test_items)
     torch.save(model.state_dict(), folder / "model.pt")
     (folder / "config.json").write_text(json.dumps({"model": config.to_dict(),
                                                     "train": train_config.to_dict()}, indent=2))
-    vectors = TowerVectors(valid_vec, valid_matrix, test_vec, item_matrix(model)[1:], report.to_dict(), model=model)
+    vectors = TowerVectors(valid_vec, valid_matrix, test_vec, test_items, report.to_dict(), model=model)
     if not config.uses_text:  # id-only: an item without an id embedding has no vector to rank
         vectors.valid_rankable, vectors.test_rankable = warm[1:], test_warm[1:]
     return vectors
