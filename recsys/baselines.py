@@ -17,14 +17,13 @@ ranking routine, so their lists differ only in how items are scored:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
 
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import numpy as np
-    import polars as pl
-    import scipy.sparse as sp
 
 # Dense cells (users x candidates) scored at once; 8M float32 = 32 MB plus a few masks.
 _BATCH_CELLS = 1 << 23
@@ -47,8 +46,6 @@ class Baseline(Protocol):
 
 
 def _check_history(history: pl.DataFrame) -> pl.DataFrame:
-    import polars as pl
-
     for column in ("user_id", "item_id"):
         if column not in history.columns:
             raise DataError("history table is missing a required column", column=column)
@@ -73,8 +70,6 @@ class _RankingBaseline:
     # -- fitting ---------------------------------------------------------------------------------
     def _fit_items(self, history: pl.DataFrame) -> pl.DataFrame:
         """Index items and count them; returns `history` with an `_item` index column."""
-        import polars as pl
-
         counts = history.group_by("item_id").agg(pl.len().alias("count")).sort("item_id")
         self._items = counts["item_id"]
         self._counts = counts["count"].to_numpy().astype("float64")
@@ -106,9 +101,6 @@ class _RankingBaseline:
 
         A user gets fewer than `k` rows only when fewer than `k` candidates remain after `exclude`.
         """
-        import numpy as np
-        import polars as pl
-
         self._require_fitted()
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
@@ -162,8 +154,6 @@ class _RankingBaseline:
 
     def _candidates(self, catalog: pl.Series | None) -> pl.DataFrame:
         """Candidate items in tie-break order (popularity desc, item_id asc), `_pos` = column position."""
-        import polars as pl
-
         assert self._items is not None and self._counts is not None
         fitted = pl.DataFrame(
             {"item_id": self._items, "_item": range(self._items.len()), "_count": self._counts}
@@ -186,9 +176,6 @@ class _RankingBaseline:
     @staticmethod
     def _exclusions(exclude: pl.DataFrame | None, user_idx: pl.DataFrame, cand: pl.DataFrame):
         """(user position, candidate column) pairs to mask, sorted by user position."""
-        import numpy as np
-        import polars as pl
-
         if exclude is None or exclude.height == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         for column in ("user_id", "item_id"):
@@ -209,8 +196,6 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     Returns (row, column) arrays ordered by row, then by rank within the row. Columns are already in
     tie-break order, so "lowest column among equal scores" is the documented tie rule.
     """
-    import numpy as np
-
     n_rows, n_cols = scores.shape
     if n_rows == 0 or k == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -238,8 +223,6 @@ class MostPop(_RankingBaseline):
         return self
 
     def _score(self, state: Any, start: int, stop: int) -> np.ndarray:
-        import numpy as np
-
         assert self._counts is not None
         return np.broadcast_to(self._counts, (stop - start, self._counts.size))
 
@@ -290,10 +273,6 @@ class ItemKNN(_RankingBaseline):
         return f"ItemKNN(neighbors={self.neighbors}, shrink={self.shrink}, similarity={self.similarity!r})"
 
     def fit(self, history: pl.DataFrame) -> ItemKNN:
-        import numpy as np
-        import polars as pl
-        import scipy.sparse as sp
-
         indexed = self._fit_items(_check_history(history)).unique(["user_id", "item_id"])
         users = indexed.select(pl.col("user_id").unique().sort())
         users = users.with_row_index("_user").with_columns(pl.col("_user").cast(pl.Int64))
@@ -312,9 +291,6 @@ class ItemKNN(_RankingBaseline):
 
     def _similarities(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         """Pruned item-item similarity, computed one block of target columns at a time (bounded memory)."""
-        import numpy as np
-        import scipy.sparse as sp
-
         n_items = matrix.shape[1]
         by_item = matrix.T.tocsr()  # items x users
         support = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)  # |U_i|
@@ -354,8 +330,6 @@ class ItemKNN(_RankingBaseline):
         return weights
 
     def _prepare_users(self, users: pl.Series) -> Any:
-        import polars as pl
-
         assert self._users is not None and self._profiles is not None
         empty_row = self._profiles.shape[0] - 1
         rows = (

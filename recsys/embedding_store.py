@@ -40,21 +40,20 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
+import polars as pl
 
 from recsys.errors import ConfigError, DataError
 from recsys.fsutil import file_sha256, fsync_dir
-
-if TYPE_CHECKING:
-    import polars as pl
 
 STORE_FORMAT = 1
 DEFAULT_SHARD_SIZE = 4096
@@ -223,6 +222,7 @@ def exclusive_lock(path: Path, what: str, wait_s: float = 0.0) -> Iterator[None]
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # local (c): fcntl is POSIX-only and this module must import without it
         import fcntl
     except ImportError:  # pragma: no cover - Windows: single writer by convention
         yield
@@ -301,8 +301,6 @@ class EmbeddingStore:
     # --------------------------------------------------------------------------------- read
     def _read(self, encoder_version: str, variant: str | None) -> pl.DataFrame:
         """All rows of one encoder key, one per (item_id, text_sha256): the newest shard wins."""
-        import polars as pl
-
         shards = self.shards(encoder_version, variant)
         if not shards:
             return pl.DataFrame(schema={"item_id": pl.String, "text_sha256": pl.String, "vector": pl.Float32})
@@ -324,8 +322,6 @@ class EmbeddingStore:
     def plan(self, encoder_version: str, item_ids: Sequence[str], texts: Sequence[str] | None = None, *,
              text_hashes: Sequence[str] | None = None, variant: str | None = None) -> EmbeddingPlan:
         """Split a catalog into cached rows (with their vectors) and rows to encode."""
-        import polars as pl
-
         ids = [str(i) for i in item_ids]
         hashes = list(text_hashes) if text_hashes is not None else text_sha256(_strings(texts, "text"))
         if len(hashes) != len(ids):
@@ -357,8 +353,6 @@ class EmbeddingStore:
 
         Vectors are stored in the store's dtype; `as_stored` gives what a later read returns.
         """
-        import polars as pl
-
         x = np.asarray(vectors)
         if x.ndim != 2 or x.shape[0] != len(item_ids) or len(text_hashes) != len(item_ids):
             raise DataError(f"shard of {len(item_ids)} ids, {len(text_hashes)} hashes and vectors {x.shape}")
@@ -405,8 +399,6 @@ class EmbeddingStore:
 
         Returns the number of rows dropped (0 when nothing was rewritten).
         """
-        import polars as pl
-
         shards = self.shards(encoder_version, variant)
         if not shards:
             return 0
@@ -431,8 +423,6 @@ class EmbeddingStore:
 
     def prune_encoders(self, keep: Collection[str]) -> list[str]:
         """Delete the vectors of every encoder key not in `keep` (keys from `encoder_key`); returns them."""
-        import shutil
-
         base = self.root / ITEMS_DIR
         removed = []
         for folder in sorted(base.iterdir()) if base.is_dir() else []:
@@ -445,8 +435,6 @@ class EmbeddingStore:
 
     def clean_tmp(self) -> int:
         """Remove `.tmp` files and `.deleting` folders a killed run left behind; returns how many."""
-        import shutil
-
         base = self.root / ITEMS_DIR
         count = 0
         if base.is_dir():
@@ -489,8 +477,6 @@ def write_user_vectors(index_root: str | Path, user_ids: Sequence[str], vectors:
     hash, so rewriting the same vectors is idempotent. The returned dict goes into the index
     version's metadata (`extra.user_vectors`); `read_user_vectors` resolves and verifies it.
     """
-    import polars as pl
-
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != len(user_ids):
         raise DataError(f"{len(user_ids)} users but vectors of shape {x.shape}")
@@ -526,8 +512,6 @@ def read_user_vectors(index_root: str | Path, metadata: dict[str, Any], verify: 
 
     `DataError` when the version has none, the file is missing, or its SHA-256 differs.
     """
-    import polars as pl
-
     info = (metadata.get("extra") or {}).get("user_vectors") if "extra" in metadata else metadata.get("user_vectors")
     if not info:
         raise DataError(f"index version {metadata.get('version')!r} has no user vectors")

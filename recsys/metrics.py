@@ -34,11 +34,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
+import polars as pl
+
 from recsys.errors import ConfigError, DataError
+from recsys.splits import Split
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from recsys.splits import Stage
 
 PER_USER_METRICS = ("hr", "recall", "ndcg", "mrr", "map")
@@ -74,14 +76,10 @@ def _first_row(mask: pl.Series) -> int:
 
 def _as_str(df: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
     """Ids are strings by contract; integer ids from an outside file are accepted and cast so joins match."""
-    import polars as pl
-
     return df.with_columns([pl.col(c).cast(pl.String) for c in columns if df.schema[c] != pl.String])
 
 
 def _prepare_topk(topk: pl.DataFrame, file: str | None = None) -> pl.DataFrame:
-    import polars as pl
-
     _require(topk, ("user_id", "item_id", "rank"), "top-K", file)
     topk = _as_str(topk.select("user_id", "item_id", "rank"), ("user_id", "item_id"))
     if not topk.schema["rank"].is_integer():
@@ -118,15 +116,11 @@ def _prepare_targets(targets: pl.DataFrame, file: str | None = None) -> pl.DataF
 
 def _ideal_dcg(max_k: int):
     """idcg[n] = sum_{i=1..n} 1/log2(i+1), for n = 0..max_k (a lookup so IDCG needs no per-user loop)."""
-    import numpy as np
-
     return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, max_k + 2)))])
 
 
 def _per_user(topk: pl.DataFrame, relevant: pl.DataFrame, ks: list[int]) -> pl.DataFrame:
     """Core of `per_user_metrics` on already-validated tables."""
-    import polars as pl
-
     n_rel = relevant.group_by("user_id").agg(pl.len().alias("n_relevant"))
     max_k = ks[-1]
     hits = (
@@ -183,8 +177,6 @@ def _item_popularity(item_counts: pl.DataFrame, catalog: pl.Series | None) -> pl
     Catalog items never seen in training get count 0. For self-information, p uses a floor of one
     interaction, so a never-seen item has the largest finite novelty instead of infinity.
     """
-    import polars as pl
-
     _require(item_counts, ("item_id", "count"), "item_counts", None)
     counts = _as_str(item_counts.select("item_id", "count"), ("item_id",)).group_by("item_id").agg(
         pl.col("count").sum().cast(pl.Float64)
@@ -225,8 +217,6 @@ def evaluate_topk(
     Lists of users that are not target users are left out of every number, so that scoring a system
     that wrote lists for everyone equals scoring just the evaluated users.
     """
-    import polars as pl
-
     ks_sorted = _check_ks(ks)
     slots = _prepare_topk(topk)
     relevant = _prepare_targets(targets)
@@ -264,8 +254,6 @@ def evaluate_topk(
 
 def item_counts_from(history: pl.DataFrame) -> pl.DataFrame:
     """`item_id, count` of a history table: the popularity that novelty and bias are measured against."""
-    import polars as pl
-
     return history.group_by("item_id").agg(pl.len().alias("count"))
 
 
@@ -282,10 +270,6 @@ def score_topk_file(
     outside system is scored exactly as the built-in ones are. `users` restricts the target users
     (e.g. `recsys.ties.tie_free_users`).
     """
-    import polars as pl
-
-    from recsys.splits import Split
-
     path = Path(topk_path)
     if not path.exists():
         raise DataError("top-K file not found", file=str(path))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from tqdm.auto import tqdm
+
 T = TypeVar("T")
 
 
@@ -13,6 +15,5 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
     if not enabled:
         yield from items
         return
-    from tqdm.auto import tqdm
 
     yield from tqdm(items, desc=description, total=total, dynamic_ncols=True, leave=False)

@@ -57,6 +57,7 @@ def configure_mlflow(settings: Settings | None = None) -> str:
     The embedded default needs its work dir and artifact folder to exist before SQLite and the
     artifact repository touch them. Also remembered as the active settings for this module.
     """
+    # local (c): keeps mlflow out of `import recsys.registry` (tests/test_registry.py guards it)
     import mlflow
 
     global _active
@@ -175,6 +176,7 @@ def resolve_alias(kind: str, alias: str, settings: Settings | None = None) -> Re
 def _by_alias(name: str, alias: str, settings: Settings, ref: str) -> ResolvedModel:
     if not name or not alias:
         raise ConfigError(f"model reference '{ref}': both a model name and an alias are needed (name@alias)")
+    # local (c): keeps mlflow out of `import recsys.registry` (tests/test_registry.py guards it)
     from mlflow.exceptions import MlflowException
 
     client = _client(settings)
@@ -200,6 +202,7 @@ def _by_version(name: str, version: str, settings: Settings, ref: str) -> Resolv
 
 
 def _get_version(client: MlflowClient, name: str, version: int, settings: Settings | None) -> ResolvedModel:
+    # local (c): keeps mlflow out of `import recsys.registry` (tests/test_registry.py guards it)
     from mlflow.exceptions import MlflowException
 
     try:
@@ -212,6 +215,7 @@ def _get_version(client: MlflowClient, name: str, version: int, settings: Settin
 
 def _registered_model(client: MlflowClient, name: str, settings: Settings) -> Any:
     """The registered model, or a ConfigError listing the registered models that do exist."""
+    # local (c): keeps mlflow out of `import recsys.registry` (tests/test_registry.py guards it)
     from mlflow.exceptions import MlflowException
 
     try:
@@ -248,6 +252,7 @@ def _version_number(version: int | str, ref: str | None = None) -> int:
 
 
 def _client(settings: Settings) -> MlflowClient:
+    # local (c): keeps mlflow out of `import recsys.registry` (tests/test_registry.py guards it)
     from mlflow import MlflowClient
 
     if settings.embedded:

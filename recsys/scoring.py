@@ -7,12 +7,9 @@ are measured against this. Scores come in user batches so memory stays bounded f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import polars as pl
+import polars as pl
 
 
 def dense_topk(
@@ -30,8 +27,6 @@ def dense_topk(
     `exclude[u]` holds item row indices user u must not get (their history); `allowed` is a boolean
     mask over item rows (the ranking catalog). Ties are broken by item row order, deterministically.
     """
-    import polars as pl
-
     n_items = len(item_ids)
     k = min(k, n_items)
     out_users: list[str] = []

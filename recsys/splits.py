@@ -15,13 +15,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal, cast
+
+import polars as pl
 
 from recsys.data.order import chronological
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 SPLIT_MANIFEST = "split.json"
 Stage = Literal["valid", "test"]
@@ -39,8 +38,6 @@ class Split:
 
     def history(self, stage: Stage) -> pl.DataFrame:
         """Interactions a model may see when predicting `stage` targets (and must not recommend)."""
-        import polars as pl
-
         if stage == "valid":
             return self.train
         if stage == "test":
@@ -54,8 +51,6 @@ class Split:
 
     def catalog(self) -> pl.Series:
         """Every item with at least one interaction in any part (the full-ranking catalog)."""
-        import polars as pl
-
         return (
             pl.concat([self.train["item_id"], self.valid["item_id"], self.test["item_id"]])
             .unique()
@@ -85,8 +80,6 @@ class Split:
 
     @classmethod
     def load(cls, folder: str | Path) -> Split:
-        import polars as pl
-
         folder = Path(folder)
         manifest_path = folder / SPLIT_MANIFEST
         if not manifest_path.exists():
@@ -98,8 +91,6 @@ class Split:
 
 
 def _ordered(interactions: pl.DataFrame) -> pl.DataFrame:
-    import polars as pl
-
     return chronological(interactions).with_columns(
         pl.int_range(pl.len(), 0, -1).over("user_id").alias("_from_end")  # 1 = last interaction
     )
@@ -107,8 +98,6 @@ def _ordered(interactions: pl.DataFrame) -> pl.DataFrame:
 
 def leave_last_out(interactions: pl.DataFrame, min_interactions: int = 3) -> Split:
     """Per user: last interaction -> test, the one before -> valid, the rest -> train."""
-    import polars as pl
-
     if min_interactions < 3:
         raise ConfigError("min_interactions must be at least 3 (one train, one valid, one test)")
     ordered = _ordered(interactions).with_columns(pl.len().over("user_id").alias("_n"))
@@ -145,8 +134,6 @@ def global_time_cut(
     Every interaction of the test window is a target; users first seen after the cut stay in test
     (they are the cold-start users a deployed model would meet).
     """
-    import polars as pl
-
     test_at = _utc(test_start)
     valid_at = _utc(valid_start) if valid_start is not None else test_at
     if valid_at > test_at:

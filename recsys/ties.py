@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import polars as pl
+import polars as pl
 
+if TYPE_CHECKING:
     from recsys.splits import Split, Stage
 
 
@@ -29,8 +29,6 @@ def tie_free_users(split: Split, stage: Stage) -> pl.Series:
 
     Ids keep the split's `user_id` dtype. See the module docstring for the rule.
     """
-    import polars as pl
-
     targets = split.targets(stage).select("user_id", pl.col("ts").alias("_target_ts"))
     last = split.history(stage).group_by("user_id").agg(pl.col("ts").max().alias("_last_ts"))
     tied = (

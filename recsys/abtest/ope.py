@@ -66,12 +66,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import polars as pl
 
 from recsys.abtest.paired import DEFAULT_BOOTSTRAP, bootstrap_means
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    import polars as pl
     from polars.expr.whenthen import ChainedThen, Then
 
 ESTIMATORS = ("ips", "snips", "dr", "dm")
@@ -114,8 +114,6 @@ def _require(df: pl.DataFrame, columns: Sequence[str], what: str, file: str | No
 
 def _check_log(log: pl.DataFrame, file: str | None) -> pl.DataFrame:
     """The log's needed columns with string ids, float clicks; nulls and bad propensities rejected."""
-    import polars as pl
-
     _require(log, LOG_COLUMNS, "impression log", file)
     out = log.select(
         pl.col("request_id").cast(pl.String),
@@ -145,8 +143,6 @@ def _check_log(log: pl.DataFrame, file: str | None) -> pl.DataFrame:
 
 def slot_rows(log: pl.DataFrame, position: int = 0, file: str | None = None) -> pl.DataFrame:
     """The evaluated rows: one per request at `position` (`request_id, item_id, clicked, propensity`)."""
-    import polars as pl
-
     checked = _check_log(log, file)
     rows = checked.filter(pl.col("position") == position).drop("position")
     if rows.height == 0:
@@ -161,8 +157,6 @@ def slot_rows(log: pl.DataFrame, position: int = 0, file: str | None = None) -> 
 
 def _check_target(target: pl.DataFrame, requests: pl.Series, tolerance: float, name: str) -> pl.DataFrame:
     """Target rows of the evaluated requests, validated: probabilities in [0, 1] summing to 1 per request."""
-    import polars as pl
-
     _require(target, TARGET_COLUMNS, f"target policy {name}", None)
     table = target.select(
         pl.col("request_id").cast(pl.String),
@@ -208,8 +202,6 @@ def fit_reward_model(
     `log` is a checked log (string ids, float clicks) with every position; the default q (the log's
     click rate at `position`) is for items the log never showed.
     """
-    import polars as pl
-
     if prior_strength < 0:
         raise ConfigError(f"prior_strength must be >= 0, got {prior_strength!r}")
     by_position = log.group_by("position").agg(pl.col("clicked").mean().alias("_ctr"))
@@ -232,8 +224,6 @@ def fit_reward_model(
 
 
 def _folds(requests: pl.Series, cross_fit: int, seed: int) -> pl.DataFrame:
-    import polars as pl
-
     rng = np.random.default_rng(seed)
     fold = rng.permutation(requests.len()) % cross_fit
     return pl.DataFrame({"request_id": requests, "_fold": pl.Series(fold, dtype=pl.Int64)})
@@ -243,8 +233,6 @@ def _reward_tables(
     checked_log: pl.DataFrame, folds: pl.DataFrame, cross_fit: int, position: int, prior_strength: float
 ) -> pl.DataFrame:
     """`_fold, item_id, q` plus one row per fold with item_id null holding the default q."""
-    import polars as pl
-
     parts = []
     log_folds = checked_log.join(folds, on="request_id", how="left").with_columns(
         pl.col("_fold").fill_null(-1)
@@ -264,8 +252,6 @@ def _with_q(df: pl.DataFrame, rewards: pl.DataFrame) -> pl.DataFrame:
     The per-fold models are pivoted to one column per fold first, so the (large) target table is
     joined on `item_id` alone.
     """
-    import polars as pl
-
     folds = sorted(rewards["_fold"].unique().to_list())
     defaults = dict(rewards.filter(pl.col("item_id").is_null()).select("_fold", "q").iter_rows())
     wide = None
@@ -291,8 +277,6 @@ def _with_q(df: pl.DataFrame, rewards: pl.DataFrame) -> pl.DataFrame:
 
 def _custom_q(model: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFrame]:
     """A `q` lookup from a caller's reward table: `item_id, q` or `request_id, item_id, q`."""
-    import polars as pl
-
     _require(model, ("item_id", "q"), "reward model", None)
     keys = ["request_id", "item_id"] if "request_id" in model.columns else ["item_id"]
     ids = [pl.col(k).cast(pl.String) for k in keys]
@@ -329,8 +313,6 @@ def _policy_terms(
     A = w r is the IPS term, C = sum_a pi(a) q(a) - w q(a_i) the model's control variate (mean 0 when
     the propensities are right); the products let resamples recompute the DR scale.
     """
-    import polars as pl
-
     # the small side first: a left join from `rows` would hash the whole (large) target table on two keys
     matched = target.join(rows.select("request_id", "item_id"), on=["request_id", "item_id"], how="inner")
     logged = rows.join(matched, on=["request_id", "item_id"], how="left", maintain_order="left").with_columns(
@@ -522,8 +504,6 @@ def policy_from_topk(
     A static list per user ignores the request's time, so it may name items that did not exist yet
     at an old request; the estimate is then of a policy that could not have been run back then.
     """
-    import polars as pl
-
     if weighting not in ("uniform", "rank"):
         raise ConfigError(f"weighting must be 'uniform' or 'rank', got {weighting!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:

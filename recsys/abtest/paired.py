@@ -35,14 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
+import polars as pl
+from scipy import stats
 
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
+from recsys.metrics import PER_USER_METRICS, per_user_metrics
 
 Test = Literal["randomization", "ttest"]
 TESTS = ("randomization", "ttest")
@@ -205,8 +205,6 @@ def paired_ttest_pvalues(diffs: np.ndarray) -> np.ndarray:
     Zero-variance columns are decided exactly instead of by scipy's NaN: all zeros -> 1, a nonzero
     constant -> 0 (every user moved the same way by the same amount). One row -> NaN (no test).
     """
-    from scipy import stats
-
     matrix = _as_matrix(diffs, "t-test")
     out = np.full(matrix.shape[1], np.nan)
     if matrix.shape[0] < 2:
@@ -378,8 +376,6 @@ def compare_arrays(
 
 def metric_columns(per_user: pl.DataFrame) -> list[str]:
     """The metric columns of a `per_user_metrics` table, headline first: NDCG, HR, MRR, MAP, Recall per K."""
-    from recsys.metrics import PER_USER_METRICS
-
     order = ("ndcg", "hr", "mrr", "map", "recall")
     assert set(order) == set(PER_USER_METRICS)
     ks = sorted({int(c.split("@")[1]) for c in per_user.columns if "@" in c})
@@ -393,8 +389,6 @@ def align_per_user(
 
     Returns the user ids (sorted) and the two (users, metrics) matrices in that order.
     """
-    import polars as pl
-
     for label, table in (("A", per_user_a), ("B", per_user_b)):
         for column in ("user_id", *metrics):
             if column not in table.columns:
@@ -430,8 +424,6 @@ def compare_topk(
     does that), so a system cannot look better by skipping hard users. `metrics` defaults to every
     per-user metric at every K (Holm then corrects across all of them).
     """
-    from recsys.metrics import per_user_metrics
-
     per_a = per_user_metrics(topk_a, targets, ks)
     per_b = per_user_metrics(topk_b, targets, ks)
     names = list(metrics) if metrics is not None else metric_columns(per_a)

@@ -26,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from matplotlib.figure import Figure
+
 from recsys.abtest.paired import PairedComparison, display_name, format_p
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from recsys.abtest.ope import Estimate, OPEResult
     from recsys.abtest.segments import LiftBin, SegmentComparison
 
@@ -126,16 +127,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     return fig
 
 
 def plot_metrics(result: ABResult, path: Path) -> Path:
     """Left: each metric's mean for A and B with CIs. Right: B - A with its CI (solid = significant)."""
-    import numpy as np
-
     rows = result.comparison.metrics
     names = [display_name(m.metric) for m in rows]
     y = np.arange(len(rows))[::-1].astype(float)
@@ -179,8 +176,6 @@ def plot_metrics(result: ABResult, path: Path) -> Path:
 
 def plot_segments(result: ABResult, path: Path) -> Path:
     """A forest plot per segment metric: the paired difference of each segment with its CI."""
-    import numpy as np
-
     segments = [s for s in result.segments if s.comparison is not None]
     metrics = [m.metric for m in segments[0].comparison.metrics] if segments else []  # type: ignore[union-attr]  # only segments with a comparison
     fig = _figure(5.2 * max(len(metrics), 1), 0.45 * max(len(segments), 1) + 1.8)
@@ -217,8 +212,6 @@ def plot_segments(result: ABResult, path: Path) -> Path:
 
 def plot_lift_by_history(result: ABResult, path: Path) -> Path:
     """Top: A's and B's metric per history-length bin. Bottom: B - A with its CI per bin."""
-    import numpy as np
-
     bins = result.lift_bins
     fig = _figure(8, 6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1))
@@ -249,8 +242,6 @@ def plot_lift_by_history(result: ABResult, path: Path) -> Path:
 
 def plot_ope(result: ABResult, path: Path) -> Path:
     """Each estimator's click-rate estimate for A and B with its CI, and the logged click rate."""
-    import numpy as np
-
     assert result.ope is not None
     estimators = ("ips", "snips", "dr")
     results: dict[str, OPEResult] = result.ope["results"]

@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import polars as pl
 
 from recsys.abtest.paired import (
     PairedComparison,
@@ -39,9 +40,7 @@ from recsys.abtest.paired import (
     percentile_ci,
 )
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
+from recsys.metrics import evaluate_topk, item_counts_from, per_user_metrics
 
 USER_SEGMENTS = ("cold", "medium", "heavy")
 ITEM_SEGMENTS = ("head", "tail", "cold")
@@ -87,8 +86,6 @@ def _check_table(df: pl.DataFrame, columns: Sequence[str], what: str) -> None:
 
 def history_lengths(history: pl.DataFrame, users: pl.Series) -> pl.DataFrame:
     """`user_id, history_length` for each user in `users` (0 for a user with no history: cold start)."""
-    import polars as pl
-
     _check_table(history, ("user_id",), "history")
     counts = history.group_by(pl.col("user_id").cast(pl.String)).agg(pl.len().alias("history_length"))
     return (
@@ -112,8 +109,6 @@ def user_segments(
     history: pl.DataFrame, users: pl.Series, thresholds: tuple[int, int] | None = None
 ) -> tuple[pl.DataFrame, tuple[int, int]]:
     """`user_id, history_length, segment` (cold / medium / heavy) for each user, and the (t1, t2) used."""
-    import polars as pl
-
     lengths = history_lengths(history, users)
     if thresholds is None:
         t1, t2 = tercile_thresholds(lengths["history_length"].to_numpy())
@@ -140,8 +135,6 @@ def item_segments(
 
     Items are the catalog's (when given) plus every item of the history; `cold` = count 0.
     """
-    import polars as pl
-
     if not 0 < head_share < 1:
         raise ConfigError(f"head_share must be in (0, 1), got {head_share!r}")
     _check_table(history, ("item_id",), "history")
@@ -167,8 +160,6 @@ def item_segments(
 
 def target_item_segments(targets: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
     """Targets with the `segment` of their item; an item unknown to `items` is a cold item."""
-    import polars as pl
-
     _check_table(targets, ("user_id", "item_id"), "targets")
     return (
         targets.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
@@ -200,10 +191,6 @@ def segment_comparisons(
     label_a, label_b); Holm corrects across `metrics` within each segment. Returns the segments and a
     dict describing how they were cut (thresholds, head share, head mass).
     """
-    import polars as pl
-
-    from recsys.metrics import per_user_metrics
-
     per_a = per_user_metrics(topk_a, targets, ks)
     per_b = per_user_metrics(topk_b, targets, ks)
     users, a, b = align_per_user(per_a, per_b, metrics)
@@ -271,8 +258,6 @@ def lift_by_history(
     `users` (`user_id`, in the row order of `values_a`/`values_b`, 1-D arrays of the metric) is what
     `align_per_user` returns. Bins with a single user get a degenerate CI (the user's own difference).
     """
-    import polars as pl
-
     if n_bins < 1:
         raise ConfigError(f"n_bins must be >= 1, got {n_bins}")
     a = np.asarray(values_a, dtype=np.float64).ravel()
@@ -307,7 +292,5 @@ def beyond_accuracy(
     ks: Sequence[int] = (10, 50),
 ) -> dict[str, float]:
     """Coverage, novelty and popularity bias per K of one system's lists (`evaluate_topk` definitions)."""
-    from recsys.metrics import evaluate_topk, item_counts_from
-
     scores = evaluate_topk(topk, targets, ks=ks, catalog=catalog, item_counts=item_counts_from(history))
     return {key: value for key, value in scores.items() if key.split("@")[0] in BEYOND_ACCURACY}

@@ -7,12 +7,11 @@ point at known items. Validation failures raise `DataError` naming file, column 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal, cast
+
+import polars as pl
 
 from recsys.errors import DataError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 UTC_TS = ("us", "UTC")
 
@@ -47,8 +46,6 @@ def require_columns(df: pl.DataFrame, required: tuple[str, ...], source: str) ->
 
 
 def _as_string_id(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
-    import polars as pl
-
     col = df[column]
     if col.dtype == pl.String:
         # " 12" and "12" are the same id (hand-written CSVs put spaces after commas); zeros stay.
@@ -81,8 +78,6 @@ def parse_timestamps(
     column is one whose first value is a number; any other value in it is then reported as bad.
     `allow_null` keeps nulls (for optional columns such as items' ``created_at``).
     """
-    import polars as pl
-
     col = df[column]
     if col.null_count() and not allow_null:
         row, count = _first_row(col.is_null())
@@ -153,8 +148,6 @@ _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 
 def _parse_iso(text: pl.Series) -> pl.Series:
     """Each value by the first ISO-8601 layout that fits; nulls where none does."""
-    import polars as pl
-
     normal = (
         text.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
         .str.replace(r"\s*[Zz]$", "+00:00")
@@ -175,8 +168,6 @@ def _parse_iso(text: pl.Series) -> pl.Series:
 
 def check_unique(df: pl.DataFrame, columns: list[str], source: str) -> None:
     """Fail on the first row whose key was already seen, naming the row where it was first seen."""
-    import polars as pl
-
     repeat = ~df.select(pl.struct(columns).is_first_distinct()).to_series()
     if repeat.any():
         row, count = _first_row(repeat)
@@ -204,8 +195,6 @@ def validate_items(df: pl.DataFrame, source: str = "items") -> pl.DataFrame:
     they are features, and the text template renders them as text anyway. The known text columns and any
     other non-numeric scalar column (categoricals, for instance) become strings.
     """
-    import polars as pl
-
     require_columns(df, ITEMS_REQUIRED, source)
     df = _as_string_id(df, ITEM_ID, source)
     check_unique(df, [ITEM_ID], source)
@@ -226,8 +215,6 @@ def validate_items(df: pl.DataFrame, source: str = "items") -> pl.DataFrame:
 
 
 def _is_scalar(series: pl.Series) -> bool:
-    import polars as pl
-
     return not isinstance(series.dtype, (pl.List, pl.Struct, pl.Array))
 
 
@@ -242,8 +229,6 @@ def validate_interactions(
     `unknown_items="error"` (default) refuses interactions on items missing from the catalog;
     `"drop"` removes them and reports the count, for catalogs known to be partial.
     """
-    import polars as pl
-
     require_columns(df, INTERACTIONS_REQUIRED, source)
     df = _as_string_id(df, USER_ID, source)
     df = _as_string_id(df, ITEM_ID, source)
@@ -272,8 +257,6 @@ def validate_interactions(
 
 
 def _as_float(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
-    import polars as pl
-
     original = df[column]
     if original.dtype == pl.String:
         original = original.str.strip_chars()
@@ -291,8 +274,6 @@ def validate_impressions(
     df: pl.DataFrame, source: str = "impressions", items: pl.DataFrame | None = None
 ) -> pl.DataFrame:
     """Canonical impressions: one row per shown item in a request, with its click and propensity."""
-    import polars as pl
-
     require_columns(df, IMPRESSIONS_REQUIRED, source)
     for column in ("request_id", USER_ID, ITEM_ID):
         df = _as_string_id(df, column, source)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import polars as pl
+
+from recsys.data.contracts import validate_impressions, validate_interactions, validate_items
 from recsys.data.text import DEFAULT_TEMPLATE, render_item_text
 from recsys.errors import DataError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 MANIFEST = "dataset.json"
 
@@ -78,10 +77,6 @@ class Dataset:
     @classmethod
     def load(cls, folder: str | Path, validate: bool = True) -> Dataset:
         """Read a dataset folder written by `save` (or by `recsys data convert`)."""
-        import polars as pl
-
-        from recsys.data.contracts import validate_impressions, validate_interactions, validate_items
-
         folder = Path(folder)
         manifest_path = folder / MANIFEST
         if not manifest_path.exists():

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
+
+import polars as pl
 
 from recsys.data.contracts import check_unique, validate_impressions, validate_interactions, validate_items
 from recsys.data.dataset import Dataset
 from recsys.data.readers import check_utf8
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,6 @@ _LABEL = r"-([01])$"
 
 def _read_tsv(path: Path, names: tuple[str, ...]) -> pl.DataFrame:
     """A header-less MIND TSV as text columns; rows are file lines (1-based) in errors."""
-    import polars as pl
-
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     if path.stat().st_size == 0:
@@ -98,8 +95,6 @@ def _fail_first(mask: pl.Series, message: str, path: Path, column: str, values: 
 
 def load_news(path: str | Path) -> pl.DataFrame:
     """Canonical items from a MIND news.tsv."""
-    import polars as pl
-
     path = Path(path)
     news = _read_tsv(path, NEWS_COLUMNS)
     items = news.select(
@@ -114,8 +109,6 @@ def load_news(path: str | Path) -> pl.DataFrame:
 
 def _behaviors(path: Path) -> pl.DataFrame:
     """behaviors.tsv with parsed times and checked ids, plus its file line as `_line`."""
-    import polars as pl
-
     raw = _read_tsv(path, BEHAVIOR_COLUMNS).with_row_index("_line", offset=1)
     for column in ("impression_id", "user_id", "time"):
         text = raw[column].str.strip_chars()
@@ -139,8 +132,6 @@ def _check_known(
     frame: pl.DataFrame, items: pl.DataFrame, path: Path, column: str, rule: Literal["error", "drop"]
 ) -> tuple[pl.DataFrame, int]:
     """Unknown news ids in an exploded frame (with `_line`): error naming the line, or drop."""
-    import polars as pl
-
     known = frame["item_id"].is_in(items["item_id"].implode())
     if known.all():
         return frame, 0
@@ -159,8 +150,6 @@ def _check_known(
 
 def _impressions(behaviors: pl.DataFrame, path: Path) -> pl.DataFrame | None:
     """Exploded impression tokens; None when the file carries no click labels at all."""
-    import polars as pl
-
     tokens = (
         behaviors.select(
             "_line", "request_id", "user_id", "ts", pl.col("impressions").str.split(" ").alias("token")
@@ -203,8 +192,6 @@ def _impressions(behaviors: pl.DataFrame, path: Path) -> pl.DataFrame | None:
 
 def _history(behaviors: pl.DataFrame) -> pl.DataFrame:
     """Each user's history from their earliest row, timed by the rule in the module docstring."""
-    import polars as pl
-
     first_rows = behaviors.sort("ts", "_line").unique("user_id", keep="first", maintain_order=True)
     return (
         first_rows.select("_line", "user_id", "ts", pl.col("history").str.split(" ").alias("item_id"))
@@ -230,8 +217,6 @@ def load_mind(
     behaviors_file: str = "behaviors.tsv",
 ) -> Dataset:
     """Load a MIND split folder (MINDsmall_train, MINDlarge_dev, …) as a validated `Dataset`."""
-    import polars as pl
-
     if unknown_items not in ("error", "drop"):
         raise ConfigError(f"unknown_items must be 'error' or 'drop', not {unknown_items!r}")
     folder = Path(path)

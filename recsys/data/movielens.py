@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
+
+import polars as pl
 
 from recsys.data.contracts import require_columns, validate_interactions, validate_items
 from recsys.data.dataset import Dataset
 from recsys.data.readers import check_utf8, read_raw
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +129,6 @@ def load_movielens(
 
 def _finish_items(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     """`item_id, title, genre_list[, tags]` -> the canonical MovieLens item columns."""
-    import polars as pl
-
     genres = pl.col("genre_list").list.eval(
         pl.element().str.strip_chars().filter(
             (pl.element().str.strip_chars() != "") & ~pl.element().str.strip_chars().is_in(NO_GENRES)
@@ -155,8 +152,6 @@ def _finish_items(frame: pl.DataFrame, source: str) -> pl.DataFrame:
 
 
 def _ratings_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    import polars as pl
-
     return frame.select(
         pl.col("user_id"),
         pl.col("item_id"),
@@ -172,8 +167,6 @@ def _ratings_frame(frame: pl.DataFrame) -> pl.DataFrame:
 def _load_latest(
     folder: Path, max_tags: int, unknown_items: Literal["error", "drop"]
 ) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    import polars as pl
-
     movies_path, ratings_path, tags_path = folder / "movies.csv", folder / "ratings.csv", folder / "tags.csv"
     movies = read_raw(movies_path)
     require_columns(movies, ("movieId", "title", "genres"), str(movies_path))
@@ -199,8 +192,6 @@ def _tags(
     path: Path, items: pl.DataFrame, max_tags: int, unknown_items: Literal["error", "drop"]
 ) -> pl.DataFrame:
     """`item_id, tags` from tags.csv, by the rule in the module docstring."""
-    import polars as pl
-
     raw = read_raw(path)
     require_columns(raw, ("movieId", "tag"), str(path))
     ids = raw["movieId"].str.strip_chars()
@@ -268,8 +259,6 @@ def _split_lines(path: Path, separator: str, fields: int, layout: str) -> list[t
 
 def _read_numeric_table(path: Path, separator: str, names: tuple[str, ...], layout: str) -> pl.DataFrame:
     """A header-less file of ids and numbers (u.data, ratings.dat) read fast with polars."""
-    import polars as pl
-
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     if path.stat().st_size == 0:
@@ -295,8 +284,6 @@ def _read_numeric_table(path: Path, separator: str, names: tuple[str, ...], layo
 
 
 def _load_100k(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    import polars as pl
-
     item_path, data_path = folder / "u.item", folder / "u.data"
     layout = "movie id|title|release date|video release date|IMDb URL|19 genre flags"
     records = _split_lines(item_path, "|", 5 + len(ML100K_GENRES), layout)
@@ -324,8 +311,6 @@ def _load_100k(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
 
 
 def _load_1m(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    import polars as pl
-
     movies_path, ratings_path = folder / "movies.dat", folder / "ratings.dat"
     records = _split_lines(movies_path, "::", 3, "MovieID::Title::Genres")
     frame = pl.DataFrame(

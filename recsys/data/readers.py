@@ -12,7 +12,9 @@ import codecs
 import csv
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal, cast
+
+import polars as pl
 
 from recsys.data.contracts import (
     IMPRESSIONS_REQUIRED,
@@ -22,9 +24,6 @@ from recsys.data.contracts import (
     validate_items,
 )
 from recsys.errors import DataError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 TableKind = Literal["items", "interactions", "impressions"]
 _OPTIONAL = {
@@ -168,8 +167,6 @@ def _first_ragged_row(path: Path, delimiter: str, width: int) -> tuple[int, int,
 
 
 def _read_delimited(path: Path, delimiter: str) -> pl.DataFrame:
-    import polars as pl
-
     check_utf8(path, delimiter)
     with path.open("r", encoding="utf-8", newline="") as handle:
         header = handle.readline().lstrip("\ufeff").rstrip("\r\n")
@@ -218,8 +215,6 @@ def _read_delimited(path: Path, delimiter: str) -> pl.DataFrame:
 
 
 def _read_json(path: Path) -> pl.DataFrame:
-    import polars as pl
-
     check_utf8(path, header=False)
     with path.open("rb") as handle:
         text_start = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -256,8 +251,6 @@ def read_raw(path: str | Path, delimiter: str | None = None) -> pl.DataFrame:
     The format follows the suffix: `.parquet`; `.jsonl`/`.ndjson`/`.json` (JSON lines, or one
     JSON array); anything else is delimited text, `,` by default and tab for `.tsv`/`.tab`.
     """
-    import polars as pl
-
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", file=str(path))

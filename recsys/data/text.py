@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import re
 import string
-from typing import TYPE_CHECKING
+
+import polars as pl
 
 from recsys.errors import ConfigError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 DEFAULT_TEMPLATE = "{title} | {genres} | {tags}"
 _CLOSERS = re.compile(r"^[)\]}\"'»]*")
@@ -67,8 +65,6 @@ def _chunks(template: str) -> list[tuple[str, str, str, str | None, str]]:
 
 
 def _column_text(items: pl.DataFrame, name: str) -> list[str] | None:
-    import polars as pl
-
     if name not in items.columns:
         return None
     column = items[name]
@@ -79,8 +75,6 @@ def _column_text(items: pl.DataFrame, name: str) -> list[str] | None:
 
 def render_item_text(items: pl.DataFrame, template: str = DEFAULT_TEMPLATE) -> pl.Series:
     """One text per item, in the frame's order. Fields absent from the frame render empty."""
-    import polars as pl
-
     fields = template_fields(template)
     if not fields:
         raise ConfigError(f"item-text template {template!r} names no column")

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from recsys.errors import ConfigError, DataError
 from recsys.fsutil import file_sha256
@@ -201,8 +202,6 @@ class SearchResult:
 
     def to_frame(self, query_keys: Sequence[Any] | None = None):
         """Long table `query, rank (1-based), item_id, score` (query = position or the given keys)."""
-        import polars as pl
-
         nq, k = self.rows.shape
         valid = self.rows >= 0
         q_index = np.repeat(np.arange(nq), k).reshape(nq, k)[valid]
@@ -218,6 +217,7 @@ class SearchResult:
 
 def _faiss():
     try:
+        # local (c): FAISS loads only when an index is built or loaded (`import recsys.serving` stays free of it)
         import faiss
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a hard dependency
         raise ConfigError("FAISS is not installed: pip install faiss-cpu (or faiss-gpu-cu12)") from exc

@@ -275,6 +275,7 @@ class IndexStore:
         """One writer at a time (flock: the kernel drops it when the holder dies, even by SIGKILL)."""
         self.root.mkdir(parents=True, exist_ok=True)
         try:
+            # local (c): fcntl is POSIX-only and this module must import without it
             import fcntl
         except ImportError:  # pragma: no cover - Windows: single-writer by convention
             yield

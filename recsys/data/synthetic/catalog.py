@@ -6,13 +6,13 @@ import string
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 
 from recsys.data.synthetic.config import DAY, SyntheticConfig, make_ids, utc_datetimes
 from recsys.data.synthetic.vocabulary import CATEGORIES, N_TOPICS, TOPICS_PER_CATEGORY
 from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
-    import polars as pl
     from polars.expr.whenthen import ChainedThen, Then
 
 
@@ -23,8 +23,6 @@ def build_catalog(
     rng: np.random.Generator, n_items: int, horizon: int, start_us: int, cfg: SyntheticConfig
 ) -> dict[str, Any]:
     """Items in an internal topic-sorted order, their latent properties, text and the public frame."""
-    import polars as pl
-
     n_cat = len(CATEGORIES)
     cat_share = rng.dirichlet(np.full(n_cat, 6.0))
     topic_share = (cat_share[:, None] * rng.dirichlet(np.full(TOPICS_PER_CATEGORY, 3.0), size=n_cat)).ravel()
@@ -109,8 +107,6 @@ def build_catalog(
 
 def _vocab(level: str, name: str) -> tuple[pl.Series, np.ndarray, np.ndarray]:
     """A flat vocabulary (per category or per topic) with each group's offset and length."""
-    import polars as pl
-
     if level == "category":
         groups = [getattr(c, name) for c in CATEGORIES]
     else:
@@ -128,8 +124,6 @@ def _draw(rng: np.random.Generator, group: np.ndarray, level: str, name: str) ->
 
 def _template_expr(template: str) -> pl.Expr:
     """A polars expression concatenating a template's literals and field columns."""
-    import polars as pl
-
     parts: list[pl.Expr] = []
     for literal, name, _, _ in string.Formatter().parse(template):
         if literal:
@@ -150,8 +144,6 @@ def _item_text(
     in_series: np.ndarray,
 ) -> tuple[pl.Series, pl.Series]:
     """Titles and descriptions from the vocabularies: vocab gathers + one concat per template."""
-    import polars as pl
-
     n = len(cat)
     adj, _ = _draw(rng, cat, "category", "adjs")
     noun, noun_pick = _draw(rng, topic, "topic", "nouns")

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 
 from recsys.data.synthetic.vocabulary import N_TOPICS
 from recsys.errors import ConfigError
-
-if TYPE_CHECKING:
-    import polars as pl
-
 
 DAY = 86_400
 
@@ -100,8 +96,6 @@ def start_micros(start: str | datetime | date) -> int:
 
 def make_ids(prefix: str, n: int) -> pl.Series:
     """``prefix`` + zero-padded numbers 0..n-1 (6 digits, more when needed)."""
-    import polars as pl
-
     width = max(6, len(str(n - 1)))
     digits = pl.Series(np.arange(n, dtype=np.int64)).cast(pl.String).str.zfill(width)
     return pl.select(pl.concat_str([pl.lit(prefix), pl.lit(digits)])).to_series().alias(f"{prefix}_id")
@@ -109,7 +103,5 @@ def make_ids(prefix: str, n: int) -> pl.Series:
 
 def utc_datetimes(start_us: int, seconds: np.ndarray) -> pl.Series:
     """UTC datetimes `seconds` after `start_us`."""
-    import polars as pl
-
     micros = pl.Series(start_us + seconds.astype(np.int64) * 1_000_000, dtype=pl.Int64)
     return micros.cast(pl.Datetime("us", "UTC"))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
+import polars as pl
 
 from recsys.data.synthetic.config import DAY, SyntheticConfig, make_ids, utc_datetimes
 from recsys.data.synthetic.sessions import inverse_cdf
 from recsys.data.synthetic.truth import GroundTruth, sigmoid
-
-if TYPE_CHECKING:
-    import polars as pl
 
 
 def sample_impressions(
@@ -23,8 +19,6 @@ def sample_impressions(
     chunk: int = 50_000,
 ) -> pl.DataFrame:
     """Requests with Plackett-Luce slates from the logging policy, propensities and clicks."""
-    import polars as pl
-
     uid = users["uid"][rng.integers(0, len(users["uid"]), n_requests)]  # request rate ∝ activity
     first, last = truth.first_s[uid], truth.last_s[uid]
     t_s = np.floor(first + rng.random(n_requests) * (last - first + DAY))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import polars as pl
 
 from recsys.data.synthetic.config import SyntheticConfig, utc_datetimes
 from recsys.data.synthetic.truth import GroundTruth, sigmoid
 from recsys.data.synthetic.vocabulary import CATEGORIES, N_TOPICS, TOPICS_PER_CATEGORY
-
-if TYPE_CHECKING:
-    import polars as pl
 
 
 def _dirichlet(rng: np.random.Generator, alpha: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -111,8 +109,6 @@ def sample_interactions(
     users: dict[str, np.ndarray],
     cfg: SyntheticConfig,
 ) -> pl.DataFrame:
-    import polars as pl
-
     uid, t, new_session = users["uid"], users["t"], users["new_session"]
     n = len(uid)
     rows = np.arange(n, dtype=np.int64)

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import polars as pl
 
 from recsys.data.synthetic.vocabulary import N_TOPICS, TOPICS_PER_CATEGORY
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
-
 
 TASTE_FLOOR = 1e-4
 
 
 def _to_us(ts: Any) -> np.ndarray:
     """Timestamps (polars datetimes, numpy datetime64, datetimes or int microseconds) as int64 µs (UTC)."""
-    import polars as pl
-
     if isinstance(ts, pl.Series):
         if isinstance(ts.dtype, pl.Datetime):
             return ts.dt.epoch("us").to_numpy().astype(np.int64)
@@ -73,8 +68,6 @@ class GroundTruth:
         return self._lookup(item_ids, self.item_ids, "item_id")
 
     def _lookup(self, ids: Any, known: pl.Series, column: str) -> np.ndarray:
-        import polars as pl
-
         if column not in self._index:
             self._index[column] = pl.DataFrame({"_id": known, "_idx": np.arange(known.len(), dtype=np.int64)})
         query = pl.DataFrame({"_id": pl.Series(ids if not isinstance(ids, str) else [ids], dtype=pl.String)})
