@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.abtest.ope import compare_policies, estimate_policy_value, policy_from_topk, slot_rows
+from recsys.abtest.ope import OPESettings, compare_policies, estimate_policy_value, policy_from_topk, slot_rows
 from recsys.data.synthetic import generate_with_truth
 from recsys.errors import ConfigError, DataError
 
@@ -112,6 +112,12 @@ def test_clipping_caps_weights_and_lowers_ips(world):
     assert clipped.diagnostics["mean_weight"] < free.diagnostics["mean_weight"]
     with pytest.raises(ConfigError, match="clip"):
         estimate_policy_value(world["log"], target, clip=0.0, n_bootstrap=BOOT)
+    with pytest.raises(ConfigError, match="clip"):
+        OPESettings(clip=0.0)
+    # The settings object and the same fields by name are one way of saying it; names override the object.
+    settings = OPESettings(clip=2.0, n_bootstrap=BOOT)
+    assert estimate_policy_value(world["log"], target, settings) == clipped
+    assert estimate_policy_value(world["log"], target, OPESettings(n_bootstrap=BOOT), clip=2.0) == clipped
 
 
 def test_paired_difference_of_two_policies(world):

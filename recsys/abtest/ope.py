@@ -61,7 +61,7 @@ B - A gets a proper paired interval.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -400,58 +400,75 @@ def _check_settings(clip: float | None, cross_fit: int, n_bootstrap: int, confid
         raise ConfigError(f"confidence must be in (0.5, 1), got {confidence!r}")
 
 
-def compare_policies(
-    log: pl.DataFrame,
-    targets: dict[str, pl.DataFrame],
-    position: int = 0,
-    clip: float | None = None,
-    cross_fit: int = 2,
-    prior_strength: float = 10.0,
-    n_bootstrap: int = DEFAULT_BOOTSTRAP,
-    confidence: float = 0.95,
-    seed: int = 0,
-    tolerance: float = 1e-6,
-    file: str | None = None,
-    reward_model: pl.DataFrame | None = None,
-    scale_model: bool = True,
-) -> tuple[dict[str, OPEResult], dict[str, dict[str, Estimate]]]:
-    """OPE of several target policies on one log with shared bootstrap resamples.
+@dataclass(frozen=True)
+class OPESettings:
+    """How `compare_policies` and `estimate_policy_value` estimate (every field can also be passed by name).
 
-    Returns one `OPEResult` per policy name, and for two or more policies the paired differences of
-    every later policy against the first (key `"<later> - <first>"`), estimator by estimator.
+    `position` is the evaluated slot, `clip` the maximum importance weight (None = off), `cross_fit` and
+    `prior_strength` shape the built-in click model, `n_bootstrap`, `confidence` and `seed` the CIs,
+    `tolerance` how far a request's target probabilities may sum from 1, `file` the log's name in errors.
     `reward_model` replaces the built-in click model for DR and DM with the caller's predictions at
     the evaluated slot: `item_id, q` or `request_id, item_id, q` covering every logged item and every
     item of the target distributions (used as given: fit it on other data, or it biases DR).
     `scale_model=False` gives textbook DR (model scale 1) instead of the variance-optimal scale.
     """
-    _check_settings(clip, cross_fit, n_bootstrap, confidence)
+
+    position: int = 0
+    clip: float | None = None
+    cross_fit: int = 2
+    prior_strength: float = 10.0
+    n_bootstrap: int = DEFAULT_BOOTSTRAP
+    confidence: float = 0.95
+    seed: int = 0
+    tolerance: float = 1e-6
+    file: str | None = None
+    reward_model: pl.DataFrame | None = None
+    scale_model: bool = True
+
+    def __post_init__(self) -> None:
+        _check_settings(self.clip, self.cross_fit, self.n_bootstrap, self.confidence)
+
+
+def compare_policies(
+    log: pl.DataFrame, targets: dict[str, pl.DataFrame], settings: OPESettings | None = None, **options: Any
+) -> tuple[dict[str, OPEResult], dict[str, dict[str, Estimate]]]:
+    """OPE of several target policies on one log with shared bootstrap resamples.
+
+    Returns one `OPEResult` per policy name, and for two or more policies the paired differences of
+    every later policy against the first (key `"<later> - <first>"`), estimator by estimator.
+    `settings` (default `OPESettings()`), with any of its fields overridden by name in `options`,
+    says how (see `OPESettings`).
+    """
+    opts = replace(settings if settings is not None else OPESettings(), **options)
+    position, clip, cross_fit, seed, file = opts.position, opts.clip, opts.cross_fit, opts.seed, opts.file
+    n_bootstrap, confidence, scale_model = opts.n_bootstrap, opts.confidence, opts.scale_model
     if not targets:
         raise ConfigError("no target policy to evaluate")
     checked = _check_log(log, file)
     rows = slot_rows(log, position, file)
     folds = _folds(rows["request_id"], cross_fit, seed)
     rows = rows.join(folds, on="request_id", how="left", maintain_order="left")
-    if reward_model is None:
-        rewards = _reward_tables(checked, folds, cross_fit, position, prior_strength)
+    if opts.reward_model is None:
+        rewards = _reward_tables(checked, folds, cross_fit, position, opts.prior_strength)
         q_of: Callable[[pl.DataFrame], pl.DataFrame] = partial(_with_q, rewards=rewards)
         model_name = "position-debiased smoothed per-item click rate (cross-fitted)"
     else:
-        q_of = _custom_q(reward_model)
+        q_of = _custom_q(opts.reward_model)
         model_name = "supplied by the caller"
     names = list(targets)
     columns, diagnostics = [], {}
     for name in names:
-        table = _check_target(targets[name], rows["request_id"], tolerance, name)
+        table = _check_target(targets[name], rows["request_id"], opts.tolerance, name)
         terms, diagnostics[name] = _policy_terms(rows, table, q_of, clip)
         columns.append(terms)
     stacked = np.hstack(columns)
     boot = bootstrap_means(stacked, n_bootstrap, seed)
     full = stacked.mean(axis=0)
-    settings = {"position": position, "clip": clip, "cross_fit": cross_fit, "prior_strength": prior_strength,
-                "scale_model": scale_model,
-                "n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed,
-                "observed_click_rate": float(cast(float, rows["clicked"].mean())),
-                "reward_model": model_name}
+    settings_used = {"position": position, "clip": clip, "cross_fit": cross_fit, "prior_strength": opts.prior_strength,
+                     "scale_model": scale_model,
+                     "n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed,
+                     "observed_click_rate": float(cast(float, rows["clicked"].mean())),
+                     "reward_model": model_name}
     points, samples, results = {}, {}, {}
     for j, name in enumerate(names):
         cols = slice(len(TERMS) * j, len(TERMS) * (j + 1))
@@ -460,7 +477,7 @@ def compare_policies(
         scale = _model_scale(np.atleast_2d(full[cols]))[0] if scale_model else 1.0
         diagnostics[name]["dr_model_scale"] = float(scale)
         results[name] = OPEResult(_estimates(points[name], samples[name], confidence), diagnostics[name],
-                                  settings)
+                                  settings_used)
     diffs = {}
     first = names[0]
     for name in names[1:]:
@@ -471,23 +488,13 @@ def compare_policies(
 
 
 def estimate_policy_value(
-    log: pl.DataFrame,
-    target: pl.DataFrame,
-    position: int = 0,
-    clip: float | None = None,
-    cross_fit: int = 2,
-    prior_strength: float = 10.0,
-    n_bootstrap: int = DEFAULT_BOOTSTRAP,
-    confidence: float = 0.95,
-    seed: int = 0,
-    tolerance: float = 1e-6,
-    file: str | None = None,
-    reward_model: pl.DataFrame | None = None,
-    scale_model: bool = True,
+    log: pl.DataFrame, target: pl.DataFrame, settings: OPESettings | None = None, **options: Any
 ) -> OPEResult:
-    """IPS, SNIPS, DR and DM estimates (with bootstrap CIs) of one target policy's click rate at the slot."""
-    results, _ = compare_policies(log, {"target": target}, position, clip, cross_fit, prior_strength,
-                                  n_bootstrap, confidence, seed, tolerance, file, reward_model, scale_model)
+    """IPS, SNIPS, DR and DM estimates (with bootstrap CIs) of one target policy's click rate at the slot.
+
+    `settings` and `options` as for `compare_policies`.
+    """
+    results, _ = compare_policies(log, {"target": target}, settings, **options)
     return results["target"]
 
 
