@@ -19,7 +19,10 @@ Bundle layout (every file a native, non-pickle format):
     items.parquet   item_id, text: the training catalog, in the row order of the sequence tower
     item_prior.parquet  `text` tower with a popularity prior only: item_id, prior (encoders.item_prior)
     sequence/       `sequence` tower only: model.safetensors (its state dict, converted from the
-                    training run's torch.save file), config.json, item_matrix.npy
+                    training run's torch.save file), config.json, item_matrix.npy; with stacking
+                    also holdout.safetensors + holdout_item_matrix.npy (the tower trained without
+                    each user's newest items, which the ranker trains against:
+                    `EncoderBundle.ranker_training_view`)
 
 `EncoderBundle.load` also accepts a training output folder directly (it reads run.json and the
 torch.save weights with `weights_only=True`), so local jobs need not package first.
@@ -42,7 +45,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -63,6 +66,7 @@ ENCODER_DIR = "encoder"
 SEQUENCE_DIR = "sequence"
 ITEMS_FILE = "items.parquet"
 SEQUENCE_WEIGHTS = "model.safetensors"
+HOLDOUT_SAFETENSORS = "holdout.safetensors"
 # Weight formats that are pickles (or foreign frameworks'); skipped when a safetensors file exists.
 _NON_NATIVE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".ot", ".pkl")
 # Pooled-tower settings used by jobs/train_encoder (encoders.towers.pooled_user_vectors defaults).
@@ -157,19 +161,23 @@ def _copy_base(source: Path, target: Path) -> None:
 
 
 def _package_sequence(source: Path, target: Path) -> None:
-    """Sequence tower: torch.save state dict -> safetensors, plus its config and item matrix."""
+    """Sequence tower: torch.save state dicts -> safetensors, plus its config and item matrices."""
     import torch
     from safetensors.torch import save_file
+
+    from encoders.sequence import HOLDOUT_MATRIX, HOLDOUT_WEIGHTS
 
     for name in ("model.pt", "config.json"):
         if not (source / name).is_file():
             raise ConfigError(f"{source / name}: not found; the sequence tower output is incomplete")
-    state = torch.load(source / "model.pt", map_location="cpu", weights_only=True)
     target.mkdir(parents=True)
-    save_file({key: value.detach().contiguous() for key, value in state.items()}, str(target / SEQUENCE_WEIGHTS))
-    shutil.copy2(source / "config.json", target / "config.json")
-    if (source / "item_matrix.npy").is_file():
-        shutil.copy2(source / "item_matrix.npy", target / "item_matrix.npy")
+    for weights, converted in (("model.pt", SEQUENCE_WEIGHTS), (HOLDOUT_WEIGHTS, HOLDOUT_SAFETENSORS)):
+        if (source / weights).is_file():
+            state = torch.load(source / weights, map_location="cpu", weights_only=True)
+            save_file({key: value.detach().contiguous() for key, value in state.items()}, str(target / converted))
+    for name in ("config.json", "item_matrix.npy", HOLDOUT_MATRIX):
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -185,6 +193,10 @@ class EncoderBundle:
     item_matrix: np.ndarray | None = None
     prior: dict[str, float] | None = None  # text tower's popularity prior by item id (None: no prior)
     items_file: Path | None = None  # items.parquet (item_id, text): the texts `user_vectors` falls back to
+    # Stacking: the sequence tower trained without each user's newest `holdout_tail` items (None: none kept).
+    holdout: SequenceTower | None = None
+    holdout_matrix: np.ndarray | None = None
+    holdout_tail: int = 0
     _row_of: dict[str, int] = field(default_factory=dict, repr=False)
     _item_texts: dict[str, str] | None = field(default=None, repr=False)
 
@@ -225,35 +237,64 @@ class EncoderBundle:
         return bundle
 
     def _load_sequence(self, folder: Path, packaged: bool) -> None:
-        import torch
-
-        from encoders.sequence import SequenceConfig, SequenceTower
+        from encoders.sequence import HOLDOUT_MATRIX, HOLDOUT_WEIGHTS, SequenceConfig
 
         config_file = folder / "config.json"
         if not config_file.is_file():
             raise ConfigError(f"{config_file}: not found; a sequence-tower encoder needs it")
-        config = SequenceConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8"))["model"])
-        if packaged:
+        settings = json.loads(config_file.read_text(encoding="utf-8"))
+        config = SequenceConfig.from_dict(settings["model"])
+        self.sequence = self._sequence_weights(folder / (SEQUENCE_WEIGHTS if packaged else "model.pt"), config)
+        self.sequence_config = config
+        matrix_file = folder / "item_matrix.npy"
+        self.item_matrix = np.load(matrix_file) if matrix_file.is_file() else None
+        stacking = settings.get("stacking") or {}
+        if stacking.get("weights"):
+            self.holdout = self._sequence_weights(folder / (HOLDOUT_SAFETENSORS if packaged else HOLDOUT_WEIGHTS),
+                                                  config)
+            holdout_matrix = folder / HOLDOUT_MATRIX
+            self.holdout_matrix = np.load(holdout_matrix) if holdout_matrix.is_file() else None
+            self.holdout_tail = int(stacking["holdout_tail"])
+
+    def _sequence_weights(self, path: Path, config: SequenceConfig) -> SequenceTower:
+        """A frozen tower from a safetensors (bundle) or torch.save (training run) state dict."""
+        import torch
+
+        from encoders.sequence import SequenceTower
+
+        if not path.is_file():
+            raise ConfigError(f"{path}: not found; the sequence tower's weights are missing")
+        if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(folder / SEQUENCE_WEIGHTS), device="cpu")
+            state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         rows, text_dim = state["text"].shape
         if rows != len(self.item_ids) + 1:
-            raise ConfigError(f"{folder}: the sequence tower has {rows - 1} items but items.parquet has "
+            raise ConfigError(f"{path}: the sequence tower has {rows - 1} items but items.parquet has "
                               f"{len(self.item_ids)}")
         model = SequenceTower(rows, text_dim, config)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise ConfigError(f"{folder}: the sequence tower's weights do not fit its config.json ({exc})") from exc
+            raise ConfigError(f"{path}: the sequence tower's weights do not fit its config.json ({exc})") from exc
         model.eval()
         for param in model.parameters():
             param.requires_grad_(False)
-        self.sequence, self.sequence_config = model, config
-        matrix_file = folder / "item_matrix.npy"
-        self.item_matrix = np.load(matrix_file) if matrix_file.is_file() else None
+        return model
+
+    def ranker_training_view(self) -> EncoderBundle:
+        """This bundle as the ranker's training queries must see it: out of sample (stacking).
+
+        With a holdout tower (sequence tower trained with a refit) it is that tower, which never
+        trained on each user's newest `holdout_tail` items before validation; otherwise the bundle
+        itself (its scores on training queries are then in sample, and `holdout_tail` is 0).
+        """
+        if self.holdout is None:
+            return self
+        return replace(self, sequence=self.holdout, item_matrix=self.holdout_matrix, holdout=None,
+                       holdout_matrix=None)
 
     # --------------------------------------------------------------------------------- facts
     @property

@@ -36,6 +36,9 @@ from recsys.errors import ConfigError
 N_GAP_BUCKETS = 16
 INPUT_INIT_STD = 0.02
 ITEM_REPRESENTATIONS = ("hybrid", "id", "text")
+# The early-stopped tower kept beside the served one for ranker training (`encoders.sequence_training`).
+HOLDOUT_WEIGHTS = "holdout.pt"
+HOLDOUT_MATRIX = "holdout_item_matrix.npy"
 
 
 @dataclass

@@ -13,6 +13,14 @@ Early stopping watches validation NDCG@10 (history excluded, full catalog), the 
 With `refit` the tower is then trained again from scratch on train + validation for the chosen
 number of epochs: the model that scores test and serves has seen the newest interactions, as a
 deployed model retrained nightly would; the epoch count is the only thing validation chose.
+
+Stacking (`holdout_tail`): the ranker learns how far to trust the tower's scores from queries at
+each user's last few training targets. A tower trained on those targets scores them far more
+confidently than it will score tomorrow's (on ml-latest-small the target is among the top 200 for
+82% of such queries but 61% of test queries), so the ranker over-trusts it. With `refit`, the
+early-stopped run therefore leaves each user's last `holdout_tail` training items out of its
+training windows (`without_tail`): it scores those targets, and the validation targets, out of
+sample, and is kept beside the served model as the ranker's training view of the tower.
 """
 
 from __future__ import annotations
@@ -57,9 +65,19 @@ class SequenceTrainConfig:
     sampled_negatives: int = 8192
     threads: int | None = None
     max_seconds: float | None = None
+    holdout_tail: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        if self.holdout_tail < 0:
+            raise ConfigError(f"holdout_tail must be >= 0, got {self.holdout_tail}")
+
+    @property
+    def stacking_tail(self) -> int:
+        """Items per user the early-stopped run leaves out: only with a refit to serve instead."""
+        return self.holdout_tail if self.refit else 0
 
 
 @dataclass
@@ -97,6 +115,19 @@ def histories(interactions: pl.DataFrame, index: dict[str, int]) -> SequenceHist
     items = [np.asarray(v, dtype=np.int64) for v in grouped["row"].to_list()]
     gaps = [gaps_of(np.asarray(s, dtype=np.int64)) for s in grouped["sec"].to_list()]
     return SequenceHistories(grouped["user_id"].to_list(), items, gaps)
+
+
+def without_tail(hist: SequenceHistories, tail: int) -> SequenceHistories:
+    """Each history without its newest `tail` items, keeping at least its first two (module doc).
+
+    The ranker only queries positions >= 2 (`jobs.train_ranker.build_queries`), so a kept first
+    pair never overlaps its queries.
+    """
+    if tail <= 0:
+        return hist
+    keep = [max(len(seq) - tail, min(len(seq), 2)) for seq in hist.items]
+    return SequenceHistories(list(hist.user_ids), [seq[:k] for seq, k in zip(hist.items, keep, strict=True)],
+                             [gap[:k] for gap, k in zip(hist.gaps, keep, strict=True)])
 
 
 def training_windows(hist: SequenceHistories, max_len: int) -> list[tuple[int, int, int]]:
@@ -200,19 +231,24 @@ def train_sequence_tower(
     config: SequenceConfig | None = None,
     train_config: SequenceTrainConfig | None = None,
     progress: bool = True,
+    fit_hist: SequenceHistories | None = None,
 ) -> tuple[SequenceTower, TrainReport]:
-    """Fit on `train_hist` and keep the epoch with the best validation NDCG@10.
+    """Fit and keep the epoch with the best validation NDCG@10.
 
     `text_vectors` has a zero row 0 (padding); `warm` marks rows that get an id embedding;
     `allowed` marks rows in the ranking catalog; `valid_targets` maps user -> target row.
+    Training windows come from `fit_hist` (default `train_hist`; `without_tail` of it for
+    stacking), validation user vectors from the whole `train_hist`.
     """
     config = config or SequenceConfig()
     tc = train_config or SequenceTrainConfig()
+    tc.check()
     if tc.threads:
         torch.set_num_threads(tc.threads)
     started = time.perf_counter()
     model, curve, best_epoch, best_ndcg, epochs_run, examples = _fit(
-        train_hist, text_vectors, warm, config, tc, tc.epochs, progress, valid=(valid_targets, allowed), label="")
+        fit_hist or train_hist, text_vectors, warm, config, tc, tc.epochs, progress,
+        valid=(train_hist, valid_targets, allowed), label="")
     seconds = time.perf_counter() - started
     report = TrainReport(best_epoch, best_ndcg, epochs_run, round(seconds, 1), examples / max(seconds, 1e-9),
                          curve=curve)
@@ -245,7 +281,8 @@ def refit_sequence_tower(
 
 
 def _fit(hist: SequenceHistories, text_vectors: np.ndarray, warm: np.ndarray, config: SequenceConfig,
-         tc: SequenceTrainConfig, epochs: int, progress: bool, valid: tuple[dict[str, int], np.ndarray] | None,
+         tc: SequenceTrainConfig, epochs: int, progress: bool,
+         valid: tuple[SequenceHistories, dict[str, int], np.ndarray] | None,
          label: str) -> tuple[SequenceTower, list[tuple[int, float, float]], int, float, int, int]:
     """One training run; with `valid`, early-stopped and rolled back to the best evaluation."""
     torch.manual_seed(tc.seed)
@@ -282,9 +319,9 @@ def _fit(hist: SequenceHistories, text_vectors: np.ndarray, warm: np.ndarray, co
             loss_sum, loss_count = loss_sum + float(loss.detach()) * n, loss_count + n
         examples += loss_count
         if valid is not None and (epoch % tc.eval_every == 0 or epoch == epochs):
-            targets_of, allowed = valid
-            ndcg = ndcg10_of_targets(user_vectors(model, hist, config.max_len), item_matrix(model), hist, targets_of,
-                                     allowed)
+            valid_hist, targets_of, allowed = valid
+            ndcg = ndcg10_of_targets(user_vectors(model, valid_hist, config.max_len), item_matrix(model), valid_hist,
+                                     targets_of, allowed)
             curve.append((epoch, loss_sum / max(1, loss_count), ndcg))
             if ndcg > best_ndcg:
                 best_ndcg, best_epoch, bad = ndcg, epoch, 0

@@ -27,8 +27,14 @@ from encoders.encoding import encode_rows
 from encoders.item_prior import PRIOR_FILE, item_side, log_counts, save_prior, select_beta, user_side
 from encoders.peft_methods import save_adapter
 from encoders.query_check import catalog_probe, choose_query_prior, genre_sets, relevance
-from encoders.sequence import SequenceConfig, SequenceTower, item_matrix, user_vectors
-from encoders.sequence_training import SequenceTrainConfig, histories, refit_sequence_tower, train_sequence_tower
+from encoders.sequence import HOLDOUT_MATRIX, HOLDOUT_WEIGHTS, SequenceConfig, SequenceTower, item_matrix, user_vectors
+from encoders.sequence_training import (
+    SequenceTrainConfig,
+    histories,
+    refit_sequence_tower,
+    train_sequence_tower,
+    without_tail,
+)
 from encoders.text_encoder import TextEncoder
 from encoders.text_training import Sequences, TextTowerTrainer, TextTrainConfig
 from encoders.towers import AUTO, AUTO_TOWERS, TOWERS, pooled_user_vectors
@@ -322,34 +328,46 @@ def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, v
 
     Validation vectors come from the model early-stopped on the validation targets (trained on the
     train part); test vectors, the saved model and its item matrix from the refit on train +
-    validation when `train_config.refit` is on (`encoders.sequence_training`).
+    validation when `train_config.refit` is on (`encoders.sequence_training`). With a refit the
+    early-stopped model, trained without each user's last `holdout_tail` items, is saved too
+    (`holdout.pt`): the ranker's out-of-sample view of the tower (`EncoderBundle.ranker_training_view`).
     """
     index = {item: row + 1 for item, row in view.row_of.items()}
     text = np.vstack([np.zeros((1, item_vectors.shape[1]), np.float32), item_vectors])
     allowed = np.concatenate([[False], view.allowed])
     train_hist = histories(split.history("valid"), index)
     test_seq = histories(split.history("test"), index)
-    warm = test_warm = _warm_rows(train_hist, len(text))
+    tail = train_config.stacking_tail
+    fit_hist = without_tail(train_hist, tail)
+    warm = test_warm = _warm_rows(fit_hist, len(text))
     valid_target_rows = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
     model, report = train_sequence_tower(train_hist, valid_target_rows, text, warm, allowed, config, train_config,
-                                         progress=progress)
+                                         progress=progress, fit_hist=fit_hist)
     by_user_valid = dict(zip(train_hist.user_ids, range(len(train_hist.user_ids)), strict=True))
     valid_vec = user_vectors(model, train_hist, config.max_len)[[by_user_valid[u] for u in valid_users]]
     valid_matrix = item_matrix(model)[1:]
+    folder = out / "sequence"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in (HOLDOUT_WEIGHTS, HOLDOUT_MATRIX):
+        (folder / stale).unlink(missing_ok=True)
+    stacking: dict[str, Any] = {"holdout_tail": 0}
     if train_config.refit and report.best_epoch > 0:
+        if tail:
+            torch.save(model.state_dict(), folder / HOLDOUT_WEIGHTS)
+            np.save(folder / HOLDOUT_MATRIX, valid_matrix)
+            stacking = {"holdout_tail": tail, "weights": HOLDOUT_WEIGHTS}
         test_warm = _warm_rows(test_seq, len(text))
         model, report = refit_sequence_tower(test_seq, text, test_warm, config, train_config, report,
                                              progress=progress)
     by_user_test = dict(zip(test_seq.user_ids, range(len(test_seq.user_ids)), strict=True))
     test_vec = user_vectors(model, test_seq, config.max_len)[[by_user_test[u] for u in test_users]]
-    folder = out / "sequence"
-    folder.mkdir(parents=True, exist_ok=True)
     test_items = item_matrix(model)[1:]
     np.save(folder / "item_matrix.npy", test_items)
     torch.save(model.state_dict(), folder / "model.pt")
-    (folder / "config.json").write_text(json.dumps({"model": config.to_dict(),
-                                                    "train": train_config.to_dict()}, indent=2))
-    vectors = TowerVectors(valid_vec, valid_matrix, test_vec, test_items, report.to_dict(), model=model)
+    (folder / "config.json").write_text(json.dumps({"model": config.to_dict(), "train": train_config.to_dict(),
+                                                    "stacking": stacking}, indent=2))
+    vectors = TowerVectors(valid_vec, valid_matrix, test_vec, test_items, {**report.to_dict(), "stacking": stacking},
+                           model=model)
     if not config.uses_text:  # id-only: an item without an id embedding has no vector to rank
         vectors.valid_rankable, vectors.test_rankable = warm[1:], test_warm[1:]
     return vectors

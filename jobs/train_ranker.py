@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from encoders.registry import LoadedEncoder
+    from ranking.candidates import ItemVectors
     from ranking.context import BehaviorContext
     from ranking.training import LabeledQueries, RankerConfig
     from recsys.data.dataset import Dataset
@@ -68,11 +69,12 @@ def catalog_texts(dataset: Dataset, item_ids: list[str]) -> list[str]:
     return [text_of[i] for i in item_ids]
 
 
-def item_space(loaded: LoadedEncoder, item_ids: list[str], texts: list[str], out: Path | None) -> np.ndarray:
+def item_space(loaded: LoadedEncoder, item_ids: list[str], texts: list[str], out: Path | None,
+               name: str = "item_vectors") -> np.ndarray:
     """Every item's vector in the encoder's retrieval space, cached in `out` per encoder version."""
     key = {"encoder_version": loaded.version, "items": len(item_ids)}
     if out is not None:
-        cache, stamp = out / "item_vectors.npy", out / "item_vectors.json"
+        cache, stamp = out / f"{name}.npy", out / f"{name}.json"
         if cache.is_file() and stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == key:
             return np.load(cache)
     vectors = loaded.bundle.index_vectors(item_ids, text_vectors=loaded.bundle.encode_items(texts))
@@ -226,25 +228,35 @@ def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Pat
     started = time.perf_counter()
     texts = catalog_texts(dataset, context.item_ids)
     vectors = item_space(loaded, context.item_ids, texts, out)
+    # Stacking: training and validation queries see the tower as it was before their targets
+    # (`EncoderBundle.ranker_training_view`); test queries and the service see the served one.
+    fitting = replace(loaded, bundle=loaded.bundle.ranker_training_view())
+    stacking = _stacking_report(fitting, config)
+    fitting_vectors = vectors if fitting.bundle is loaded.bundle else item_space(
+        fitting, context.item_ids, texts, out, name="item_vectors_holdout")
+    space = {"train": fitting_vectors, "valid": fitting_vectors, "test": vectors}
+    encoder_of = {"train": fitting, "valid": fitting, "test": loaded}
     timings["item_vectors_s"] = round(time.perf_counter() - started, 1)
     label_of, label_rule = graded_labels(dataset, config.graded)
 
-    def item_vectors(rows: np.ndarray) -> np.ndarray:
-        return vectors[rows]
+    def vectors_of(stage: str) -> ItemVectors:
+        return lambda rows: space[stage][rows]
 
     started = time.perf_counter()
-    sets = {stage: stage_queries(loaded, context, split, stage, vectors, texts, config, label_of, progress)
+    sets = {stage: stage_queries(encoder_of[stage], context, split, stage, space[stage], texts, config, label_of,
+                                 progress)
             for stage in ("train", "valid", "test")}
     timings["user_vectors_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
-    features = {stage: featurize(context, sets[stage], config, item_vectors, desc=f"{stage} features",
+    features = {stage: featurize(context, sets[stage], config, vectors_of(stage), desc=f"{stage} features",
                                  progress=progress) for stage in sets}
     timings["features_s"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     booster, report = train_booster(features["train"], features["valid"], config)
     timings["train_s"] = round(time.perf_counter() - started, 1)
 
+    report["stacking"] = stacking
     meta = {"config": config.to_dict(), "categories": context.categories, "encoder_version": loaded.version,
             "encoder_ref": loaded.ref, "dataset": dataset.name, "labels": label_rule, "report": report}
     folder = save_ranker(out / "ranker", booster, meta)
@@ -254,7 +266,7 @@ def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Pat
     metrics: dict[str, dict[str, float]] = {}
     for stage in ("valid", "test"):
         labeled = sets[stage]
-        candidates, _, scores = model.score(labeled.queries, item_vectors)
+        candidates, _, scores = model.score(labeled.queries, vectors_of(stage))
         ranked = top_k(scores, candidates, TOP_K)
         topk = topk_frame(labeled.user_ids, ranked, context.item_ids)
         targets = split.targets(stage).select("user_id", "item_id")
@@ -281,6 +293,16 @@ def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Pat
     pl.DataFrame({"feature": list(importance), "gain": list(importance.values())}).write_csv(
         out / "importance.csv")
     return run
+
+
+def _stacking_report(fitting: LoadedEncoder, config: RankerConfig) -> dict[str, Any]:
+    """Which tower the ranker's training queries saw, and how many of their cuts were out of sample."""
+    tail = fitting.bundle.holdout_tail
+    out_of_sample = min(config.extra_cuts, tail)
+    return {"holdout_tail": tail, "out_of_sample_cuts": out_of_sample, "training_cuts": config.extra_cuts,
+            "rule": ("training and validation queries scored by the holdout tower (trained without them), "
+                     "test queries by the served tower") if tail else
+                    "no holdout tower in this encoder: training queries scored in sample"}
 
 
 def plot_importance(importance: dict[str, float], path: Path) -> None:

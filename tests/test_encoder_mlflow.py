@@ -135,6 +135,31 @@ def test_sequence_user_vectors_through_the_pyfunc(trained, champion):
         model.predict(pd.DataFrame({"text": ["a"]}), params={"kind": "user"})
 
 
+def test_sequence_bundle_carries_its_holdout_tower_for_ranker_training(trained, tmp_path):
+    """With a refit, the early-stopped tower (trained without each user's newest items) travels along.
+
+    The run folder and the packaged bundle (what MLflow logs) both load it; its view scores items
+    with the holdout tower's matrix, and the served tower stays the refit one.
+    """
+    run = trained["sequence"]
+    stacking = json.loads((run / "sequence" / "config.json").read_text())["stacking"]
+    assert stacking == {"holdout_tail": SequenceTrainConfig().holdout_tail, "weights": "holdout.pt"}
+    packaged = package_run(run, tmp_path / "bundle")
+    assert (packaged / "sequence" / "holdout.safetensors").is_file()
+    assert not list(packaged.rglob("*.pt"))  # converted, like the served weights
+    texts, ids = _items(run)["text"].to_list(), _items(run)["item_id"].to_list()
+    holdout_matrix = np.load(run / "sequence" / "holdout_item_matrix.npy")
+    served_matrix = np.load(run / "sequence" / "item_matrix.npy")
+    assert not np.allclose(holdout_matrix, served_matrix)
+    for bundle in (EncoderBundle.load(run, device="cpu"), EncoderBundle.load(packaged, device="cpu")):
+        assert bundle.holdout is not None and bundle.holdout_tail == stacking["holdout_tail"]
+        view = bundle.ranker_training_view()
+        assert view.sequence is bundle.holdout and view.holdout is None and bundle.sequence is not view.sequence
+        text_vectors = bundle.encode_items(texts)
+        np.testing.assert_allclose(view.index_vectors(ids, text_vectors=text_vectors), holdout_matrix, atol=1e-5)
+        np.testing.assert_allclose(bundle.index_vectors(ids, text_vectors=text_vectors), served_matrix, atol=1e-5)
+
+
 def test_text_tower_bundle_follows_the_training_history_rule(trained, tmp_path):
     run = trained["text"]
     texts = _items(run)["text"].to_list()

@@ -339,3 +339,32 @@ def test_popular_ranking_at_an_earlier_time_never_reuses_a_later_one(world):
                            -context.popularity.total(every, earlier, earlier - 30 * 86_400)))
     expected = expected[context.popularity.total(every, earlier)[expected] > 0][:20]
     np.testing.assert_array_equal(context.popular(earlier, 30, 20), expected)
+
+
+def test_ranker_trains_on_the_holdout_tower_and_tests_on_the_served_one(world, tiny_bert):
+    """Stacking: a sequence encoder with a holdout tower scores the training and validation queries.
+
+    The ranker's training candidates then come from the holdout tower's item space (its own cache
+    file), the test queries from the served (refit) tower's, and run.json says which was which.
+    """
+    from encoders.sequence import SequenceConfig
+    from encoders.sequence_training import SequenceTrainConfig
+
+    root, dataset, split = world["root"], world["dataset"], world["split"]
+    config = TextTrainConfig(method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
+                             item_tokens=16, threads=1)
+    train_encoder(dataset, split, root / "seq-encoder", tower="sequence", base_model=tiny_bert, text_config=config,
+                  sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
+                  sequence_train_config=SequenceTrainConfig(epochs=2, threads=1, holdout_tail=3), progress=False)
+    loaded = resolve_encoder(root / "seq-encoder", device="cpu")
+    assert loaded.bundle.holdout is not None
+    out = root / "ranker-stacked"
+    train_ranker(dataset, split, loaded, out, SMALL, progress=False)
+    stacking = json.loads((out / "run.json").read_text())["report"]["stacking"]
+    assert stacking["holdout_tail"] == 3 and stacking["out_of_sample_cuts"] == SMALL.extra_cuts == 3
+    served, holdout = np.load(out / "item_vectors.npy"), np.load(out / "item_vectors_holdout.npy")
+    assert served.shape == holdout.shape and not np.allclose(served, holdout)
+    meta = json.loads((out / "ranker" / "ranker.json").read_text())
+    assert meta["report"]["stacking"]["holdout_tail"] == 3
+    world_stacking = json.loads((root / "ranker-run" / "run.json").read_text())["report"]["stacking"]
+    assert world_stacking["holdout_tail"] == 0  # a text tower has no holdout: said, not hidden

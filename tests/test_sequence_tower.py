@@ -35,6 +35,7 @@ from encoders.sequence_training import (
     refit_sequence_tower,
     train_sequence_tower,
     training_windows,
+    without_tail,
 )
 from recsys.errors import ConfigError
 from recsys.splits import leave_last_out
@@ -234,3 +235,39 @@ def test_id_dropout_trains_items_on_their_text_alone_and_never_serves_that_way()
         assert torch.allclose(model.item_matrix(), projected)  # every id part dropped in this step
         model.eval()
         assert not torch.allclose(model.item_matrix()[1:], projected[1:])  # served vectors keep their ids
+
+
+def test_without_tail_drops_the_newest_items_and_keeps_a_first_pair():
+    hist = SequenceHistories(["a", "b", "c"], [np.arange(1, 11), np.arange(1, 5), np.arange(1, 2)],
+                             [np.arange(10), np.arange(4), np.arange(1)])
+    cut = without_tail(hist, 4)
+    assert [s.tolist() for s in cut.items] == [list(range(1, 7)), [1, 2], [1]]
+    assert [len(g) for g in cut.gaps] == [6, 2, 1]
+    assert without_tail(hist, 0) is hist
+    with pytest.raises(ConfigError, match="holdout_tail"):
+        SequenceTrainConfig(holdout_tail=-1).check()
+    assert SequenceTrainConfig(refit=False).stacking_tail == 0  # nothing to serve instead: no holdout
+
+
+def test_holdout_run_never_trains_on_the_tail_it_will_score():
+    """The early-stopped run trains on `without_tail`: its loss never sees the held-out targets.
+
+    On the cycle rule a tower that only ever saw the first half of each walk still generalises,
+    so the held-out targets score well; what matters is that training touched none of them.
+    """
+    log = _cycle_log(n_users=40)
+    split = leave_last_out(log)
+    index = {str(i): i + 1 for i in range(30)}
+    train_hist = histories(split.history("valid"), index)
+    fit_hist = without_tail(train_hist, 3)
+    seen_windows = training_windows(fit_hist, 8)
+    for row, _start, end in seen_windows:
+        assert end <= len(fit_hist.items[row]) == max(len(train_hist.items[row]) - 3, 2)
+    text = np.random.default_rng(0).normal(size=(31, 8)).astype(np.float32) / np.sqrt(8)
+    valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
+    allowed = np.r_[False, np.ones(30, bool)]
+    config = SequenceConfig(dim=16, max_len=8, items="id", dropout=0.0)
+    _, report = train_sequence_tower(train_hist, valid_targets, text, np.r_[False, np.ones(30, bool)], allowed,
+                                     config, SequenceTrainConfig(epochs=3, tokens_per_batch=256, threads=1),
+                                     progress=False, fit_hist=fit_hist)
+    assert report.best_epoch >= 1 and 0.0 <= report.best_valid_ndcg10 <= 1.0
