@@ -227,6 +227,10 @@ def train_encoder_command(
     seq_id_dropout: float = typer.Option(0.0, "--seq-id-dropout", min=0.0, max=1.0,
                                          help="Hybrid items: share of id embeddings dropped per training step, so "
                                          "the text part learns to score items alone (cold items)."),
+    seq_holdout_tail: int = typer.Option(4, "--seq-holdout-tail", min=0,
+                                         help="With a refit: items per user the early-stopped tower leaves out, so "
+                                         "the ranker trains on scores it did not fit (keep >= the ranker's "
+                                         "--extra-cuts; 0 turns stacking off)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     register: bool = typer.Option(True, "--register/--no-register", help="Log and register in MLflow."),
@@ -252,7 +256,8 @@ def train_encoder_command(
                                   catalog_negatives=catalog_negatives, popularity_prior=popularity_prior,
                                   train_prior_beta=train_prior)
     seq_train = replace(SequenceTrainConfig(), epochs=seq_epochs, lr=seq_lr, patience=seq_patience, refit=seq_refit,
-                        seed=seed, threads=threads, max_seconds=None if seq_minutes is None else seq_minutes * 60)
+                        seed=seed, threads=threads, max_seconds=None if seq_minutes is None else seq_minutes * 60,
+                        holdout_tail=seq_holdout_tail)
     seq_model = SequenceConfig(dim=seq_dim, layers=seq_layers, max_len=seq_max_len, dropout=seq_dropout,
                                items=seq_items, id_dropout=seq_id_dropout)
     run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
