@@ -1,8 +1,9 @@
 """The online layer: the `Recommender` facade, its HTTP service, hot swap, limits and metrics.
 
-This package sits above `encoders` and `ranking` (it is the only part of `recsys` that uses them, and
-only inside functions, so `import recsys.serving` stays as cheap as `import recsys`); it never imports
-`jobs`: the batch jobs and the service share the loaders of `encoders.registry` and `ranking.registry`.
+This package sits above `encoders` and `ranking` (it is the only part of `recsys` that uses them: at
+module level only the import-light `ranking.protocol`, the models inside functions, so `import
+recsys.serving` loads no torch, faiss or LightGBM); it never imports `jobs`: the batch jobs and the
+service share the loaders of `encoders.registry` and `ranking.registry`.
 
 - `recommender.py`  `Recommender`: load, recommend, similar, status (the facade)
 - `hotswap.py`      the served state's replacement: refresh, refusals, pending encoder, poller
@@ -18,6 +19,7 @@ only inside functions, so `import recsys.serving` stays as cheap as `import recs
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 _EXPORTS = {
@@ -34,7 +36,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'recsys.serving' has no attribute {name!r}")

@@ -175,6 +175,7 @@ class SearchBatcher(EncodeBatcher):
 
     def _init_thread(self) -> None:
         if self.threads:
+            # local (c): faiss stays out of `import recsys.serving` (tests/test_service.py guards it)
             import faiss
 
             faiss.omp_set_num_threads(self.threads)  # per thread: the caller's setting does not reach us
@@ -204,6 +205,7 @@ def _exact_search_path(queries: int, dim: int, blas_min_queries: int) -> None:
     """Pick FAISS's exact-search kernel for a batch: per-query scans for a few queries, one BLAS matrix
     product from `blas_min_queries` on (FAISS switches on queries x dim; its default keeps batches of up
     to 333 384-d queries on the per-query path, where each query streams all vectors again)."""
+    # local (c): faiss stays out of `import recsys.serving` (tests/test_service.py guards it)
     import faiss
 
     faiss.cvar.distance_compute_blas_threshold = max(1, blas_min_queries * dim) if queries >= blas_min_queries \

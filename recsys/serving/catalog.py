@@ -20,17 +20,15 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
+import polars as pl
 
+from recsys.data.dataset import Dataset
 from recsys.errors import DataError
-
-if TYPE_CHECKING:
-    import polars as pl
-
-    from recsys.data.dataset import Dataset
 
 DATASET_FILES = ("dataset.json", "items.parquet", "interactions.parquet")
 _PARTS = re.compile(r"\s*[,|]\s*")
@@ -64,8 +62,6 @@ class Catalog:
     """Titles, texts, filters, histories and popularity of one dataset (see the module doc)."""
 
     def __init__(self, dataset: Dataset, *, popular_days: float = 30.0, folder: str | Path | None = None) -> None:
-        import polars as pl
-
         items = dataset.items
         self.dataset = dataset  # what a ranker is loaded with
         self.name = dataset.name
@@ -91,8 +87,6 @@ class Catalog:
 
     @classmethod
     def from_folder(cls, folder: str | Path, popular_days: float = 30.0) -> Catalog:
-        from recsys.data.dataset import Dataset
-
         signature = folder_signature(folder)
         catalog = cls(Dataset.load(folder), popular_days=popular_days, folder=folder)
         catalog.signature = signature  # what was read, even if the folder changed while reading
@@ -155,8 +149,6 @@ class Catalog:
 
 def _histories(interactions: pl.DataFrame) -> tuple[dict[str, tuple[list[str], np.ndarray]], int]:
     """user -> (item ids newest first, their Unix microseconds)."""
-    import polars as pl
-
     grouped = (
         interactions.select("user_id", "item_id", pl.col("ts").dt.epoch("us").alias("us"))
         .sort(["user_id", "us", "item_id"], descending=[False, True, True])
@@ -173,10 +165,6 @@ def _histories(interactions: pl.DataFrame) -> tuple[dict[str, tuple[list[str], n
 
 def _popularity(interactions: pl.DataFrame, catalog: list[str], days: float) -> tuple[list[str], np.ndarray, int]:
     """Catalog items by (window count, all-time count) descending, then id; and how many had window activity."""
-    from datetime import datetime, timedelta
-
-    import polars as pl
-
     items = pl.DataFrame({"item_id": pl.Series(catalog, dtype=pl.String)})
     if interactions.height:
         cutoff = cast(datetime, interactions["ts"].max()) - timedelta(days=days)  # a non-empty Datetime column

@@ -1,7 +1,7 @@
 """Where the served encoder and ranker come from, and how the poller learns that a newer one exists.
 
-The facade sits above `encoders` and `ranking` (never `jobs`); this is the one module that reaches
-into them, always inside functions, so importing `recsys.serving` stays cheap.
+The facade sits above `encoders` and `ranking` (never `jobs`); this is the one module that loads
+their models, always inside functions, so importing `recsys.serving` stays cheap.
 
 - Encoder: a registry reference (`champion`, `models:/recsys-encoder@champion`, ...) whose alias
   may move, a local bundle/run folder (fixed: its version is a content hash), or an already loaded
@@ -15,11 +15,14 @@ into them, always inside functions, so importing `recsys.serving` stays cheap.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsys.embedding_store import registry_encoder_version
 from recsys.errors import ConfigError, DataError
+from recsys.registry import resolve
 
 if TYPE_CHECKING:
     from encoders.registry import LoadedEncoder
@@ -58,8 +61,6 @@ class EncoderSource:
         """The version the reference names right now (registry only; a cheap lookup), else None."""
         if not self.movable:
             return None
-        from recsys.embedding_store import registry_encoder_version
-        from recsys.registry import resolve
 
         resolved = resolve(self.ref, kind="encoder", settings=self.settings)
         return registry_encoder_version(resolved.name, resolved.version)
@@ -68,6 +69,7 @@ class EncoderSource:
         """Load the reference (or `ref`, e.g. the pinned `models:/<name>/<v>` an index was built with)."""
         if self.fixed is not None and ref is None:
             return self.fixed
+        # local (c): encoders brings torch; `import recsys.serving` must not (tests/test_service.py)
         from encoders.registry import resolve_encoder
 
         loaded = resolve_encoder(ref or self.ref, settings=self.settings, cache_dir=self.cache_dir, device=self.device)
@@ -101,6 +103,7 @@ class RankerSource:
     def loader(self) -> tuple[Any, str | None]:
         """`ranking.load_ranker`, or None and why it is unavailable."""
         try:
+            # local (c): `ranking.load_ranker` brings LightGBM and may be missing (then retrieval order)
             import ranking
 
             return ranking.load_ranker, None
@@ -111,7 +114,6 @@ class RankerSource:
         """The registry version the reference names now (`<name>/<n>`), None for folders/objects."""
         if not self.movable:
             return None
-        from recsys.registry import resolve
 
         resolved = resolve(str(self.ref), kind="ranker", settings=self.settings)
         return f"{resolved.name}/{resolved.version}"
@@ -134,7 +136,6 @@ class RankerSource:
         load_ranker, why = self.loader()
         if load_ranker is None:
             return None, why
-        import inspect
 
         target = ref or self.ref
         extra = {"cache_dir": self.cache_dir} if "cache_dir" in inspect.signature(load_ranker).parameters else {}

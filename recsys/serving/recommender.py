@@ -41,8 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ranking.protocol import RankRequest
+from recsys.data.dataset import Dataset
 from recsys.embedding_store import StoreLayout
 from recsys.errors import DataError
+from recsys.index import IndexStore
 from recsys.serving.batcher import EncodeBatcher, SearchBatcher, UserTask
 from recsys.serving.catalog import Catalog
 from recsys.serving.config import ServingConfig
@@ -62,8 +65,6 @@ from recsys.serving.validation import (
 
 if TYPE_CHECKING:
     from recsys.config import Settings
-    from recsys.data.dataset import Dataset
-    from recsys.index import IndexStore
 
 log = logging.getLogger("recsys.serving")
 
@@ -112,13 +113,13 @@ class Recommender:
         """
         config = config or ServingConfig()
         if config.threads:
+            # local (c): torch and faiss stay out of `import recsys.serving` (tests/test_service.py guards it)
             import faiss
             import torch
 
             torch.set_num_threads(config.threads)
             faiss.omp_set_num_threads(config.threads)
         layout = StoreLayout.served(store)
-        from recsys.index import IndexStore
 
         index_store = IndexStore(layout.index)
         current = index_store.current_version()
@@ -274,8 +275,6 @@ class Recommender:
         The user vector and the index's stored item vectors go along, so the ranker scores its
         fallback candidates' interest and the similarity features exactly as in training.
         """
-        from ranking.protocol import RankRequest
-
         state, k, exclude, stamps = request.state, request.k, request.exclude, request.stamps
         allowed = frozenset(state.catalog.matching(request.wanted)) if request.wanted else None
         history_ts = None
@@ -443,8 +442,6 @@ class Recommender:
 
 # ------------------------------------------------------------------------------------ helpers
 def _catalog(data: Any, config: ServingConfig) -> Catalog:
-    from recsys.data.dataset import Dataset
-
     if isinstance(data, Dataset):
         return Catalog(data, popular_days=config.popular_days)
     return Catalog.from_folder(data, config.popular_days)

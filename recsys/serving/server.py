@@ -25,8 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
+
 from recsys.errors import ConfigError
+from recsys.serving.app import create_app
 from recsys.serving.config import ServingConfig
+from recsys.serving.logs import configure_logging
+from recsys.serving.recommender import Recommender
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -94,9 +99,6 @@ def options_from_env(environ: dict[str, str] | None = None) -> ServeOptions:
 
 def build_app(options: ServeOptions) -> FastAPI:
     """The app; its models load in the background (readiness at `/readyz`)."""
-    from recsys.serving.app import create_app
-    from recsys.serving.recommender import Recommender
-
     def loader() -> Recommender:
         return Recommender.load(options.store, options.data, encoder=options.encoder, ranker=options.ranker,
                                 config=options.config)
@@ -108,8 +110,6 @@ def build_app(options: ServeOptions) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """uvicorn factory (`--factory recsys.serving.server:app_from_env`), configured by the environment."""
-    from recsys.serving.logs import configure_logging
-
     options = options_from_env()
     configure_logging(options.log_level)
     return build_app(options)
@@ -117,10 +117,6 @@ def app_from_env() -> FastAPI:
 
 def serve(options: ServeOptions) -> None:
     """Run uvicorn in the foreground until interrupted."""
-    import uvicorn
-
-    from recsys.serving.logs import configure_logging
-
     configure_logging(options.log_level)
     log.info("starting", extra={"fields": {"host": options.host, "port": options.port, "workers": options.workers,
                                            "store": str(options.store), "data": str(options.data),

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 
+from recsys.embedding_store import read_user_vectors
 from recsys.errors import DataError
 
 if TYPE_CHECKING:
@@ -53,10 +55,6 @@ class UserVectors:
     @classmethod
     def for_version(cls, index_root: Path, metadata: dict[str, Any], encoder_version: str, dim: int) -> UserVectors:
         """Read and verify the version's user-vector file; `DataError` when it is corrupt or mismatched."""
-        import polars as pl
-
-        from recsys.embedding_store import read_user_vectors
-
         if not (metadata.get("extra") or {}).get("user_vectors"):
             return cls.empty("this index version was published without user vectors")
         frame = read_user_vectors(index_root, metadata)  # verifies the SHA-256

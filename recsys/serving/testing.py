@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 
 def wait_for_readyz(client: Any, condition: Callable[[dict], bool], timeout: float = 60.0) -> dict:
     """Poll `client.get("/readyz")` (an httpx client on a served app) until `condition(status)` holds.
@@ -65,8 +67,6 @@ class ServerProcess:
 
     def start(self, timeout: float = 90.0, ready_path: str = "/readyz") -> ServerProcess:
         """Start and wait until `ready_path` answers 200 (`/healthz` for a server that cannot be ready yet)."""
-        import httpx
-
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("this server is already running")
         self.port = self.port or free_port()
