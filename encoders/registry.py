@@ -25,6 +25,7 @@ from encoders.encoding import int8_encoder
 from encoders.packaging import EncoderBundle
 from recsys.embedding_store import local_encoder_version, registry_encoder_version
 from recsys.errors import ConfigError
+from recsys.registry import configure_mlflow, resolve
 
 if TYPE_CHECKING:
     from encoders.text_encoder import TextEncoder
@@ -71,7 +72,6 @@ def resolve_encoder(ref: str | Path, *, settings: Settings | None = None, cache_
         if text.startswith(("/", ".", "~")) or (len(path.parts) > 1 and path.parent.is_dir()):
             raise ConfigError(f"--encoder {text}: no such folder (and not a registry reference such as "
                               "champion or models:/recsys-encoder@champion)")
-        from recsys.registry import configure_mlflow, resolve
 
         configure_mlflow(settings)
         try:
@@ -88,6 +88,7 @@ def resolve_encoder(ref: str | Path, *, settings: Settings | None = None, cache_
 
 def _download_bundle(name: str, version: int, uri: str, cache_dir: Path | None) -> Path:
     """The `bundle` artifact of a registered encoder version, downloaded once into the cache."""
+    # local (c): only a registry download needs mlflow; importing it starts MLflow telemetry
     import mlflow
 
     # Absolute: MLflow returns absolute paths, and a relative store (the demo's) must compare equal.

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+from transformers import BertConfig, BertModel
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # Lower-case whole words plus a few WordPiece continuations and punctuation: enough that titles like
@@ -50,9 +53,6 @@ def make_tiny_bert(path: str | Path, *, seed: int = 0, max_position_embeddings: 
     and `AutoTokenizer.from_pretrained(path, local_files_only=True)`, and therefore by
     `TextEncoder.from_pretrained(path)`.
     """
-    import torch
-    from transformers import BertConfig, BertModel
-
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()

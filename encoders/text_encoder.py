@@ -27,10 +27,13 @@ from typing import Any
 
 import numpy as np
 
-# torch at module level: the class below *is* a torch Module. Callers that must stay light (the CLI,
-# the service's start) import this module lazily; `transformers` is still imported only on load.
+# torch and transformers at module level: the class below *is* a torch Module wrapping an HF model.
+# Callers that must stay light (the CLI, the service's start) import this module lazily.
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from recsys.errors import ConfigError, DataError
 
@@ -47,8 +50,6 @@ def quiet_hf_loading() -> Iterator[None]:
     They are noise in CLI output and test logs; the previous settings are restored afterwards so
     a host application's own choices stand.
     """
-    from transformers.utils import logging as hf_logging
-
     bars_were_on = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
@@ -66,8 +67,6 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
     Same arithmetic as sentence-transformers' Pooling(mean) + Normalize, so vectors agree with it.
     """
-    import torch.nn.functional as F
-
     mask = attention_mask.unsqueeze(-1).to(torch.float32)
     summed = (hidden.to(torch.float32) * mask).sum(dim=1)
     counts = mask.sum(dim=1).clamp(min=1e-9)
@@ -150,8 +149,6 @@ class TextEncoder(nn.Module):
         else 256, capped by the position embeddings). `device=None` picks CUDA when available.
         Local folders load with `local_files_only=True`; only a named hub id may download.
         """
-        from transformers import AutoModel, AutoTokenizer
-
         resolved = resolve_base_model(name_or_path)
         local = is_local(resolved)
         try:

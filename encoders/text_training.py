@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from encoders.encoding import encode_rows
 from encoders.history_text import ItemTokens, prefix_ids
+from encoders.peft_methods import apply_peft, peft_regularization, peft_step
 from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
-    import torch
-
     from encoders.text_encoder import TextEncoder
 
 
@@ -133,8 +134,6 @@ def info_nce(
     expected count among the sampled candidates) is subtracted from the logits: the logQ correction
     that stops in-batch sampling from teaching the model to push popular items down.
     """
-    import torch
-
     logits = users @ items.T / temperature
     if log_q is not None:
         logits = logits - log_q.unsqueeze(0)
@@ -160,8 +159,6 @@ def catalog_info_nce(
     A row's own history (`seen`) is masked, as the evaluation excludes it: the loss is the full
     ranking that NDCG@10 is measured on. The item tower still learns from the sampled loss.
     """
-    import torch
-
     logits = users @ bank.T / temperature
     blocked = torch.zeros_like(logits, dtype=torch.bool)
     for row, history in enumerate(seen):
@@ -195,8 +192,6 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    import torch
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -207,8 +202,6 @@ class TextTowerTrainer:
     """Fine-tunes `encoder` in place; evaluation callbacks score the full catalog."""
 
     def __init__(self, encoder: TextEncoder, item_texts: list[str], config: TextTrainConfig) -> None:
-        from encoders.peft_methods import apply_peft
-
         self.config = config
         if config.method not in ("frozen",):
             apply_peft(
@@ -286,10 +279,6 @@ class TextTowerTrainer:
         hard_negative_pool: np.ndarray | None = None,
     ) -> TextTrainReport:
         """Train; `evaluate(trainer) -> float` returns validation NDCG@10 and drives early stopping."""
-        import torch
-
-        from encoders.peft_methods import peft_regularization, peft_step
-
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -333,8 +322,6 @@ class TextTowerTrainer:
             resumed = step
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(
                 total=cfg.max_steps, initial=step, desc=f"fine-tune ({cfg.method})", unit="step", dynamic_ncols=True
             )

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
 
 _SHIFT = np.int64(32)
 _MAX_SECONDS = (1 << 32) - 1
@@ -31,8 +28,6 @@ DEFAULT_COVISIT_WINDOW = 10
 
 def to_seconds(values: pl.Series | np.ndarray | list[datetime], origin: int) -> np.ndarray:
     """UTC datetimes (polars series, numpy datetime64 or python datetimes) as int64 seconds since `origin`."""
-    import polars as pl
-
     if isinstance(values, pl.Series):
         seconds = values.dt.epoch("s").to_numpy().astype(np.int64)
     elif isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.datetime64):

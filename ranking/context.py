@@ -19,14 +19,14 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
+import scipy.sparse as sp
 
 from ranking.behavior import DEFAULT_COVISIT_WINDOW, CovisitPairs, KeyedEvents, to_seconds
 from recsys.data.order import chronological
 from recsys.errors import DataError
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from recsys.data.dataset import Dataset
 
 DAY = 86_400
@@ -60,8 +60,6 @@ class BehaviorContext:
     def build(cls, dataset: Dataset, covisit_window: int = DEFAULT_COVISIT_WINDOW,
               interactions: pl.DataFrame | None = None) -> BehaviorContext:
         """Index `interactions` (default: the dataset's whole log) over the dataset's item catalogue."""
-        import polars as pl
-
         items = dataset.items
         item_ids = items["item_id"].to_list()
         row_of = {item: row for row, item in enumerate(item_ids)}
@@ -99,8 +97,6 @@ class BehaviorContext:
         return context
 
     def _add_impressions(self, impressions: pl.DataFrame) -> None:
-        import polars as pl
-
         known = impressions.filter(pl.col("item_id").is_in(list(self.row_of)))
         rows = known["item_id"].replace_strict(self.row_of, return_dtype=pl.Int64).to_numpy()
         seconds = to_seconds(known["ts"], self.origin)
@@ -114,8 +110,6 @@ class BehaviorContext:
         """(indicator, row-normalised) sparse item x genre matrices, built once (the genre-affinity feature)."""
         cached = self._genre_cache
         if cached is None:
-            import scipy.sparse as sp
-
             rows = np.repeat(np.arange(len(self.genres)), [len(g) for g in self.genres])
             cols = np.fromiter((c for g in self.genres for c in sorted(g)), dtype=np.int64, count=len(rows))
             shape = (len(self.genres), max(len(self.categories), 1))
@@ -172,8 +166,6 @@ class BehaviorContext:
 
 def _item_metadata(items: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str], list[frozenset[int]]]:
     """(year, category code, category names, genre-code sets) per item row."""
-    import polars as pl
-
     n = items.height
     if "year" in items.columns:
         year = items["year"].cast(pl.Float64, strict=False).to_numpy().astype(np.float64)

@@ -15,8 +15,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
+import lightgbm as lgb
 import numpy as np
 
 from ranking.candidates import SOURCES, CandidateConfig, Candidates, ItemVectors, Query, generate
@@ -24,9 +25,6 @@ from ranking.context import BehaviorContext
 from ranking.features import FEATURE_NAMES, RECENT, compute
 from ranking.protocol import RankRequest, RankResult
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import lightgbm as lgb
 
 MODEL_FILE = "model.txt"
 META_FILE = "ranker.json"
@@ -73,8 +71,6 @@ class RankerModel:
 
     @classmethod
     def load(cls, folder: str | Path, context: BehaviorContext, version: str | None = None) -> RankerModel:
-        import lightgbm as lgb
-
         folder = Path(folder)
         meta = read_meta(folder)
         model_file = folder / MODEL_FILE

@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ranking.context import BehaviorContext
+from ranking.model import META_FILE, RankerModel, read_meta
 from recsys.errors import ConfigError
+from recsys.registry import configure_mlflow, resolve
 
 if TYPE_CHECKING:
-    from ranking.context import BehaviorContext
-    from ranking.model import RankerModel
     from recsys.config import Settings
     from recsys.data.dataset import Dataset
 
@@ -28,9 +29,6 @@ BUNDLE_ARTIFACT = "ranker_bundle"
 def load_ranker(ref: str | Path, *, dataset: Dataset | None = None, context: BehaviorContext | None = None,
                 settings: Settings | None = None, cache_dir: str | Path | None = None) -> RankerModel:
     """Load the ranker named by `ref` against `context` (built from `dataset` when not given)."""
-    from ranking.context import BehaviorContext
-    from ranking.model import META_FILE, RankerModel, read_meta
-
     text = str(ref).strip()
     if not text:
         raise ConfigError("ranker reference is empty; use e.g. 'champion' or a ranker folder")
@@ -41,7 +39,6 @@ def load_ranker(ref: str | Path, *, dataset: Dataset | None = None, context: Beh
     else:
         if text.startswith(("/", ".", "~")):
             raise ConfigError(f"ranker {text}: no such folder (and not a registry reference such as champion)")
-        from recsys.registry import configure_mlflow, resolve
 
         configure_mlflow(settings)
         resolved = resolve(text, kind="ranker", settings=settings)
@@ -57,6 +54,7 @@ def load_ranker(ref: str | Path, *, dataset: Dataset | None = None, context: Beh
 
 
 def _download(run_id: str | None, name: str, version: int, cache_dir: str | Path | None) -> Path:
+    # local (c): only a registry download needs mlflow; importing it starts MLflow telemetry
     import mlflow
 
     if not run_id:
