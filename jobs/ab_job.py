@@ -38,16 +38,21 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
+import polars as pl
+
+from jobs.ab_systems import is_model_reference, model_topk
+from recsys.abtest.ope import OPESettings, compare_policies, policy_from_topk
+from recsys.abtest.paired import align_per_user, compare_arrays, metric_columns
+from recsys.abtest.report import ABResult, write_report
+from recsys.abtest.segments import beyond_accuracy, lift_by_history, segment_comparisons
+from recsys.baselines import BASELINES, make_baseline
+from recsys.data.dataset import Dataset
 from recsys.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    import polars as pl
-
-    from recsys.abtest.report import ABResult
-    from recsys.data.dataset import Dataset
-    from recsys.splits import Split
+from recsys.metrics import evaluate_topk, item_counts_from, per_user_metrics
+from recsys.splits import Split
+from recsys.ties import tie_free_users
 
 DEFAULT_KS = (10, 50)
 DEFAULT_SEGMENT_METRICS = ("ndcg@10", "hr@10")
@@ -129,14 +134,10 @@ def _cutoffs(ks: Sequence[int]) -> tuple[int, ...]:
 
 
 def _load_split(split: Split | str | Path) -> Split:
-    from recsys.splits import Split
-
     return split if isinstance(split, Split) else Split.load(split)
 
 
 def _read_topk(path: Path) -> pl.DataFrame:
-    import polars as pl
-
     try:
         return pl.read_parquet(path)
     except Exception as exc:  # polars raises several error types for non-parquet input
@@ -152,10 +153,6 @@ def resolve_system(
     data: Dataset | str | Path | None = None,
 ) -> tuple[pl.DataFrame, str, str | None]:
     """(top-K table, description, file) for a baseline, a parquet path, a run folder, a model or a table."""
-    import polars as pl
-
-    from recsys.baselines import BASELINES, make_baseline
-
     if isinstance(system, pl.DataFrame):
         return system, "top-K table given in memory", None
     if not isinstance(system, str | Path):
@@ -170,7 +167,6 @@ def resolve_system(
             raise ConfigError(f"{path}: a run folder without {saved.name}; train-encoder and train-ranker "
                               "runs save their test lists (use --stage test), or pass a top-K parquet")
         return _read_topk(saved), f"run folder `{path}`", str(saved)
-    from jobs.ab_systems import is_model_reference, model_topk
 
     if is_model_reference(str(system)):
         dataset = _load_dataset(data)
@@ -192,8 +188,6 @@ def resolve_system(
 
 
 def _load_dataset(data: Dataset | str | Path | None) -> Dataset | None:
-    from recsys.data.dataset import Dataset
-
     if data is None or isinstance(data, Dataset):
         return data
     return Dataset.load(data)
@@ -201,8 +195,6 @@ def _load_dataset(data: Dataset | str | Path | None) -> Dataset | None:
 
 def _checked_topk(topk: pl.DataFrame, file: str | None, targets: pl.DataFrame, ks: Sequence[int]) -> None:
     """Validate a list table up front, so a malformed file is named in the error."""
-    from recsys.metrics import per_user_metrics
-
     try:
         per_user_metrics(topk, targets.head(1), ks)
     except DataError as exc:
@@ -215,8 +207,6 @@ def list_diagnostics(
     topk: pl.DataFrame, targets: pl.DataFrame, history: pl.DataFrame, catalog: pl.Series, k: int
 ) -> dict[str, float | int]:
     """How a system's lists relate to the protocol: coverage of target users, length, seen/unknown items."""
-    import polars as pl
-
     slots = topk.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String), "rank").filter(
         pl.col("rank") <= k
     )
@@ -237,8 +227,6 @@ def list_diagnostics(
 
 
 def _load_impressions(impressions: pl.DataFrame | str | Path) -> tuple[pl.DataFrame, str | None]:
-    import polars as pl
-
     if isinstance(impressions, pl.DataFrame):
         return impressions, None
     path = Path(impressions)
@@ -264,10 +252,6 @@ def _off_policy(
     confidence: float,
     seed: int,
 ) -> dict[str, Any]:
-    import polars as pl
-
-    from recsys.abtest.ope import compare_policies, policy_from_topk
-
     log, file = _load_impressions(impressions)
     if "propensity" not in log.columns:
         raise DataError("the impression log has no 'propensity' column: off-policy estimates need the "
@@ -292,8 +276,9 @@ def _off_policy(
     if covered.height == 0:
         return {"results": {}, "diffs": {}, "note": "skipped: " + note, "requests": total, "evaluated": 0}
     kept = log.with_columns(pl.col("request_id").cast(pl.String)).join(covered, on="request_id", how="semi")
-    results, diffs = compare_policies(kept, policies, position=position, clip=clip, n_bootstrap=n_bootstrap,
-                                      confidence=confidence, seed=seed, file=file)
+    settings = OPESettings(position=position, clip=clip, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
+                           file=file)
+    results, diffs = compare_policies(kept, policies, settings)
     return {"results": results, "diffs": diffs, "note": note, "requests": total, "evaluated": covered.height}
 
 
@@ -328,14 +313,6 @@ def run_ab(
     table); pass `()` to skip them. The older flat keywords (`n_bootstrap=...`, `clip=...`) still
     work, with a DeprecationWarning.
     """
-    import polars as pl
-
-    from recsys.abtest.paired import align_per_user, compare_arrays, metric_columns
-    from recsys.abtest.report import ABResult, write_report
-    from recsys.abtest.segments import beyond_accuracy, lift_by_history, segment_comparisons
-    from recsys.metrics import evaluate_topk, item_counts_from, per_user_metrics
-    from recsys.ties import tie_free_users
-
     configs = _with_flat({"stats": stats, "ope": ope, "segments": segments}, flat)
     stats, ope, segments = configs["stats"], configs["ope"], configs["segments"]
     started = time.perf_counter()

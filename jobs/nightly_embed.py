@@ -37,11 +37,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
 
 # The loop is `encoders.encoding` (shared with training evaluation and the bundle); `encode_texts` and
 # `default_tokenizer_workers` stay importable from here for callers of the job's old names.
 from encoders.encoding import default_batch_size, default_tokenizer_workers, encode_chunks, encode_texts  # noqa: F401
 from encoders.registry import LoadedEncoder, resolve_encoder
+from recsys.data.dataset import Dataset
 from recsys.data.order import chronological
 from recsys.embedding_store import (
     DEFAULT_SHARD_SIZE,
@@ -54,13 +58,12 @@ from recsys.embedding_store import (
     write_user_vectors,
 )
 from recsys.errors import ConfigError, DataError
+from recsys.index import IndexStore, VectorIndex
+from recsys.index.faiss_index import IDS_FILE
+from recsys.registry import configure_mlflow, ensure_experiment
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from recsys.config import Settings
-    from recsys.data.dataset import Dataset
-    from recsys.index import IndexStore
 
 EXPERIMENT = "nightly-embed"
 USER_CHUNK = 1024
@@ -184,8 +187,6 @@ def active_histories(interactions: pl.DataFrame, catalog: Sequence[str], active_
     limited to items still in the catalog; a user whose history is all removed items is left out
     (the service's cold-start path serves them).
     """
-    import polars as pl
-
     if interactions.height == 0:
         raise DataError("no interactions: cannot tell which users are active", column="ts")
     as_of = cast(datetime, interactions["ts"].max())  # a Datetime column (the data contract); not empty
@@ -214,8 +215,6 @@ def user_vectors(loaded: LoadedEncoder, histories: ActiveHistories, row_of: dict
 
     `pooled` reuses the stored item text vectors instead of encoding the histories' texts again.
     """
-    from tqdm.auto import tqdm
-
     bundle = loaded.bundle
     n = len(histories.user_ids)
     out = np.zeros((n, bundle.index_dim), dtype=np.float32)
@@ -241,15 +240,10 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
                 config: EmbedConfig | None = None, engine: Engine | None = None,
                 settings: Settings | None = None) -> EmbedReport:
     """Run the whole nightly job (module doc) and return its report."""
-    from recsys.data.dataset import Dataset
-    from recsys.index import IndexStore
-
     config = config or EmbedConfig()
     config.check()
     started = time.perf_counter()
     if config.threads:
-        import torch
-
         torch.set_num_threads(config.threads)
     dataset = data if isinstance(data, Dataset) else Dataset.load(data)
     layout = StoreLayout.nightly(store)
@@ -281,7 +275,6 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
         user_info["active_days"] = config.active_days
 
         removed = _removed_since_current(index_store, set(item_ids))
-        from recsys.index import VectorIndex
 
         index = VectorIndex.build(item_ids, vectors, dict(config.index), encoder_version=loaded.version)
         key = encoder_key(loaded.version, loaded.variant)
@@ -322,8 +315,6 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
 def _encode_items(loaded: LoadedEncoder, embeddings: EmbeddingStore, engine: Engine, item_ids: list[str],
                   texts: list[str], hashes: list[str], config: EmbedConfig) -> tuple[np.ndarray, int, int, float]:
     """Fill the catalog's text vectors from the store, encoding (and storing) only what is missing."""
-    from tqdm.auto import tqdm
-
     plan = embeddings.plan(loaded.version, item_ids, text_hashes=hashes, variant=loaded.variant)
     out = np.zeros((len(item_ids), loaded.text_encoder.dim), dtype=np.float32)
     if len(plan.cached_rows):
@@ -356,8 +347,6 @@ def _encode_items(loaded: LoadedEncoder, embeddings: EmbeddingStore, engine: Eng
 def _removed_since_current(index_store: IndexStore, catalog: set[str]) -> int | None:
     """Items the served version has that the catalog no longer has (0 before the first publish; None
     when the served version's id list cannot be read)."""
-    from recsys.index.faiss_index import IDS_FILE
-
     current = index_store.current_version()
     if current is None:
         return 0
@@ -372,9 +361,8 @@ def _removed_since_current(index_store: IndexStore, catalog: set[str]) -> int | 
 def log_nightly_run(report: EmbedReport, index_store: IndexStore, config: EmbedConfig,
                     settings: Settings | None = None) -> str:
     """One MLflow run in experiment `nightly-embed`: params, counts, checksum; returns the run id."""
+    # local (c): only a logged run needs mlflow; importing it starts MLflow telemetry (--no-log)
     import mlflow
-
-    from recsys.registry import configure_mlflow, ensure_experiment
 
     configure_mlflow(settings)
     experiment_id = ensure_experiment(EXPERIMENT, settings)

@@ -21,13 +21,17 @@ Ray is an optional dependency: `pip install 'recsys[distributed]'` (Ray Data >= 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import torch
 
 from encoders.encoding import default_batch_size, encode_texts, int8_encoder
+from encoders.packaging import EncoderBundle
 from encoders.registry import LoadedEncoder
 from recsys.errors import ConfigError
 
@@ -39,6 +43,7 @@ MAX_SHIPPED_BYTES = 2 << 30
 def import_ray() -> Any:
     """`ray` with Ray Data, or a `ConfigError` that says how to install it."""
     try:
+        # local (c): Ray is optional (recsys[distributed]); this module imports without it
         import ray
         import ray.data  # Ray core alone is not enough
     except ImportError as exc:
@@ -60,10 +65,6 @@ class EncodeActor:
 
     def __init__(self, bundle_dir: str, shipped: list[Any] | None, int8: bool, batch_size: int | None,
                  threads: int | None) -> None:
-        import torch
-
-        from encoders.packaging import EncoderBundle
-
         if threads:
             torch.set_num_threads(int(threads))
         folder = Path(bundle_dir)
@@ -82,8 +83,7 @@ class EncodeActor:
 
     @staticmethod
     def _unpack(ref: Any) -> Path:
-        import tempfile
-
+        # local (c): Ray is optional (recsys[distributed]); this module imports without it
         import ray
 
         files: dict[str, bytes] = ray.get(ref)
@@ -144,8 +144,6 @@ class RayEngine:
     def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
                on_batch: Callable[[int], object] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield `(positions, vectors)` per finished actor batch (at most `shard_size` rows each)."""
-        import pyarrow as pa
-
         ray = self._connect()
         if not len(texts):
             return

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from encoders.sequence import SequenceConfig
+from encoders.sequence_training import SequenceTrainConfig
+from encoders.testing import make_tiny_bert
+from encoders.text_training import TextTrainConfig
 from jobs.nightly_embed import EmbedConfig, EmbedReport, run_nightly
 from jobs.train_encoder import train_encoder
+from recsys.data.synthetic import generate
+from recsys.splits import leave_last_out
 
 if TYPE_CHECKING:
     from recsys.data.dataset import Dataset
@@ -36,11 +44,6 @@ class World:
 
 def train_tiny_encoder(dataset: Dataset, out: Path, bert: Path, tower: str = "text") -> Path:
     """A `train_encoder` run over the tiny BERT: frozen text tower, or one LoRA step plus the user tower."""
-    from encoders.sequence import SequenceConfig
-    from encoders.sequence_training import SequenceTrainConfig
-    from encoders.text_training import TextTrainConfig
-    from recsys.splits import leave_last_out
-
     method = "lora" if tower == "sequence" else "frozen"
     config = TextTrainConfig(method=method, max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
                              item_tokens=16, checkpoint_every=1, threads=1)
@@ -60,11 +63,6 @@ def embed_config(**overrides: Any) -> EmbedConfig:
 def build_world(root: str | Path, *, towers: tuple[str, ...] = ("text",), n_interactions: int = 1500,
                 n_users: int = 60, n_items: int = 120, seed: int = 3) -> World:
     """Dataset + tiny encoders (one a tower) + a nightly store published with the first tower's encoder."""
-    import torch
-
-    from encoders.testing import make_tiny_bert
-    from recsys.data.synthetic import generate
-
     torch.set_num_threads(1)
     root = Path(root)
     dataset = generate(n_interactions=n_interactions, n_users=n_users, n_items=n_items, seed=seed)
