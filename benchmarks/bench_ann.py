@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-
-    import faiss
 
     faiss.omp_set_num_threads(args.threads)
     t0 = time.perf_counter()

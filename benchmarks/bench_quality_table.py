@@ -20,19 +20,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
+from encoders.towers import pooled_user_vectors
+from recsys.baselines import make_baseline
 from recsys.data.order import chronological
+from recsys.metrics import per_user_metrics
+from recsys.scoring import dense_topk
+from recsys.splits import Split
+from recsys.ties import tie_free_users
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "hr@50")
 
 
 def pooled_lists(run: Path, split, k: int = 50):
     """Top-k of the pooled user tower over a text-tower run's fine-tuned item vectors."""
-    import polars as pl
-
-    from encoders.towers import pooled_user_vectors
-    from recsys.scoring import dense_topk
-
     items = pl.read_parquet(run / "items.parquet")["item_id"].to_list()
     vectors = np.load(run / "item_vectors.npy")
     row_of = {item: i for i, item in enumerate(items)}
@@ -56,13 +58,6 @@ def bootstrap(values: np.ndarray, n: int = 5000, seed: int = 0) -> tuple[float, 
 
 
 def main() -> None:
-    import polars as pl
-
-    from recsys.baselines import make_baseline
-    from recsys.metrics import per_user_metrics
-    from recsys.splits import Split
-    from recsys.ties import tie_free_users
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--run", action="append", default=[], metavar="LABEL=FOLDER",

@@ -22,7 +22,17 @@ import platform
 import time
 from pathlib import Path
 
+import faiss
+import lightgbm as lgb
 import numpy as np
+
+from ranking.candidates import CandidateConfig, Query
+from ranking.context import BehaviorContext
+from ranking.model import RankerModel
+from ranking.protocol import RankRequest
+from ranking.training import FeatureSet, LabeledQueries, RankerConfig, featurize
+from recsys.data.dataset import Dataset
+from recsys.data.synthetic import generate
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -32,13 +42,6 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def bench_request(run: Path, data: Path, requests: int) -> dict:
-    import faiss
-
-    from ranking.context import BehaviorContext
-    from ranking.model import RankerModel
-    from ranking.protocol import RankRequest
-    from recsys.data.dataset import Dataset
-
     dataset = Dataset.load(data)
     started = time.perf_counter()
     context = BehaviorContext.build(dataset, covisit_window=20)
@@ -79,13 +82,6 @@ def bench_request(run: Path, data: Path, requests: int) -> dict:
 
 
 def bench_training(rows_wanted: int, rounds: int) -> dict:
-    import lightgbm as lgb
-
-    from ranking.candidates import CandidateConfig, Query
-    from ranking.context import BehaviorContext
-    from ranking.training import FeatureSet, LabeledQueries, RankerConfig, featurize
-    from recsys.data.synthetic import generate
-
     per_query = 300
     n_queries = rows_wanted // per_query + 1
     started = time.perf_counter()

@@ -51,7 +51,17 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+import numpy as np
+import polars as pl
+from prometheus_client.parser import text_string_to_metric_families
+
+from recsys.data.dataset import Dataset
 from recsys.data.order import chronological
+from recsys.embedding_store import local_encoder_version, read_user_vectors, write_user_vectors
+from recsys.index import IndexStore, VectorIndex
+from recsys.serving.config import ServingConfig
+from recsys.serving.testing import ServerProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -65,9 +75,6 @@ DIM_1M = 384
 # ------------------------------------------------------------------------------------ worlds
 def ml_store(work: Path, data: Path, encoder: Path, threads: int) -> tuple[Path, float | None]:
     """`recsys embed` into WORK/ml-store unless it already holds an index of this encoder."""
-    from recsys.embedding_store import local_encoder_version
-    from recsys.index import IndexStore
-
     store = work / "ml-store"
     index = IndexStore(store / "index")
     version = local_encoder_version(encoder)
@@ -83,13 +90,6 @@ def ml_store(work: Path, data: Path, encoder: Path, threads: int) -> tuple[Path,
 
 def synthetic_world(work: Path, encoder: Path, n_items: int, kind: str, seed: int = 0) -> tuple[Path, Path, float]:
     """Dataset + published random-vector index for `n_items` items (built once, reused)."""
-    import numpy as np
-    import polars as pl
-
-    from recsys.data.dataset import Dataset
-    from recsys.embedding_store import local_encoder_version, write_user_vectors
-    from recsys.index import IndexStore, VectorIndex
-
     data, store = work / f"synth-{n_items}-data", work / f"synth-{n_items}-{kind}-store"
     index_store = IndexStore(store / "index")
     version = local_encoder_version(encoder)
@@ -135,11 +135,6 @@ def synthetic_world(work: Path, encoder: Path, n_items: int, kind: str, seed: in
 
 def request_pool(data: Path, store: Path, n: int = 400, seed: int = 0) -> list[tuple[str, list[str]]]:
     """(user id, 20 most recent item ids newest first) for users whose nightly vector is fresh."""
-    import polars as pl
-
-    from recsys.embedding_store import read_user_vectors
-    from recsys.index import IndexStore
-
     index = IndexStore(store / "index")
     cached = read_user_vectors(index.root, index.metadata(index.current_version()))
     inter = pl.read_parquet(data / "interactions.parquet", columns=["user_id", "item_id", "ts"])
@@ -157,8 +152,6 @@ def request_pool(data: Path, store: Path, n: int = 400, seed: int = 0) -> list[t
 # ------------------------------------------------------------------------------------ driving
 async def drive(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
     """Closed loop with `concurrency` clients; returns latencies (ms) of requests finished in the window."""
-    import httpx
-
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     errors: list[str] = []
@@ -204,9 +197,6 @@ def stage_means(before: dict, after: dict) -> dict[str, float]:
 
 
 def scrape(url: str) -> dict:
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
     out = {}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
         for sample in family.samples:
@@ -216,8 +206,6 @@ def scrape(url: str) -> dict:
 
 
 def percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
     return float(np.percentile(values, q)) if values else float("nan")
 
 
@@ -242,10 +230,6 @@ def run_world(name: str, store: Path, data: Path, encoder: Path, args: argparse.
               ranker: str = "none", scenarios_wanted: tuple[str, ...] = SCENARIOS,
               explain_concurrency: tuple[int, ...] = ()) -> list[dict]:
     """One server for `name`; a row per (scenario, concurrency), plus `+ explain` rows at `explain_concurrency`."""
-    import httpx
-
-    from recsys.serving.testing import ServerProcess
-
     pool = request_pool(data, store)
     bodies_of = {
         "cached": [{"user_id": user, "k": K} for user, _ in pool],
@@ -300,7 +284,6 @@ def markdown(rows: list[dict], args: argparse.Namespace, builds: dict, command: 
                  "(nlist 4,000) at 1M items, whose k-means alone measured ~12 s an iteration on this box "
                  "(~5 min for 25 iterations), beyond this benchmark's budget; and on random vectors (no cluster "
                  "structure) a calibrated IVF has to probe most lists anyway.")
-    from recsys.serving.config import ServingConfig
 
     served = sorted({row["ranker"] for row in rows if row.get("ranker")})
     ranker_note = (f" Ranked rows: the LightGBM ranker folder `{args.ranker}` (served as {', '.join(served)}), "

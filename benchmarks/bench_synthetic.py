@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recsys.data.synthetic import generate
+
 
 def _peak_rss_gb() -> float:
     # Linux reports ru_maxrss in KiB (macOS in bytes).
@@ -31,11 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--requests", type=int, default=None, help="impression requests (default n // 20)")
     args = parser.parse_args(argv)
-
-    import numpy  # noqa: F401  (imports are not part of the timing)
-    import polars  # noqa: F401
-
-    from recsys.data.synthetic import generate
 
     baseline = _peak_rss_gb()
     t0 = time.perf_counter()

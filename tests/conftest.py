@@ -16,6 +16,7 @@ or come from `jobs.testing.build_world`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,13 @@ import pytest
 
 from encoders.testing import make_tiny_bert
 from recsys.config import Settings, load_settings
+from recsys.data.synthetic import generate
+from recsys.registry import configure_mlflow
+from recsys.splits import leave_last_out
+
+# MLflow reads this when it is first imported, and collecting a test module already imports it (modules
+# that log to MLflow import it at the top): telemetry stays off for the session, not only in the fixtures.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 SMALL_DATA = {"n_interactions": 1500, "n_users": 60, "n_items": 120, "seed": 3}
 
@@ -39,17 +47,12 @@ def tiny_bert(tiny_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def small_data():
-    from recsys.data.synthetic import generate
-    from recsys.splits import leave_last_out
-
     dataset = generate(**SMALL_DATA)
     return dataset, leave_last_out(dataset.interactions)
 
 
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    from recsys.registry import configure_mlflow
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         settings = load_settings(home=tmp_path_factory.mktemp("recsys-home"), prefix="recsys", tracking_uri="")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
+from encoders.encoding import encode_rows
 from encoders.history_text import ItemTokens
+from encoders.item_prior import PRIOR_FILE, select_beta
 from encoders.sequence import SequenceConfig
 from encoders.sequence_training import SequenceTrainConfig
 from encoders.text_encoder import TextEncoder
-from encoders.text_training import TextTrainConfig, catalog_info_nce, info_nce
+from encoders.text_training import Sequences, TextTowerTrainer, TextTrainConfig, catalog_info_nce, info_nce
 from jobs.train_encoder import train_encoder
 from recsys.data.order import chronological
 
@@ -99,8 +102,6 @@ def test_text_stage_resumes_from_checkpoint(tmp_path, tiny_bert, small_data):
 
 def test_hard_negatives_are_the_frozen_models_nearest_other_items(tmp_path, tiny_bert, small_data):
     """Mined from the starting model: each item's pool = its most similar *other* eligible items."""
-    from encoders.text_training import TextTowerTrainer
-
     dataset, split = small_data
     encoder = TextEncoder.from_pretrained(tiny_bert, max_length=48, device="cpu")
     texts = dataset.item_text()["text"].to_list()
@@ -125,9 +126,6 @@ def test_hard_negatives_are_the_frozen_models_nearest_other_items(tmp_path, tiny
 
 def test_catalog_negatives_train_and_leave_the_item_cache_intact(tiny_bert, small_data):
     """The bank is a copy: updating it during training must not corrupt the cached item vectors."""
-    from encoders.encoding import encode_rows
-    from encoders.text_training import Sequences, TextTowerTrainer
-
     dataset, split = small_data
     encoder = TextEncoder.from_pretrained(tiny_bert, max_length=48, device="cpu")
     texts = dataset.item_text()["text"].to_list()
@@ -153,8 +151,6 @@ def test_catalog_negatives_train_and_leave_the_item_cache_intact(tiny_bert, smal
 
 
 def test_select_beta_keeps_the_best_and_prefers_no_prior_on_ties():
-    from encoders.item_prior import select_beta
-
     log_count = np.log1p(np.array([0.0, 3.0, 10.0]))
     beta, grid = select_beta(log_count, lambda prior: -abs(float(prior[2]) - 0.05 * log_count[2]))
     assert beta == 0.05 and set(grid) >= {0.0, 0.05}
@@ -164,10 +160,6 @@ def test_select_beta_keeps_the_best_and_prefers_no_prior_on_ties():
 
 def test_text_run_reports_the_prior_it_chose_on_validation(tmp_path, tiny_bert, small_data):
     """The chosen beta's validation score is the run's validation NDCG@10; the file exists iff beta > 0."""
-    import polars as pl
-
-    from encoders.item_prior import PRIOR_FILE
-
     dataset, split = small_data
     out = tmp_path / "prior"
     run = train_encoder(dataset, split, out, tower="text", base_model=tiny_bert, text_config=_text_config(),

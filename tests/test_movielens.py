@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from recsys.data.dataset import Dataset
-from recsys.data.movielens import MOVIELENS_TEMPLATE, detect_variant, load_movielens
+from recsys.data.movielens import ML100K_GENRES, MOVIELENS_TEMPLATE, detect_variant, load_movielens
 from recsys.errors import ConfigError, DataError
 from recsys.splits import leave_last_out
 
@@ -212,8 +212,6 @@ def test_bad_rating_value(tmp_path: Path) -> None:
 
 
 def flags(*names: str) -> str:
-    from recsys.data.movielens import ML100K_GENRES
-
     return "|".join("1" if g in names else "0" for g in ML100K_GENRES)
 
 

@@ -11,26 +11,36 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import torch
+from mlflow import MlflowClient
 
+from encoders.encoding import encode_chunks
 from encoders.item_prior import PRIOR_FILE, item_side, load_prior
 from encoders.packaging import EncoderBundle
 from encoders.testing import make_tiny_bert
+from encoders.text_encoder import TextEncoder
+from jobs.log_encoder import log_encoder_run
 from jobs.nightly_embed import EmbedConfig, active_histories, run_nightly
 from jobs.testing import train_tiny_encoder
 from recsys.data.dataset import Dataset
 from recsys.embedding_store import (
     EmbeddingStore,
+    StoreLayout,
     encoder_key,
+    exclusive_lock,
     local_encoder_version,
     prune_user_vectors,
     read_user_vectors,
@@ -53,8 +63,6 @@ _train = train_tiny_encoder  # shared with the service tests (jobs/testing.py)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, small_data):
     """A synthetic dataset on disk and frozen text-tower encoders over two different tiny BERTs."""
-    import torch
-
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("nightly")
     dataset = small_data[0]  # N_ITEMS items
@@ -88,8 +96,6 @@ def _served(store: Path, **kwargs):
 
 def _expected_active(dataset: Dataset, days: float) -> list[str]:
     """Users with an interaction within `days` of the newest one, computed here independently."""
-    from datetime import timedelta
-
     newest = dataset.interactions["ts"].max()
     recent = dataset.interactions.filter(pl.col("ts") >= newest - timedelta(days=days))
     return sorted(set(recent["user_id"].to_list()))
@@ -361,9 +367,6 @@ def test_sigkill_mid_run_keeps_current_and_the_rerun_resumes(world, tmp_path):
 
 # ---------------------------------------------------------------------------------- registry
 def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, monkeypatch, mlflow_settings):
-    from mlflow import MlflowClient
-
-    from jobs.log_encoder import log_encoder_run
     settings = mlflow_settings
     with pytest.raises(ConfigError, match=r"champion: not a local folder.*'recsys-encoder' does not exist"):
         run_nightly(world["data"], "champion", tmp_path / "store", _config(), settings=settings)
@@ -397,8 +400,6 @@ def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, 
 
 
 def test_a_second_run_on_the_same_store_is_refused_while_one_runs(world, tmp_path):
-    from recsys.embedding_store import exclusive_lock
-
     with exclusive_lock(tmp_path / "store" / ".lock", "held by a test"), \
             pytest.raises(ConfigError, match="in use by another process"):
         run_nightly(world["data"], world["enc_a"], tmp_path / "store", _config())
@@ -417,11 +418,6 @@ def test_bad_encoder_reference_is_one_clear_line(world, tmp_path):
 
 # ---------------------------------------------------------------------------------- encoding
 def test_encode_chunks_keeps_order_overlaps_and_stops_cleanly(world):
-    import threading
-
-    from encoders.encoding import encode_chunks
-    from encoders.text_encoder import TextEncoder
-
     encoder = TextEncoder.from_pretrained(str(world["bert_a"]), device="cpu")
     texts = world["dataset"].item_text()["text"].to_list()
     expected = encoder.encode(texts, batch_size=8)  # the encoder's own batching, for reference
@@ -442,8 +438,6 @@ def test_encode_chunks_keeps_order_overlaps_and_stops_cleanly(world):
 
 # ------------------------------------------------------------------------------ store units
 def test_local_encoder_version_follows_the_content_and_an_outside_base_model(world, tmp_path):
-    import shutil
-
     bert = shutil.copytree(world["bert_a"], tmp_path / "bert")
     enc = shutil.copytree(world["enc_a"], tmp_path / "enc")
     meta_file = enc / "encoder" / "encoder.json"
@@ -512,8 +506,6 @@ def test_embedding_store_fp16_and_bad_arguments(tmp_path):
 
 
 def test_user_vectors_file_is_verified_and_pruned(tmp_path):
-    from datetime import datetime, timezone
-
     as_of = datetime(2024, 5, 1, tzinfo=timezone.utc)
     info = write_user_vectors(tmp_path, ["u1", "u2"], np.eye(2, 4, dtype=np.float32), encoder_version="e/1",
                               as_of=as_of, history_len=[3, 1])
@@ -534,8 +526,6 @@ def test_user_vectors_file_is_verified_and_pruned(tmp_path):
 
 
 def test_active_histories_window_order_and_catalog(tmp_path):
-    from datetime import datetime, timedelta, timezone
-
     t0 = datetime(2024, 1, 31, tzinfo=timezone.utc)
     interactions = pl.DataFrame({
         "user_id": ["old", "u", "u", "u", "v", "v"],
@@ -561,8 +551,6 @@ def test_config_is_checked():
 
 
 def test_store_layout_is_one_definition(tmp_path):
-    from recsys.embedding_store import StoreLayout
-
     root = tmp_path / "store"
     layout = StoreLayout.nightly(root)
     assert (layout.embeddings, layout.index, layout.encoders, layout.rankers, layout.lock) == (

@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from sentence_transformers import SentenceTransformer
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+from transformers import AutoModel
 
 from encoders.export import agreement, quantize_int8, save_merged
 from encoders.peft_methods import (
@@ -183,8 +187,6 @@ def test_save_then_load_reproduces_embeddings(tiny_path: Path, tmp_path: Path, m
 
 @pytest.mark.parametrize("method", ["lora", "adalora", "ia3"])
 def test_adapter_folder_holds_no_base_weights(tiny_path: Path, tmp_path: Path, method: str) -> None:
-    from safetensors import safe_open
-
     save_adapter(trained(tiny_path, method), tmp_path / "enc")
     files = {p.name for p in (tmp_path / "enc").iterdir()}
     assert files == {"adapter_config.json", "adapter_model.safetensors", METADATA_FILE, "tokenizer"}
@@ -228,8 +230,6 @@ def test_merged_model_matches_the_adapter_model(tiny_path: Path, method: str) ->
 
 # ---------------------------------------------------------------------------------------- export
 def test_save_merged_writes_a_plain_hf_folder(tiny_path: Path, tmp_path: Path) -> None:
-    from transformers import AutoModel
-
     encoder = trained(tiny_path, "lora")
     folder = save_merged(encoder, tmp_path / "served")
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
@@ -244,7 +244,6 @@ def test_quantize_int8_replaces_linears_and_stays_close(tiny_path: Path) -> None
     encoder = trained(tiny_path, "lora")
     quantized = quantize_int8(encoder, full_range=True)
     assert quantized.method == "int8"
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
     linears = [m for m in quantized.transformer.modules() if isinstance(m, torch.nn.Linear)]
     assert [m for m in quantized.transformer.modules() if isinstance(m, DynamicQuantizedLinear)]
@@ -301,8 +300,6 @@ def test_int8_minilm_agrees_with_fp32() -> None:
 
 @pytest.mark.slow
 def test_merged_minilm_folder_loads_in_sentence_transformers(tmp_path: Path) -> None:
-    from sentence_transformers import SentenceTransformer
-
     texts = movie_like_titles(8, seed=1)
     encoder = apply_peft(TextEncoder.from_pretrained(None, device="cpu"), "lora", r=4)
     train(encoder, steps=2)

@@ -10,9 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from encoders.text_training import TextTrainConfig
 from jobs.nightly_embed import EmbedConfig, run_nightly
+from jobs.ray_engine import RayEngine
 from jobs.train_encoder import train_encoder
 from recsys.embedding_store import EmbeddingStore, read_user_vectors
 from recsys.errors import ConfigError
@@ -22,8 +24,6 @@ SHARD = 32
 
 
 def test_missing_ray_says_how_to_install_the_extra(monkeypatch):
-    from jobs.ray_engine import RayEngine
-
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like to `import`
     with pytest.raises(ConfigError, match=r"recsys\[distributed\]"):
         RayEngine()
@@ -33,9 +33,6 @@ def test_missing_ray_says_how_to_install_the_extra(monkeypatch):
 def test_ray_engine_matches_the_local_engine(tmp_path, tiny_bert, small_data):
     ray = pytest.importorskip("ray", reason="Ray Data is optional: pip install 'recsys[distributed]'")
     pytest.importorskip("ray.data")
-    import torch
-
-    from jobs.ray_engine import RayEngine
 
     torch.set_num_threads(1)
     dataset, split = small_data

@@ -6,6 +6,7 @@ and which (first) row. Rows are 1-based data rows; in a CSV with a header, row N
 
 from __future__ import annotations
 
+import gzip
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from recsys.data import readers
 from recsys.data.contracts import (
     parse_timestamps,
     validate_impressions,
@@ -218,8 +220,6 @@ def test_latin1_bytes_name_file_line_and_column(tmp_path: Path) -> None:
 
 def test_latin1_after_a_large_prefix_still_finds_the_line(tmp_path: Path) -> None:
     """The UTF-8 check reads in chunks; the line count must carry across them."""
-    from recsys.data import readers
-
     body = "".join(f"{i},title {i}\n" for i in range(1, 2001))
     content = ("item_id,title\n" + body).encode() + b"2001,Caf\xe9\n"
     path = write(tmp_path, "items.csv", content)
@@ -636,8 +636,6 @@ def test_validators_accept_already_canonical_frames() -> None:
 
 
 def test_compressed_file_is_named_not_misread(tmp_path: Path) -> None:
-    import gzip
-
     path = write(tmp_path, "items.csv.gz", gzip.compress(ITEMS_CSV.encode()))
     with pytest.raises(DataError) as info:
         read_raw(path)

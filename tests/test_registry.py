@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
 
 from recsys.config import Settings, load_settings
 from recsys.errors import ConfigError
@@ -25,8 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _register(settings: Settings, name: str, versions: int) -> list[str]:
     """Create `versions` real model versions of `name`, each from its own run's artifact folder."""
-    from mlflow import MlflowClient
-
     client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
     experiment_id = ensure_experiment("registry-tests", settings)
     client.create_registered_model(name)
@@ -66,16 +66,12 @@ def test_bad_prefix_and_kind_are_config_errors(tmp_path):
 
 
 def test_configure_mlflow_points_at_the_embedded_store(mlflow_store):
-    import mlflow
-
     assert mlflow.get_tracking_uri() == mlflow_store.mlflow_uri
     assert mlflow.get_registry_uri() == mlflow_store.mlflow_uri
     assert mlflow_store.artifact_root.is_dir()  # the SQLite file itself appears on first use
 
 
 def test_ensure_experiment_keeps_artifacts_under_the_work_dir(mlflow_store):
-    from mlflow import MlflowClient
-
     first = ensure_experiment("recsys encoder/tests", mlflow_store)
     assert mlflow_store.db_path.is_file()
     assert ensure_experiment("recsys encoder/tests", mlflow_store) == first  # idempotent

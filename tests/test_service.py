@@ -12,14 +12,20 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from threading import Barrier
 
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 
+import ranking
 from encoders.packaging import EncoderBundle
+from jobs.log_encoder import log_encoder_run
 from jobs.nightly_embed import run_nightly
 from jobs.testing import build_world, embed_config
 from ranking.protocol import RankRequest, RankResult
@@ -27,7 +33,8 @@ from recsys.data.dataset import Dataset
 from recsys.embedding_store import read_user_vectors
 from recsys.errors import DataError
 from recsys.index import IndexStore, VectorIndex
-from recsys.serving import Recommender, ServingConfig, UnknownItemError
+from recsys.registry import configure_mlflow, set_alias
+from recsys.serving import Recommender, ServingConfig, UnknownItemError, create_app
 from recsys.serving.catalog import Catalog
 
 ATOL = 1e-4
@@ -182,9 +189,6 @@ def test_explanations_name_the_closest_history_item(rec, world, truth):
 
 
 def test_concurrent_requests_are_batched_and_answer_like_sequential_ones(rec, world, truth):
-    from concurrent.futures import ThreadPoolExecutor
-    from threading import Barrier
-
     users = sorted(world.dataset.interactions["user_id"].unique())[:12]
     calls = [("user", u) for u in users] + [("text", f"{word} guide") for word in ("garden", "crime", "travel",
                                                                                   "money", "music", "sports")]
@@ -239,8 +243,6 @@ def test_bad_input_is_a_data_error_naming_the_field(rec, kwargs, column):
 
 
 def test_catalog_filters_match_list_valued_columns_case_insensitively():
-    from datetime import datetime, timezone
-
     items = pl.DataFrame({"item_id": ["1", "2", "3"], "title": ["A", "B", "C"],
                           "genres": ["Adventure, Comedy", "Comedy|Drama", "Drama"], "year": [1995, 1995, 2001]})
     stamp = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -343,8 +345,6 @@ def test_a_ranker_for_another_encoder_is_refused_and_a_failing_one_falls_back(wo
 
 def test_no_usable_ranker_means_retrieval_order_with_a_reason(world, mlflow_settings):
     """`ranker="champion"` with no ranker registered (or no `ranking.load_ranker` yet): retrieval order."""
-    import ranking
-
     settings = mlflow_settings
     with Recommender.load(world.store, world.data, encoder=world.encoders["text"], ranker="champion",
                           settings=settings) as recommender:
@@ -432,11 +432,6 @@ def test_a_rewritten_dataset_is_reloaded_and_stale_vectors_are_re_encoded(world,
 
 
 def test_an_alias_moving_to_a_new_encoder_waits_for_its_index(world, tmp_path, mlflow_settings):
-    import mlflow
-
-    from jobs.log_encoder import log_encoder_run
-    from recsys.registry import configure_mlflow, set_alias
-
     settings = mlflow_settings
     first = log_encoder_run(world.encoders["text"], settings, alias="champion")
     store = tmp_path / "store"
@@ -481,10 +476,6 @@ def test_import_recsys_stays_light_and_exposes_the_facade():
 
 
 def test_a_host_application_can_serve_its_own_recommender_as_an_asgi_app(rec, truth):
-    from fastapi.testclient import TestClient
-
-    from recsys.serving import create_app
-
     user = sorted(truth["cached"])[0]
     app = create_app(rec, api_keys=["host-key"], poll=False, close_on_shutdown=False)
     with TestClient(app) as client:

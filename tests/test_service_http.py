@@ -20,7 +20,17 @@ import time
 import httpx
 import numpy as np
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from prometheus_client.parser import text_string_to_metric_families
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from jobs.testing import build_world
 from recsys.embedding_store import read_user_vectors
@@ -227,9 +237,9 @@ def test_metrics_count_requests_by_route_and_status_and_time_each_stage(client, 
 
 # --------------------------------------------------------------------------- ids and logs
 def test_request_ids_are_echoed_or_generated(client, server, users):
-    given = "req-2026.11:abc_DEF-1"
-    response = _post(client, {"user_id": users[0], "k": 1}, headers={"X-Request-ID": given})
-    assert response.headers["x-request-id"] == given
+    sent = "req-2026.11:abc_DEF-1"
+    response = _post(client, {"user_id": users[0], "k": 1}, headers={"X-Request-ID": sent})
+    assert response.headers["x-request-id"] == sent
     generated = _post(client, {"user_id": users[0], "k": 1})
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
     unsafe = _post(client, {"user_id": users[0], "k": 1}, headers={"X-Request-ID": "two words\tand tabs"})
@@ -237,7 +247,7 @@ def test_request_ids_are_echoed_or_generated(client, server, users):
     rejected = _post(client, {"k": 0}, headers={"X-Request-ID": "bad-one-7"})
     assert rejected.headers["x-request-id"] == "bad-one-7" and rejected.json()["request_id"] == "bad-one-7"
 
-    lines = _log_lines(server, given)
+    lines = _log_lines(server, sent)
     assert len(lines) == 1
     line = lines[0]
     assert (line["route"], line["status"], line["method"]) == ("/v1/recommend", 200, "POST")
@@ -257,17 +267,6 @@ def _log_lines(server: ServerProcess, request_id: str, wait: float = 5.0) -> lis
 
 # ------------------------------------------------------------------------------ schemathesis
 def test_schemathesis_finds_no_server_errors(server, tmp_path):
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis.configuration import set_hypothesis_home_dir
-    from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     # Left out on purpose: positive-data acceptance (which item ids and filter columns exist is data, not
     # schema, so a schema-valid request naming unknown ones is rightly a 422) and negative-data rejection

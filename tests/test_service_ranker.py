@@ -24,17 +24,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import mlflow
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
+from encoders.registry import resolve_encoder
+from encoders.testing import make_tiny_bert
+from jobs.log_encoder import log_encoder_run
+from jobs.log_ranker import log_ranker_run
+from jobs.nightly_embed import run_nightly
+from jobs.testing import embed_config, train_tiny_encoder
+from jobs.train_ranker import train_ranker
 from ranking.candidates import CandidateConfig
 from ranking.features import FEATURE_NAMES
 from ranking.training import RankerConfig
-from recsys.config import Settings
+from recsys.config import Settings, load_settings
 from recsys.data.dataset import Dataset
+from recsys.data.synthetic import generate
+from recsys.embedding_store import read_user_vectors
+from recsys.errors import ConfigError
+from recsys.index import IndexStore
+from recsys.registry import configure_mlflow, set_alias
+from recsys.serving import ServingConfig
+from recsys.serving.state import ItemVectors
 from recsys.serving.testing import ServerProcess, wait_for_readyz
-from recsys.splits import Split
+from recsys.splits import Split, leave_last_out
 
 if TYPE_CHECKING:
     from encoders.registry import LoadedEncoder
@@ -72,15 +88,11 @@ class RankerWorld:
         return dict(zip(items["item_id"].to_list(), items["category"].to_list(), strict=True))
 
     def train(self, name: str, encoder: LoadedEncoder | None, config: RankerConfig = SMALL) -> Path:
-        from jobs.train_ranker import train_ranker
-
         out = self.root / name
         train_ranker(self.dataset, self.split, encoder, out, config, progress=False)
         return out
 
     def register(self, run: Path, alias: str = "champion"):
-        from jobs.log_ranker import log_ranker_run
-
         return log_ranker_run(run, settings=self.settings, alias=alias)
 
     def server(self, log_name: str) -> ServerProcess:
@@ -90,17 +102,6 @@ class RankerWorld:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    import torch
-
-    from encoders.registry import resolve_encoder
-    from encoders.testing import make_tiny_bert
-    from jobs.log_encoder import log_encoder_run
-    from jobs.nightly_embed import run_nightly
-    from jobs.testing import embed_config, train_tiny_encoder
-    from recsys.config import load_settings
-    from recsys.data.synthetic import generate
-    from recsys.splits import leave_last_out
-
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("service-ranker")
     home = root / "home"
@@ -164,9 +165,6 @@ def test_a_free_text_query_is_served_in_retrieval_order_even_with_a_ranker(clien
 
 
 def test_known_users_get_ranked_items_they_have_not_seen(client, world):
-    from recsys.embedding_store import read_user_vectors
-    from recsys.index import IndexStore
-
     store = IndexStore(world.store / "index")
     cached = read_user_vectors(store.root, store.metadata(store.current_version()))
     vector_of = dict(zip(cached["user_id"].to_list(), np.stack(cached["vector"].to_numpy()), strict=True))
@@ -275,11 +273,6 @@ def test_a_category_filter_is_honoured(client, world):
 
 def test_the_rankers_item_vectors_are_the_index_vectors_and_unknown_items_are_missing(world):
     """The ranker's vector lookup (a dense copy, or per-request decoding for big indexes) equals the index."""
-    from recsys.errors import ConfigError
-    from recsys.index import IndexStore
-    from recsys.serving import ServingConfig
-    from recsys.serving.state import ItemVectors
-
     store = IndexStore(world.store / "index")
     index = store.load(store.current_version())[0]
     ids = index.item_ids.tolist()
@@ -360,8 +353,6 @@ def test_moving_the_alias_swaps_the_ranker_under_load_without_failures_or_restar
 
 
 def test_a_ranker_trained_on_another_encoder_is_refused(world, server, client):
-    from encoders.registry import resolve_encoder
-
     before = client.get("/readyz").json()
     serving = before["ranker"]
     assert serving is not None and before["mode"] == "ranked"
@@ -410,13 +401,6 @@ def test_a_ranker_trained_on_another_encoder_is_refused(world, server, client):
 def test_a_new_encoder_and_a_ranker_trained_on_it_roll_out_together(world, server, client):
     """The encoder alias moves (it waits for its index); a ranker trained on it waits too (not refused); the
     index built with the new encoder swaps both in."""
-    import mlflow
-
-    from encoders.registry import resolve_encoder
-    from jobs.nightly_embed import run_nightly
-    from jobs.testing import embed_config
-    from recsys.registry import configure_mlflow, set_alias
-
     serving = client.get("/readyz").json()["ranker"]
     assert serving is not None
     user = world.users(1)[0]

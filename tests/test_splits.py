@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
+from recsys.data.order import chronological
 from recsys.errors import ConfigError, DataError
 from recsys.splits import Split, global_time_cut, leave_last_out
 
@@ -43,8 +44,6 @@ def test_same_second_ties_sort_integer_ids_numerically():
 
 
 def test_chronological_descending_flips_time_and_ties_only():
-    from recsys.data.order import chronological
-
     frame = _interactions([("b", "10", 5), ("b", "9", 5), ("a", "3", 1), ("a", "20", 2)])
     newest_first = chronological(frame, descending=True)
     assert newest_first["user_id"].to_list() == ["a", "a", "b", "b"]

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sentence_transformers import SentenceTransformer
 
 from encoders.base_model import DEFAULT_MODEL, base_reference, resolve_base_model
+from encoders.encoding import encode_rows, encode_texts, length_batches
 from encoders.testing import HIDDEN_SIZE
 from encoders.text_encoder import TextEncoder, mean_pool
 from recsys.errors import ConfigError, DataError
@@ -88,8 +90,6 @@ def test_encode_gives_unit_float32_rows(tiny: TextEncoder) -> None:
 
 def test_one_encoding_loop_for_rows_and_texts_inline_or_threaded(tiny: TextEncoder) -> None:
     """`encoders.encoding`: the same batches, hence the same vectors, whichever way texts come in."""
-    from encoders.encoding import encode_rows, encode_texts, length_batches
-
     rows = tiny.token_ids(TITLES)
     by_rows = encode_rows(tiny, rows, batch_size=3)
     np.testing.assert_array_equal(encode_texts(tiny, TITLES, batch_size=3, workers=0), by_rows)
@@ -201,8 +201,6 @@ def test_bad_inputs_are_data_errors(tiny: TextEncoder) -> None:
 # --------------------------------------------------------------------------------- real MiniLM
 @pytest.mark.slow
 def test_default_minilm_matches_sentence_transformers() -> None:
-    from sentence_transformers import SentenceTransformer
-
     sentences = [
         "The Last Voyage (1994) | Drama, Romance",
         "Toy Story (1995) | Adventure|Animation|Children|Comedy|Fantasy",
