@@ -65,7 +65,7 @@ class SequenceTrainConfig:
     sampled_negatives: int = 8192
     threads: int | None = None
     max_seconds: float | None = None
-    holdout_tail: int = 4
+    holdout_tail: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)

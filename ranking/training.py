@@ -40,7 +40,7 @@ class RankerConfig:
     lambdarank_truncation_level: int = 30
     max_rounds: int = 2000
     early_stopping_rounds: int = 100
-    extra_cuts: int = 4
+    extra_cuts: int = 8
     graded: bool = True
     covisit_window: int = 20
     seed: int = 0

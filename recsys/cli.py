@@ -227,7 +227,7 @@ def train_encoder_command(
     seq_id_dropout: float = typer.Option(0.0, "--seq-id-dropout", min=0.0, max=1.0,
                                          help="Hybrid items: share of id embeddings dropped per training step, so "
                                          "the text part learns to score items alone (cold items)."),
-    seq_holdout_tail: int = typer.Option(4, "--seq-holdout-tail", min=0,
+    seq_holdout_tail: int = typer.Option(8, "--seq-holdout-tail", min=0,
                                          help="With a refit: items per user the early-stopped tower leaves out, so "
                                          "the ranker trains on scores it did not fit (keep >= the ranker's "
                                          "--extra-cuts; 0 turns stacking off)."),
@@ -282,7 +282,7 @@ def train_ranker_command(
     retrieval_k: int = typer.Option(200, "--retrieval-k", help="Candidates from the encoder per query."),
     covisit_k: int = typer.Option(100, "--covisit-k", help="Co-visitation candidates per query."),
     popular_k: int = typer.Option(50, "--popular-k", help="Recent-popularity candidates per query."),
-    extra_cuts: int = typer.Option(4, "--extra-cuts", help="Training targets per user from its training part."),
+    extra_cuts: int = typer.Option(8, "--extra-cuts", help="Training targets per user from its training part."),
     graded: bool = typer.Option(True, "--graded/--binary", help="Grade labels by rating/weight when present."),
     learning_rate: float = typer.Option(0.03, "--learning-rate"),
     num_leaves: int = typer.Option(15, "--num-leaves"),
