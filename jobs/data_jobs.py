@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from recsys.data.amazon import load_amazon
+from recsys.data.contracts import DuplicateRule
 from recsys.data.dataset import Dataset
 from recsys.data.generic import load_generic
 from recsys.data.mind import load_mind
 from recsys.data.movielens import load_movielens
+from recsys.data.text import DEFAULT_JOINER
 from recsys.errors import ConfigError
 from recsys.splits import global_time_cut, leave_last_out
 
 if TYPE_CHECKING:
     from recsys.splits import Split
 
-SourceFormat = Literal["movielens", "mind", "generic", "synthetic", "dataset"]
+SourceFormat = Literal["movielens", "mind", "generic", "amazon", "synthetic", "dataset"]
+
+
+@dataclass(frozen=True)
+class CatalogOptions:
+    """Catalog hygiene choices of `data convert` (None: the format's own default, see each adapter).
+
+    generic: duplicates error, HTML cleaned for JSON items only, unknown items an error;
+    amazon: duplicates first, HTML cleaned, unknown items dropped (the public dumps need all three).
+    """
+
+    duplicates: DuplicateRule | None = None
+    clean_html: bool | None = None
+    list_joiner: str | None = None
 
 
 def load_source(
@@ -28,9 +45,12 @@ def load_source(
     delimiter: str | None = None,
     template: str | None = None,
     drop_unknown_items: bool = False,
+    catalog: CatalogOptions | None = None,
 ) -> Dataset:
     """Read any supported source into a validated `Dataset`."""
     unknown: Literal["error", "drop"] = "drop" if drop_unknown_items else "error"
+    catalog = catalog or CatalogOptions()
+    joiner = catalog.list_joiner if catalog.list_joiner is not None else DEFAULT_JOINER
     if fmt == "dataset":
         if path is None:
             raise ConfigError("--path is required for a dataset folder")
@@ -54,9 +74,21 @@ def load_source(
             mapping=mapping,
             delimiter=delimiter,
             unknown_items=unknown,
+            duplicates=catalog.duplicates or "error",
+            clean_html=catalog.clean_html,
+            list_joiner=joiner,
             **kwargs,
         )
-    raise ConfigError(f"unknown format {fmt!r}; use movielens, mind, generic or dataset")
+    if fmt == "amazon":
+        if items is None or interactions is None:
+            raise ConfigError("--metadata (product metadata JSONL) and --reviews (reviews JSONL) are required "
+                              "for --format amazon")
+        if mapping:
+            raise ConfigError("--map does not apply to --format amazon (its columns are fixed); use --format "
+                              "generic to map your own")
+        return load_amazon(interactions, items, text_template=template, duplicates=catalog.duplicates or "first",
+                           clean_html=True if catalog.clean_html is None else catalog.clean_html, list_joiner=joiner)
+    raise ConfigError(f"unknown format {fmt!r}; use movielens, mind, generic, amazon or dataset")
 
 
 def split_dataset(

@@ -7,7 +7,9 @@ or after t: point-in-time correctness is a property of the data structure, not o
 
 Item metadata used as features: a release year (`year` column, or the year of `created_at`), a
 primary category (`category`, else the first of `genres`) and the set of genres for the user x
-category affinity (`genres` split on "," or "|", else the category alone).
+category affinity (`genres` split on "," or "|", else the category alone). Either column may be a
+list of strings (docs/data.md): the primary category is then the list's first non-empty element,
+and every element of the list feeds the affinity.
 """
 
 from __future__ import annotations
@@ -173,19 +175,29 @@ def _item_metadata(items: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, list[st
         year = items["created_at"].dt.year().cast(pl.Float64).to_numpy().astype(np.float64)
     else:
         year = np.full(n, np.nan)
-    genre_lists: list[list[str]]
-    if "genres" in items.columns:
-        genre_lists = [[g for g in _GENRE_SPLIT.split(v) if g and g != "(no genres listed)"] if v else []
-                       for v in items["genres"].cast(pl.String).to_list()]
-    else:
-        genre_lists = [[] for _ in range(n)]
-    if "category" in items.columns:
-        primary = [v or "" for v in items["category"].cast(pl.String).to_list()]
-    else:
+    genre_lists = _labels(items, "genres") if "genres" in items.columns else [[] for _ in range(n)]
+    category_lists = _labels(items, "category") if "category" in items.columns else None
+    if category_lists is None:
         primary = [g[0] if g else "" for g in genre_lists]
+    else:  # a string category is a one-element list; a list's primary category is its first element
+        primary = [c[0] if c else "" for c in category_lists]
+        genre_lists = [g or c for g, c in zip(genre_lists, category_lists, strict=True)]
     genre_lists = [g or ([p] if p else []) for g, p in zip(genre_lists, primary, strict=True)]
     names = sorted({p for p in primary if p} | {g for gl in genre_lists for g in gl})
     code = {name: i for i, name in enumerate(names)}
     category = np.asarray([code.get(p, -1) if p else -1 for p in primary], dtype=np.int64)
     genres = [frozenset(code[g] for g in gl) for gl in genre_lists]
     return year, category, names, genres
+
+
+def _labels(items: pl.DataFrame, column: str) -> list[list[str]]:
+    """Each item's non-empty labels: a list column's elements, or a string split on "," / "|" for
+    `genres` (MovieLens writes "Drama|Crime") and kept whole for `category` ("Books, Fiction" is one)."""
+    values = items[column]
+    if isinstance(values.dtype, (pl.List, pl.Array)):
+        rows = values.cast(pl.List(pl.String)).to_list()
+        return [[v.strip() for v in row if v and v.strip()] if row else [] for row in rows]
+    texts = values.cast(pl.String).to_list()
+    if column == "genres":
+        return [[g for g in _GENRE_SPLIT.split(v) if g and g != "(no genres listed)"] if v else [] for v in texts]
+    return [[v.strip()] if v and v.strip() else [] for v in texts]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -635,12 +636,16 @@ def test_validators_accept_already_canonical_frames() -> None:
     assert impressions["request_id"].to_list() == ["1", "1"]
 
 
-def test_compressed_file_is_named_not_misread(tmp_path: Path) -> None:
-    path = write(tmp_path, "items.csv.gz", gzip.compress(ITEMS_CSV.encode()))
+def test_gzip_is_read_directly_and_zip_is_named_not_misread(tmp_path: Path) -> None:
+    gz = write(tmp_path, "items.csv.gz", gzip.compress(ITEMS_CSV.encode()))
+    assert read_raw(gz).equals(read_raw(write(tmp_path, "items.csv", ITEMS_CSV)))
+    path = tmp_path / "items.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("items.csv", ITEMS_CSV)
     with pytest.raises(DataError) as info:
         read_raw(path)
     assert_located(info.value, path, None, None)
-    assert "compressed" in str(info.value)
+    assert "zip" in str(info.value)
 
 
 def test_null_clicked_in_a_boolean_column() -> None:

@@ -7,10 +7,12 @@ point at known items. Validation failures raise `DataError` naming file, column 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, cast
 
 import polars as pl
 
+from recsys.data.item_columns import canonical_lists, check_item_columns, is_scalar
 from recsys.errors import DataError
 
 UTC_TS = ("us", "UTC")
@@ -24,6 +26,7 @@ INTERACTIONS_REQUIRED = (USER_ID, ITEM_ID, TS)
 IMPRESSIONS_REQUIRED = ("request_id", USER_ID, TS, ITEM_ID, "position", "clicked")
 
 UnknownItemRule = Literal["error", "drop"]
+DuplicateRule = Literal["first", "last", "error"]
 
 
 def _first_row(mask: pl.Series) -> tuple[int, int]:
@@ -47,6 +50,9 @@ def require_columns(df: pl.DataFrame, required: tuple[str, ...], source: str) ->
 
 def _as_string_id(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
     col = df[column]
+    if not is_scalar(col.dtype):
+        raise DataError(f"ids must be one value per row, found {col.dtype}; map a single "
+                        "field with a dotted path (e.g. --map product.id=item_id)", file=source, column=column)
     if col.dtype == pl.String:
         # " 12" and "12" are the same id (hand-written CSVs put spaces after commas); zeros stay.
         col = col.str.strip_chars()
@@ -188,14 +194,17 @@ def check_unique(df: pl.DataFrame, columns: list[str], source: str) -> None:
 TEXT_COLUMNS = ("title", "description", "genres", "tags", "category", "subcategory")
 
 
-def validate_items(df: pl.DataFrame, source: str = "items") -> pl.DataFrame:
+def validate_items(df: pl.DataFrame, source: str = "items", used: Iterable[str] = ()) -> pl.DataFrame:
     """Canonical items: unique non-null string `item_id`, string text columns, UTC `created_at`.
 
     Numeric, temporal and boolean extra columns (a MovieLens `year`, a price) keep their type:
     they are features, and the text template renders them as text anyway. The known text columns and any
-    other non-numeric scalar column (categoricals, for instance) become strings.
+    other non-numeric scalar column (categoricals, for instance) become strings. List columns (a list of
+    categories) become lists of strings without empty elements; column types nothing can use are refused
+    or dropped by the rules of `item_columns` (`used`: the columns the text template names).
     """
     require_columns(df, ITEMS_REQUIRED, source)
+    df = check_item_columns(df, source, used)
     df = _as_string_id(df, ITEM_ID, source)
     check_unique(df, [ITEM_ID], source)
     if "created_at" in df.columns:
@@ -208,14 +217,24 @@ def validate_items(df: pl.DataFrame, source: str = "items") -> pl.DataFrame:
         for c in df.columns
         if c not in (ITEM_ID, "created_at")
         and df[c].dtype != pl.String
-        and _is_scalar(df[c])
+        and is_scalar(df[c].dtype)
         and (c in TEXT_COLUMNS or not keeps_type(df[c].dtype))
     ]
-    return df.with_columns(casts) if casts else df
+    df = df.with_columns(casts) if casts else df
+    return canonical_lists(df)
 
 
-def _is_scalar(series: pl.Series) -> bool:
-    return not isinstance(series.dtype, (pl.List, pl.Struct, pl.Array))
+def dedupe_items(df: pl.DataFrame, rule: DuplicateRule, source: str = "items") -> tuple[pl.DataFrame, int]:
+    """Keep the first or last row of each repeated `item_id` (and count the rest), or leave them for
+    `validate_items` to refuse (`"error"`). Scraped catalogs repeat products; which copy wins is the
+    user's call, so it is an option, never a silent default."""
+    if rule not in ("first", "last", "error"):
+        raise DataError(f"unknown duplicate-items rule {rule!r}; use first, last or error", file=source)
+    if rule == "error" or ITEM_ID not in df.columns:
+        return df, 0
+    df = _as_string_id(df, ITEM_ID, source)
+    kept = df.unique(subset=[ITEM_ID], keep=rule, maintain_order=True)
+    return kept, df.height - kept.height
 
 
 def validate_interactions(

@@ -4,8 +4,9 @@ Layout of a dataset folder::
 
     items.parquet  interactions.parquet  [impressions.parquet]  dataset.json
 
-`dataset.json` records the name, the item-text template and the row counts, so every later step
-(split, encoder, index) reads the same text without re-deriving it from the source files.
+`dataset.json` records the name, the item-text template (and the joiner of list values) and the row
+counts, so every later step (split, encoder, index) reads the same text without re-deriving it from
+the source files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.contracts import validate_impressions, validate_interactions, validate_items
-from recsys.data.text import DEFAULT_TEMPLATE, render_item_text
+from recsys.data.text import DEFAULT_JOINER, DEFAULT_TEMPLATE, render_item_text, template_fields
 from recsys.errors import DataError
 
 MANIFEST = "dataset.json"
@@ -32,11 +33,13 @@ class Dataset:
     impressions: pl.DataFrame | None = None
     name: str = "dataset"
     text_template: str = DEFAULT_TEMPLATE
+    list_joiner: str = DEFAULT_JOINER
     notes: dict[str, int | str] = field(default_factory=dict)
 
     def item_text(self) -> pl.DataFrame:
         """`item_id, text` for every item, rendered from the dataset's template."""
-        return self.items.select("item_id").with_columns(render_item_text(self.items, self.text_template))
+        return self.items.select("item_id").with_columns(render_item_text(self.items, self.text_template,
+                                                                                 self.list_joiner))
 
     def summary(self) -> dict[str, int | str]:
         out: dict[str, int | str] = {
@@ -66,6 +69,7 @@ class Dataset:
         manifest = {
             "name": self.name,
             "text_template": self.text_template,
+            "list_joiner": self.list_joiner,
             **self.summary(),
             "notes": self.notes,
         }
@@ -97,7 +101,8 @@ class Dataset:
         impressions_path = folder / "impressions.parquet"
         impressions = pl.read_parquet(impressions_path) if impressions_path.exists() else None
         if validate:
-            items = validate_items(items, str(folder / "items.parquet"))
+            template = manifest.get("text_template", DEFAULT_TEMPLATE)
+            items = validate_items(items, str(folder / "items.parquet"), template_fields(template))
             interactions, _ = validate_interactions(interactions, str(folder / "interactions.parquet"), items)
             if impressions is not None:
                 impressions = validate_impressions(impressions, str(impressions_path), items)
@@ -107,5 +112,6 @@ class Dataset:
             impressions=impressions,
             name=manifest.get("name", folder.name),
             text_template=manifest.get("text_template", DEFAULT_TEMPLATE),
+            list_joiner=manifest.get("list_joiner", DEFAULT_JOINER),
             notes=manifest.get("notes", {}),
         )

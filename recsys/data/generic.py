@@ -21,9 +21,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from recsys.data.contracts import DuplicateRule
 from recsys.data.dataset import Dataset
-from recsys.data.readers import TableKind, parse_mapping, read_raw, to_table
-from recsys.data.text import DEFAULT_TEMPLATE, template_fields
+from recsys.data.hygiene import ItemRules
+from recsys.data.nested import has_path
+from recsys.data.readers import TableKind, is_json_source, parse_mapping, read_raw, to_table
+from recsys.data.text import DEFAULT_JOINER, DEFAULT_TEMPLATE, template_fields
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -60,7 +63,7 @@ def split_mapping(
     for source, target in mapping.items():
         if not isinstance(target, str) or not str(source).strip() or not target.strip():
             raise DataError(f"bad column mapping {source!r}: {target!r}; expected SOURCE=TARGET names")
-    nowhere = [s for s in mapping if not any(s in frame.columns for _, frame in frames.values())]
+    nowhere = [s for s in mapping if not any(has_path(frame.schema, s) for _, frame in frames.values())]
     if nowhere:
         files = ", ".join(source for source, _ in frames.values())
         raise DataError(
@@ -69,7 +72,7 @@ def split_mapping(
             column=nowhere[0],
         )
     return {
-        kind: {s: t for s, t in mapping.items() if s in frame.columns}  # type: ignore[misc]  # all str: checked above
+        kind: {s: t for s, t in mapping.items() if has_path(frame.schema, s)}  # type: ignore[misc]  # all str: checked above
         for kind, (_, frame) in frames.items()
     }
 
@@ -103,11 +106,17 @@ def load_generic(
     text_template: str = DEFAULT_TEMPLATE,
     unknown_items: Literal["error", "drop"] = "error",
     name: str | None = None,
+    duplicates: DuplicateRule = "error",
+    clean_html: bool | None = None,
+    list_joiner: str = DEFAULT_JOINER,
 ) -> Dataset:
     """Read, map and validate the files into a `Dataset` (rules in the module docstring).
 
     `delimiter` applies to every delimited file, or per file as ``{"items": ";", ...}`` (files
-    not named there use the default: ``,``, or tab for ``.tsv``).
+    not named there use the default: ``,``, or tab for ``.tsv``). `duplicates` resolves repeated
+    item ids (first / last, counted in ``notes["duplicate_items_dropped"]``; error by default).
+    `clean_html` strips tags and unescapes entities in the item text; None means "when the items
+    file is JSON", where scraped markup is the norm. `list_joiner` joins list values in the text.
     """
     if unknown_items not in ("error", "drop"):
         raise ConfigError(f"unknown_items must be 'error' or 'drop', not {unknown_items!r}")
@@ -125,8 +134,12 @@ def load_generic(
     per_file = split_mapping(mapping, frames)
 
     items_source, items_raw = frames["items"]
-    items, _ = to_table(items_raw, "items", items_source, per_file["items"])
     fields = template_fields(text_template)
+    strip_html = is_json_source(items_path) if clean_html is None else clean_html
+    rules = ItemRules(duplicates=duplicates, clean_html=strip_html, used=tuple(fields))
+    items, repeated = to_table(items_raw, "items", items_source, per_file["items"], item_rules=rules)
+    if repeated:
+        log.warning("%s: dropped %d repeated item rows (kept the %s copy)", items_source, repeated, duplicates)
     if not any(f in items.columns for f in fields):
         raise ConfigError(
             f"item-text template {text_template!r} names none of the item columns {items.columns} "
@@ -153,6 +166,8 @@ def load_generic(
         "items_file": items_source,
         "interactions_file": inter_source,
         "dropped_unknown_items": dropped + dropped_impressions,
+        "duplicate_items_dropped": repeated,
+        "clean_html": str(strip_html).lower(),
     }
     if impressions is not None:
         notes["impressions_file"] = frames["impressions"][0]
@@ -162,5 +177,6 @@ def load_generic(
         impressions=impressions,
         name=name or Path(items_path).resolve().parent.name or "dataset",
         text_template=text_template,
+        list_joiner=list_joiner,
         notes=notes,
     )

@@ -16,13 +16,15 @@ from typing import Literal, cast
 
 import polars as pl
 
+from recsys.data.compressed import compression_of, decompressed, inner_name
 from recsys.data.contracts import (
     IMPRESSIONS_REQUIRED,
     INTERACTIONS_REQUIRED,
     validate_impressions,
     validate_interactions,
-    validate_items,
 )
+from recsys.data.hygiene import ItemRules, tidy_items
+from recsys.data.nested import has_path, path_expr
 from recsys.errors import DataError
 
 TableKind = Literal["items", "interactions", "impressions"]
@@ -250,6 +252,8 @@ def read_raw(path: str | Path, delimiter: str | None = None) -> pl.DataFrame:
 
     The format follows the suffix: `.parquet`; `.jsonl`/`.ndjson`/`.json` (JSON lines, or one
     JSON array); anything else is delimited text, `,` by default and tab for `.tsv`/`.tab`.
+    Gzip and zstd files (`items.json.gz`, `events.csv.zst`) are read directly (`compressed`);
+    errors still name the compressed file.
     """
     path = Path(path)
     if not path.exists():
@@ -258,10 +262,17 @@ def read_raw(path: str | Path, delimiter: str | None = None) -> pl.DataFrame:
         raise DataError("expected a file, found a folder", file=str(path))
     if path.stat().st_size == 0:
         raise DataError("file is empty (0 bytes)", file=str(path))
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-    if magic[:2] == b"\x1f\x8b" or magic == b"PK\x03\x04" or magic == b"\x28\xb5\x2f\xfd":
-        raise DataError("file is compressed (gzip/zip/zstd); decompress it first", file=str(path))
+    codec = compression_of(path)
+    if codec is None:
+        return _read_plain(path, delimiter)
+    with decompressed(path, codec) as plain:
+        try:
+            return _read_plain(plain, delimiter)
+        except DataError as exc:
+            raise DataError(exc.reason, file=str(path), column=exc.column, row=exc.row, count=exc.count) from exc
+
+
+def _read_plain(path: Path, delimiter: str | None) -> pl.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         try:
@@ -279,19 +290,22 @@ def read_raw(path: str | Path, delimiter: str | None = None) -> pl.DataFrame:
 
 
 def apply_mapping(frame: pl.DataFrame, mapping: dict[str, str], source: str) -> pl.DataFrame:
-    """Rename source columns to canonical names.
+    """Rename source columns to canonical names; a dotted source (`details.publisher`) reads a nested field.
 
-    A mapping naming an absent column is an error, and so is one that would leave two columns
-    with the same name (two sources on one target, or a target the file already has).
+    A mapping naming an absent column or field is an error, and so is one that would leave two
+    columns with the same name (two sources on one target, or a target the file already has).
+    A nested field becomes a new column; its struct column stays (the template may use it).
     """
-    absent = [c for c in mapping if c not in frame.columns]
+    absent = [c for c in mapping if not has_path(frame.schema, c)]
     if absent:
         raise DataError(
             f"column mapping names column(s) {absent} that the file does not have; found {frame.columns}",
             file=source,
             column=absent[0],
         )
-    renamed = [mapping.get(c, c) for c in frame.columns]
+    nested = {s: t for s, t in mapping.items() if s not in frame.columns}
+    renames = {s: t for s, t in mapping.items() if s in frame.columns}
+    renamed = [renames.get(c, c) for c in frame.columns] + list(nested.values())
     clash = sorted({c for c in renamed if renamed.count(c) > 1})
     if clash:
         raise DataError(
@@ -300,7 +314,14 @@ def apply_mapping(frame: pl.DataFrame, mapping: dict[str, str], source: str) -> 
             file=source,
             column=clash[0],
         )
-    return frame.rename(mapping)
+    if nested:
+        frame = frame.with_columns(path_expr(frame.schema, s).alias(t) for s, t in nested.items())  # type: ignore[union-attr]  # has_path checked above
+    return frame.rename(renames)
+
+
+def is_json_source(path: str | Path) -> bool:
+    """Whether `path` holds JSON (lines), compressed or not: the generic reader cleans HTML there by default."""
+    return Path(inner_name(Path(path))).suffix.lower() in _JSON_SUFFIXES
 
 
 def _keep_contract_columns(frame: pl.DataFrame, kind: TableKind) -> pl.DataFrame:
@@ -317,13 +338,18 @@ def to_table(
     mapping: dict[str, str] | None = None,
     items: pl.DataFrame | None = None,
     unknown_items: Literal["error", "drop"] = "error",
+    item_rules: ItemRules | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Map and validate an already-read frame into one canonical table (see `read_table`)."""
+    """Map and validate an already-read frame into one canonical table (see `read_table`).
+
+    The count returned is of rows dropped by rule: unknown items for interactions, repeated
+    products for items (`item_rules.duplicates`).
+    """
     if kind not in ("items", "interactions", "impressions"):
         raise DataError(f"unknown table kind {kind!r}; use items, interactions or impressions", file=source)
     frame = apply_mapping(frame, mapping or {}, source)
     if kind == "items":
-        return validate_items(frame, source), 0
+        return tidy_items(frame, source, item_rules or ItemRules())
     frame = _keep_contract_columns(frame, kind)
     if kind == "interactions":
         if "weight" not in frame.columns and "rating" in frame.columns:
@@ -341,6 +367,7 @@ def read_table(
     delimiter: str | None = None,
     items: pl.DataFrame | None = None,
     unknown_items: Literal["error", "drop"] = "error",
+    item_rules: ItemRules | None = None,
 ) -> tuple[pl.DataFrame, int]:
     """Read, map and validate one canonical table. Returns the frame and rows dropped by rule.
 
@@ -348,5 +375,5 @@ def read_table(
     interactions and impressions keep only their contract's columns (a `rating` column becomes
     `weight` when there is no `weight`).
     """
-    return to_table(read_raw(path, delimiter), kind, str(path), mapping, items, unknown_items)
+    return to_table(read_raw(path, delimiter), kind, str(path), mapping, items, unknown_items, item_rules)
 

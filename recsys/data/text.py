@@ -12,8 +12,10 @@ edited (a URL's ``//`` or a title's ``--`` stay as they are):
 - A chunk whose value is missing, null or blank is left out whole, separators included.
 - The first chunk kept loses the separator characters its opening literal starts with (unless it is
   the template's own first chunk, whose prefix is kept).
-- Whitespace runs inside values (line breaks, tabs, CR) become one space; list values are joined
-  with ", ".
+- Whitespace runs inside values (line breaks, tabs, CR) become one space.
+- List values are joined with the dataset's joiner (", " unless `data convert --list-joiner` says
+  otherwise), their empty and null elements left out; a struct (a JSON object) renders as
+  ``key: value`` pairs joined the same way, its empty fields left out.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import string
 
 import polars as pl
 
+from recsys.data.item_columns import string_list
 from recsys.errors import ConfigError
 
 DEFAULT_TEMPLATE = "{title} | {genres} | {tags}"
+DEFAULT_JOINER = ", "
 _CLOSERS = re.compile(r"^[)\]}\"'»]*")
 _LEADING_SEPARATORS = " \t|;,/:.-–—"
 _SPACES = re.compile(r"\s+")
@@ -64,24 +68,42 @@ def _chunks(template: str) -> list[tuple[str, str, str, str | None, str]]:
     return out
 
 
-def _column_text(items: pl.DataFrame, name: str) -> list[str] | None:
+def _value_text(value: object, joiner: str) -> str:
+    """One value of a struct field as text: lists joined, nested objects as `key: value`, empties dropped."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        parts = [f"{key}: {text}" for key, inner in value.items() if (text := _value_text(inner, joiner))]
+        return joiner.join(parts)
+    if isinstance(value, (list, tuple)):
+        return joiner.join(text for inner in value if (text := _value_text(inner, joiner)))
+    return _SPACES.sub(" ", str(value)).strip()
+
+
+def _column_text(items: pl.DataFrame, name: str, joiner: str) -> list[str] | None:
     if name not in items.columns:
         return None
     column = items[name]
     if isinstance(column.dtype, (pl.List, pl.Array)):
-        column = column.cast(pl.List(pl.String)).list.join(", ")
+        if isinstance(column.dtype.inner, (pl.List, pl.Array, pl.Struct)):
+            return [_value_text(v, joiner) for v in column.to_list()]
+        column = column.to_frame().select(string_list(pl.col(name), column.dtype.inner).list.join(joiner)).to_series()
+    elif isinstance(column.dtype, pl.Struct):
+        return [_value_text(v, joiner) for v in column.to_list()]
     return column.cast(pl.String).fill_null("").to_list()
 
 
-def render_item_text(items: pl.DataFrame, template: str = DEFAULT_TEMPLATE) -> pl.Series:
-    """One text per item, in the frame's order. Fields absent from the frame render empty."""
+def render_item_text(items: pl.DataFrame, template: str = DEFAULT_TEMPLATE, joiner: str = DEFAULT_JOINER
+                     ) -> pl.Series:
+    """One text per item, in the frame's order. Fields absent from the frame render empty; list and
+    struct values are joined with `joiner` (see the module doc)."""
     fields = template_fields(template)
     if not fields:
         raise ConfigError(f"item-text template {template!r} names no column")
     if not any(f in items.columns for f in fields):
         raise ConfigError(f"item-text template {template!r} names none of the item columns {items.columns}")
     chunks = _chunks(template)
-    values = {name: _column_text(items, name) for _, name, _, _, _ in chunks}
+    values = {name: _column_text(items, name, joiner) for _, name, _, _, _ in chunks}
     formatter = string.Formatter()
     rows = []
     for i in range(items.height):
