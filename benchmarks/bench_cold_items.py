@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=SequenceTrainConfig().epochs, help="sequence tower schedule")
     parser.add_argument("--no-refit", action="store_true", help="score test with the early-stopped tower")
     parser.add_argument("--id-dropout", type=float, default=0.0, help="hybrid items: id embeddings dropped in training")
+    parser.add_argument("--text-loss", type=float, default=SequenceTrainConfig().text_loss,
+                        help="hybrid items: weight of the text-only softmax")
+    parser.add_argument("--label", default="", help="suffix of the work folder and row name")
     args = parser.parse_args()
     dataset = load_movielens(args.movielens)
     full = leave_last_out(dataset.interactions)
@@ -77,15 +80,17 @@ def main() -> None:
                                                catalog=split.catalog()), cold_targets)
     for system in args.system or ["hybrid", "id"]:
         started = time.perf_counter()
-        run = train_encoder(dataset, split, args.work / system, tower="sequence",
+        name = f"{system}{args.label}"
+        run = train_encoder(dataset, split, args.work / name, tower="sequence",
                             text_config=TextTrainConfig(method="frozen", threads=args.threads),
                             sequence_config=SequenceConfig(items=system, id_dropout=args.id_dropout),
                             sequence_train_config=SequenceTrainConfig(epochs=args.epochs, refit=not args.no_refit,
-                                                                      threads=args.threads))
-        topk = pl.read_parquet(args.work / system / "topk_test.parquet")
-        rows[f"sequence ({system})"] = {**scores(topk, cold_targets), "all users ndcg@10": run.test["ndcg@10"],
-                                        "minutes": round((time.perf_counter() - started) / 60, 1)}
-        print(system, rows[f"sequence ({system})"], flush=True)
+                                                                      threads=args.threads, text_loss=args.text_loss))
+        topk = pl.read_parquet(args.work / name / "topk_test.parquet")
+        rows[f"sequence ({name})"] = {**scores(topk, cold_targets), "all users ndcg@10": run.test["ndcg@10"],
+                                      "valid ndcg@10": run.valid["ndcg@10"],
+                                      "minutes": round((time.perf_counter() - started) / 60, 1)}
+        print(name, rows[f"sequence ({name})"], flush=True)
     lines = [f"Cold items: {len(cold)} of {full.catalog().len()} ({args.cold_items:.0%}, seed {args.seed}); "
              f"{cold_targets.height} test users whose target is cold.", "",
              "| system | HR@50 (cold targets) | NDCG@10 (cold targets) | NDCG@10 (all users) |", "|---|---|---|---|"]

@@ -194,6 +194,12 @@ class SequenceTower(nn.Module):
             return self.text_proj(self.text) + self.item_id(rows) * self.warm * keep
         return self.item_vectors(self.text, rows)
 
+    def text_matrix(self) -> torch.Tensor:
+        """Every row's text part alone: what a cold item is scored by (`text_loss` trains it so)."""
+        if self.text_proj is None:
+            raise ConfigError("this sequence tower has no text part")
+        return self.text_proj(self.text)
+
     def states(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor,
                padding: torch.Tensor | None = None) -> torch.Tensor:
         """Causal states [B, L, dim] of right-aligned windows `items` [B, L] with gap buckets `gaps`.

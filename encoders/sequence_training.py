@@ -21,6 +21,15 @@ confidently than it will score tomorrow's (on ml-latest-small the target is amon
 early-stopped run therefore leaves each user's last `holdout_tail` training items out of its
 training windows (`without_tail`): it scores those targets, and the validation targets, out of
 sample, and is kept beside the served model as the ranker's training view of the tower.
+
+Cold items (those without a training interaction) are scored by their text part alone. Two things
+make that part able to carry a score on its own:
+- the training softmax runs over the items seen in training only. An item nobody has interacted
+  with yet is no evidence of disinterest; as an ever-present negative its text direction would be
+  pushed down, which is how a new item would look on the day it is added;
+- with `text_loss` > 0, a second softmax scores the same (detached) states against the text parts
+  alone, so the projection learns to rank by text, while the id embeddings keep the residual that
+  behaviour adds for warm items. Detached, it leaves the user tower's objective as it was.
 """
 
 from __future__ import annotations
@@ -66,6 +75,8 @@ class SequenceTrainConfig:
     threads: int | None = None
     max_seconds: float | None = None
     holdout_tail: int = 8
+    # Hybrid items: weight of a second, text-only softmax (module doc, "Cold items").
+    text_loss: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +84,8 @@ class SequenceTrainConfig:
     def check(self) -> None:
         if self.holdout_tail < 0:
             raise ConfigError(f"holdout_tail must be >= 0, got {self.holdout_tail}")
+        if self.text_loss < 0:
+            raise ConfigError(f"text_loss must be >= 0, got {self.text_loss}")
 
     @property
     def stacking_tail(self) -> int:
@@ -182,12 +195,19 @@ def _window_tensors(hist: SequenceHistories, batch: list[tuple[int, int, int]]):
 
 def next_item_loss(
     states: torch.Tensor, targets: torch.Tensor, matrix: torch.Tensor, config: SequenceTrainConfig,
-    sampler: torch.Tensor | None,
+    sampler: torch.Tensor | None, seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of each target row over the catalog rows 1.. (exact, or sampled with logQ)."""
+    """Cross-entropy of each target row over the catalog rows 1.. (exact, or sampled with logQ).
+
+    `seen` (bool over rows 1..) limits the exact softmax to the items seen in training (module
+    doc); the sampled one draws only those already (`_sampler`).
+    """
     catalog = matrix[1:]
     if sampler is None:
-        return F.cross_entropy(states @ catalog.T, targets - 1)
+        logits = states @ catalog.T
+        if seen is not None:
+            logits = logits.masked_fill(~seen, float("-inf"))
+        return F.cross_entropy(logits, targets - 1)
     negatives = torch.multinomial(sampler, config.sampled_negatives, replacement=True)
     positive = (states * catalog[targets - 1]).sum(-1, keepdim=True) - torch.log(sampler[targets - 1]).unsqueeze(1)
     sampled = states @ catalog[negatives].T - torch.log(sampler[negatives]).unsqueeze(0)
@@ -197,12 +217,20 @@ def next_item_loss(
 
 
 def _sampler(hist: SequenceHistories, n_items: int) -> torch.Tensor:
-    """Sampling distribution for the sampled softmax: counts^0.75, every item at least once."""
-    counts = np.ones(n_items, dtype=np.float64)
+    """Sampling distribution for the sampled softmax: counts^0.75 over the items seen in training."""
+    counts = np.zeros(n_items, dtype=np.float64)
     for seq in hist.items:
         np.add.at(counts, seq - 1, 1.0)
     weights = counts**0.75
     return torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
+
+
+def _seen_rows(hist: SequenceHistories, n_items: int) -> np.ndarray:
+    """Bool over rows 1..n_items: the items some training history holds (every target is one)."""
+    seen = np.zeros(n_items, dtype=bool)
+    for seq in hist.items:
+        seen[seq - 1] = True
+    return seen
 
 
 def ndcg10_of_targets(
@@ -292,6 +320,8 @@ def _fit(hist: SequenceHistories, text_vectors: np.ndarray, warm: np.ndarray, co
     sampler = _sampler(hist, n_items) if n_items > tc.full_softmax_max else None
     if not any(len(s) >= 2 for s in hist.items):
         raise ConfigError("no user has two or more training interactions; nothing to learn from")
+    seen = torch.as_tensor(_seen_rows(hist, n_items), dtype=torch.bool) if sampler is None else None
+    text_loss = tc.text_loss if model.text_proj is not None and model.item_id is not None else 0.0
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     windows = training_windows(hist, config.max_len)
     steps_per_epoch = len(_batches(windows, tc.tokens_per_batch, np.random.default_rng(0)))
@@ -309,7 +339,10 @@ def _fit(hist: SequenceHistories, text_vectors: np.ndarray, warm: np.ndarray, co
             matrix = model.item_matrix()
             states = model.states(inputs, gaps, matrix)
             keep = targets > 0
-            loss = next_item_loss(states[keep], targets[keep], matrix, tc, sampler)
+            loss = next_item_loss(states[keep], targets[keep], matrix, tc, sampler, seen)
+            if text_loss:
+                loss = loss + text_loss * next_item_loss(states[keep].detach(), targets[keep], model.text_matrix(),
+                                                         tc, sampler, seen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -29,6 +29,7 @@ from encoders.sequence import (
 from encoders.sequence_training import (
     SequenceTrainConfig,
     _batches,
+    _seen_rows,
     histories,
     ndcg10_of_targets,
     next_item_loss,
@@ -271,3 +272,39 @@ def test_holdout_run_never_trains_on_the_tail_it_will_score():
                                      config, SequenceTrainConfig(epochs=3, tokens_per_batch=256, threads=1),
                                      progress=False, fit_hist=fit_hist)
     assert report.best_epoch >= 1 and 0.0 <= report.best_valid_ndcg10 <= 1.0
+
+
+def test_training_softmax_runs_over_the_items_seen_in_training_only():
+    """An item nobody has interacted with is no negative: masking it equals a softmax without it."""
+    states, matrix = torch.randn(4, 8), torch.randn(6, 8)
+    targets = torch.tensor([1, 2, 4, 2])
+    seen = torch.tensor([True, True, False, True, False])  # rows 3 and 5 never appear in training
+    masked = next_item_loss(states, targets, matrix, SequenceTrainConfig(), None, seen)
+    kept_rows = torch.tensor([0, 1, 2, 4])  # padding row + the seen rows 1, 2, 4
+    remapped = torch.tensor([1, 2, 3, 2])  # the targets' positions among the kept rows
+    assert torch.allclose(masked, next_item_loss(states, remapped, matrix[kept_rows], SequenceTrainConfig(), None))
+    assert not torch.allclose(masked, next_item_loss(states, targets, matrix, SequenceTrainConfig(), None))
+    hist = SequenceHistories(["u"], [np.array([1, 2, 4])], [np.zeros(3, np.int64)])
+    assert _seen_rows(hist, 5).tolist() == seen.tolist()
+
+
+def test_text_loss_trains_the_text_part_and_leaves_the_user_tower_alone():
+    """The text-only softmax reaches the text projection only: the states it scores are detached."""
+    log = _cycle_log(n_items=12, n_users=20)
+    split = leave_last_out(log)
+    index = {item: int(item) + 1 for item in log["item_id"].unique().to_list()}
+    text = np.vstack([np.zeros((1, 6), np.float32), np.random.default_rng(5).normal(size=(12, 6))]).astype(np.float32)
+    hist = histories(split.history("valid"), index)
+    config = SequenceConfig(dim=16, layers=1, max_len=8, dropout=0.0, items="hybrid")
+    model = build_model(text, np.ones(13, bool), config)
+    inputs = torch.as_tensor(right_aligned(hist.items, 8))
+    states = model.states(inputs, torch.zeros_like(inputs), model.item_matrix())
+    targets = inputs[:, -1]
+    loss = next_item_loss(states[:, -2].detach(), targets, model.text_matrix(), SequenceTrainConfig(), None)
+    loss.backward()
+    assert model.text_proj.weight.grad is not None and model.text_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.blocks.parameters())
+    with pytest.raises(ConfigError, match="no text part"):
+        build_model(text, np.ones(13, bool), SequenceConfig(dim=16, max_len=8, items="id")).text_matrix()
+    with pytest.raises(ConfigError, match="text_loss"):
+        SequenceTrainConfig(text_loss=-1).check()
