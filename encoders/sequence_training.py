@@ -75,8 +75,9 @@ class SequenceTrainConfig:
     threads: int | None = None
     max_seconds: float | None = None
     holdout_tail: int = 8
-    # Hybrid items: weight of a second, text-only softmax (module doc, "Cold items").
-    text_loss: float = 0.0
+    # Hybrid items: weight of a second, text-only softmax (module doc). On a 20% cold split of
+    # ml-latest-small, 1.0 took cold targets' HR@50 from 0.009 to 0.064 at equal validation NDCG@10.
+    text_loss: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)

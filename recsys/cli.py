@@ -227,6 +227,9 @@ def train_encoder_command(
     seq_id_dropout: float = typer.Option(0.0, "--seq-id-dropout", min=0.0, max=1.0,
                                          help="Hybrid items: share of id embeddings dropped per training step, so "
                                          "the text part learns to score items alone (cold items)."),
+    seq_text_loss: float | None = typer.Option(None, "--seq-text-loss", min=0.0,
+                                        help="Hybrid items: weight of a text-only softmax that teaches the text "
+                                        "part to score items alone (cold items); default: the tower's own."),
     seq_holdout_tail: int = typer.Option(8, "--seq-holdout-tail", min=0,
                                          help="With a refit: items per user the early-stopped tower leaves out, so "
                                          "the ranker trains on scores it did not fit (keep >= the ranker's "
@@ -258,6 +261,8 @@ def train_encoder_command(
     seq_train = replace(SequenceTrainConfig(), epochs=seq_epochs, lr=seq_lr, patience=seq_patience, refit=seq_refit,
                         seed=seed, threads=threads, max_seconds=None if seq_minutes is None else seq_minutes * 60,
                         holdout_tail=seq_holdout_tail)
+    if seq_text_loss is not None:
+        seq_train = replace(seq_train, text_loss=seq_text_loss)
     seq_model = SequenceConfig(dim=seq_dim, layers=seq_layers, max_len=seq_max_len, dropout=seq_dropout,
                                items=seq_items, id_dropout=seq_id_dropout)
     run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
