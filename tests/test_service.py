@@ -8,6 +8,7 @@ with `collections.Counter`, histories sorted from the raw interaction table.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,7 @@ def test_concurrent_requests_are_batched_and_answer_like_sequential_ones(rec, wo
     ({"history": ["i000001", 7]}, "item_ids"),
     ({"text": "a" * 2001}, "text"),
     ({"text": "bad \ud800 surrogate"}, "text"),
+    ({"text": " \t\n "}, "text"),
     ({"text": "a", "filters": {"colour": "red"}}, "filters.colour"),
     ({"text": "a", "filters": {"category": []}}, "filters.category"),
     ({"text": "a", "exclude_seen": "yes"}, "exclude_seen"),
@@ -407,6 +409,20 @@ def test_refresh_swaps_good_versions_and_refuses_broken_ones(world, tmp_path, tr
         assert recommender.status()["swaps"] == 2 and recommender.stats["refusals"] == {"index": 3}
 
 
+def test_an_empty_current_file_is_logged_and_the_newest_good_version_served(world, tmp_path, caplog):
+    root = tmp_path / "index"
+    shutil.copytree(world.store / "index", root)
+    index_store = IndexStore(root)
+    v0 = index_store.current_version()
+    (root / "CURRENT").write_text("", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="recsys.serving"), \
+            Recommender.load(root, world.data, encoder=world.encoders["text"], ranker=None) as recommender:
+        status = recommender.status()
+        assert status["index_version"] == v0 and status["index_note"].startswith("CURRENT is empty")
+        assert recommender.recommend(text="garden", k=2).index_version == v0
+    assert any("is empty" in record.getMessage() and str(root) in record.getMessage() for record in caplog.records)
+
+
 def test_a_rewritten_dataset_is_reloaded_and_stale_vectors_are_re_encoded(world, tmp_path, truth):
     data = tmp_path / "data"
     world.dataset.save(data)
@@ -466,6 +482,15 @@ def test_an_alias_moving_to_a_new_encoder_waits_for_its_index(world, tmp_path, m
         assert result.encoder_version == f"recsys-encoder/{second.version}" and result.user_vector == "cached"
 
 
+def test_a_warm_up_runs_every_query_kind_and_counts_nothing(rec):
+    before = {"user_vector": dict(rec.stats["user_vector"]), "cold_start": rec.stats["cold_start"]}
+    warm = rec.warm_up()
+    assert rec.warmed_up and rec.status()["warm_up"] == warm
+    assert set(warm["queries"]) == {"history", "text", "user", "cold", "similar"} and not warm["skipped"]
+    assert {"encode", "search", "total"} <= set(warm["stages"])
+    assert {"user_vector": rec.stats["user_vector"], "cold_start": rec.stats["cold_start"]} == before
+
+
 def test_import_recsys_stays_light_and_exposes_the_facade():
     code = ("import sys, recsys; cls = recsys.Recommender; "
             "heavy = [m for m in ('torch', 'transformers', 'faiss', 'mlflow', 'fastapi', 'lightgbm') "
@@ -479,6 +504,7 @@ def test_a_host_application_can_serve_its_own_recommender_as_an_asgi_app(rec, tr
     user = sorted(truth["cached"])[0]
     app = create_app(rec, api_keys=["host-key"], poll=False, close_on_shutdown=False)
     with TestClient(app) as client:
+        assert client.get("/readyz").json()["warm_up"]["queries"]  # warmed before its first request
         response = client.post("/v1/recommend", json={"user_id": user, "k": 3}, headers={"X-API-Key": "host-key"})
         assert response.status_code == 200
         assert response.json() == {**rec.recommend(user_id=user, k=3).to_dict(),

@@ -1,10 +1,13 @@
 """The HTTP service as a client sees it: a real `recsys serve` subprocess on loopback, called with httpx.
 
-Bad input of every kind gets its documented 4xx and the server stays healthy; API keys; the body
-limit; Prometheus counters that move by exactly the requests made; request ids; JSON logs that
-never contain a key; a schemathesis run over `/openapi.json` that finds no 5xx; and hot swap under
-load (a new index is picked up, a corrupt one and one built by another encoder are refused, zero
-requests fail).
+Bad input of every kind gets its documented 4xx naming the field, with a request id, and the server
+stays healthy; API keys, and readiness that shows file paths only to key holders; the body limit;
+Prometheus counters that move by exactly the requests made, with a bounded method label and client
+aborts apart from server errors; request ids; JSON logs that never contain a key; OpenAPI examples
+the served catalog answers; API docs that load nothing from another host; a warm-up before
+readiness; a schemathesis run over `/openapi.json` that finds no 5xx; hot swap under load (a new
+index is picked up, a corrupt one and one built by another encoder are refused, zero requests fail);
+and a start on a corrupt CURRENT, which serves the newest version that passes its checks.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -37,6 +42,7 @@ from recsys.embedding_store import read_user_vectors
 from recsys.index import IndexStore, VectorIndex
 from recsys.serving.testing import ServerProcess, wait_for_readyz
 
+LOAD_WAIT = 300.0  # seconds a wait that includes loading the models may take (a busy 2-core box: ~100 s)
 KEY = f"key-{secrets.token_hex(12)}"
 SECOND_KEY = f"other-{secrets.token_hex(12)}"
 WRONG_KEY = f"wrong-{secrets.token_hex(12)}"
@@ -81,14 +87,28 @@ def _metrics(client: httpx.Client) -> dict[tuple[str, tuple], float]:
     return out
 
 
+def _deltas(before: dict[tuple[str, tuple], float], after: dict[tuple[str, tuple], float]
+            ) -> Callable[..., float]:
+    """`delta(name, **labels)`: how much one sample moved between two scrapes."""
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    return delta
+
+
 # --------------------------------------------------------------------------------- bad input
 BAD_INPUTS = [
     ("malformed JSON", b'{"user_id": ', 422, "not valid JSON"),
     ("not an object", b"[1, 2]", 422, "must be a JSON object"),
     ("empty body", b"", 422, "JSON body is required"),
-    ("invalid UTF-8", b'{"text": "\xff\xfe"}', 400, "parsing the body"),
+    ("invalid UTF-8", b'{"text": "\xff\xfe"}', 400, "the body is not valid UTF-8 (byte 0xff at offset 10)"),
+    ("JSON nested too deeply", b'{"text": "x", "filters": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 400,
+     "the JSON body is nested too deeply"),
     ("k as a string", {"user_id": "u1", "k": "10"}, 422, "k:"),
-    ("user_id as a number", {"user_id": 5}, 422, "user_id:"),
+    ("user_id as a number", {"user_id": 5}, 422, "user_id: Input should be a valid string"),
+    ("an item id as a number", {"item_ids": ["i000001", 5]}, 422, "item_ids.1: Input should be a valid string"),
+    ("a filter value as a number", {"text": "x", "filters": {"category": 5}}, 422, "filters.category:"),
     ("exclude_seen as a string", {"user_id": "u1", "exclude_seen": "yes"}, 422, "exclude_seen:"),
     ("item_ids as a string", {"item_ids": "i000001"}, 422, "item_ids:"),
     ("negative k", {"user_id": "u1", "k": -1}, 422, "k: Input should be greater than or equal to 1"),
@@ -99,8 +119,9 @@ BAD_INPUTS = [
     ("only unknown item ids", {"item_ids": ["nope-1", "nope-2"]}, 422, "none of the 2 item ids"),
     ("history over 500 ids", {"item_ids": ["i000001"] * 501}, 422, "item_ids:"),
     ("empty item id", {"item_ids": [""]}, 422, "item_ids.0:"),
-    ("text over 2000 characters", {"text": "a" * 2001}, 422, "text:"),
+    ("text over 2000 characters", {"text": "a" * 2001}, 422, "text: String should have at most 2000 characters"),
     ("empty text", {"text": ""}, 422, "text:"),
+    ("whitespace-only text", {"text": " \t\n\u3000 "}, 422, "text: must contain a character other than whitespace"),
     ("two queries", {"user_id": "u1", "text": "x"}, 422, "exactly one of user_id, item_ids or text"),
     ("no query", {"k": 5}, 422, "exactly one of user_id, item_ids or text (got none)"),
     ("unknown field", {"user_id": "u1", "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
@@ -120,14 +141,23 @@ def test_bad_input_gets_its_documented_status_and_names_the_field(client, body, 
     payload = response.json()
     text = payload.get("message") or payload["detail"]
     assert message in text, text
+    # No half of an optional field's error ("should be None"), no length in "items" for a string.
+    assert "Input should be None" not in text and "items after validation" not in text, text
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+    assert payload["request_id"] == response.headers["x-request-id"]
     if status == 422:
-        assert payload["request_id"] == response.headers["x-request-id"]
         assert all({"loc", "msg", "type"} <= set(issue) for issue in payload["detail"])
 
 
+def test_errors_outside_the_api_carry_the_request_id_too(client):
+    for response in (client.get("/no/such/route"), client.delete("/v1/recommend")):
+        assert response.status_code in (404, 405)
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
 @pytest.mark.parametrize("text", ["nul \u0000 inside", "rtl \u200f\u202eمرحبا\u202c marks", "emoji 🎬🍿👩‍👩‍👧",
-                                  "combining e\u0301\u0301\u0301", "\ufeffbom and \ufffd replacement", " "])
+                                  "combining e\u0301\u0301\u0301", "\ufeffbom and \ufffd replacement",
+                                  " x "])
 def test_odd_but_valid_unicode_text_is_served(client, text):
     response = _post(client, {"text": text, "k": 3})
     assert response.status_code == 200, response.text
@@ -190,6 +220,35 @@ def test_api_keys(server, users):
         assert anonymous.post("/v1/recommend", content=b"x" * 100_000).status_code == 401
 
 
+def test_readiness_shows_file_paths_only_to_key_holders(server, world):
+    encoder = str(world.encoders["text"])
+    with httpx.Client(base_url=server.url, timeout=60) as anonymous:
+        keyed = anonymous.get("/readyz", headers={"X-API-Key": KEY})
+        assert keyed.status_code == 200 and keyed.json()["encoder_ref"] == encoder
+        for headers in ({}, {"X-API-Key": WRONG_KEY}, {"Authorization": f"Basic {KEY}"}):
+            hidden = anonymous.get("/readyz", headers=headers)
+            assert hidden.status_code == 200 and hidden.json()["encoder_ref"] == "<path>"
+            assert str(world.root) not in hidden.text and encoder not in hidden.text
+            assert hidden.json()["index_version"] == keyed.json()["index_version"]
+
+
+def test_an_unready_service_shows_its_store_path_only_to_key_holders(world, tmp_path):
+    store_dir = tmp_path / "empty-store"
+    store_dir.mkdir()
+    server = ServerProcess(store_dir, world.data, str(world.encoders["text"]), tmp_path / "unready.log",
+                           api_keys=(KEY,), env={"RECSYS_HOME": str(tmp_path / "home")})
+    with _started_unready(server) as srv, httpx.Client(base_url=srv.url, headers={"X-API-Key": KEY},
+                                                       timeout=60) as keyed:
+        status = wait_for_readyz(keyed, lambda s: "no index has been published" in (s.get("error") or ""),
+                                 timeout=LOAD_WAIT)
+        assert str(store_dir) in status["error"]
+        with httpx.Client(base_url=srv.url, timeout=60) as anonymous:
+            assert anonymous.get("/healthz").status_code == 200
+            hidden = anonymous.get("/readyz")
+            assert hidden.status_code == 503 and str(tmp_path) not in hidden.text
+            assert hidden.json()["error"].startswith("no index has been published in <path> yet")
+
+
 # ------------------------------------------------------------------------------- body limit
 def test_bodies_over_64_kib_are_413(client):
     big = json.dumps({"text": "a" * 70_000}).encode()
@@ -216,11 +275,7 @@ def test_metrics_count_requests_by_route_and_status_and_time_each_stage(client, 
     for _ in range(2):
         assert _post(client, {"user_id": users[1], "k": 0}).status_code == 422
     after = _metrics(client)
-
-    def delta(name: str, **labels: str) -> float:
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0.0) - before.get(key, 0.0)
-
+    delta = _deltas(before, after)
     route = "/v1/recommend"
     assert delta("recsys_http_requests_total", route=route, method="POST", status="200") == 4
     assert delta("recsys_http_requests_total", route=route, method="POST", status="422") == 2
@@ -233,6 +288,75 @@ def test_metrics_count_requests_by_route_and_status_and_time_each_stage(client, 
     assert after[("recsys_ready", ())] == 1
     info = [key for key in after if key[0] == "recsys_serving_info"]
     assert len(info) == 1 and ("mode", "retrieval") in info[0][1]
+
+
+def test_made_up_methods_share_one_metrics_label(client):
+    before = _metrics(client)
+    made_up = [f"MADEUP{i}" for i in range(25)]
+    for method in made_up:
+        assert client.request(method, "/healthz").status_code == 405
+    after = _metrics(client)
+    methods = {dict(key[1])["method"] for key in after if key[0] == "recsys_http_requests_total"}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "other"}
+    delta = _deltas(before, after)
+    assert delta("recsys_http_requests_total", route="/healthz", method="other", status="405") == len(made_up)
+
+
+def test_a_client_that_leaves_mid_body_is_an_abort_not_a_server_error(client, server):
+    before = _metrics(client)
+    marker = f"abort-{secrets.token_hex(6)}"
+    head = (f"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: 4096\r\nX-Request-ID: {marker}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"user_id": "u')  # 14 of the 4,096 bytes announced, then gone
+    lines = _log_lines(server, marker)
+    assert [line["status"] for line in lines] == [499] and lines[0]["aborted"]
+    delta = _deltas(before, _metrics(client))
+    route = "/v1/recommend"
+    statuses = {status: delta("recsys_http_requests_total", route=route, method="POST", status=status)
+                for status in ("499", "500")}
+    kinds = {kind: delta("recsys_http_errors_total", route=route, kind=kind) for kind in ("aborted", "server")}
+    assert statuses == {"499": 1, "500": 0} and kinds == {"aborted": 1, "server": 0}
+    unhandled = [line for line in map(json.loads, server.log_text().splitlines()) if line.get("request_id") == marker
+                 and line["logger"] != "recsys.access"]
+    assert not unhandled
+
+
+# ------------------------------------------------------------------------ documents, readiness
+def test_the_openapi_examples_are_answered_by_the_served_catalog(client):
+    request = client.get("/openapi.json").json()["components"]["schemas"]["RecommendRequest"]
+    bodies = list(request["examples"])
+    for name, field in request["properties"].items():
+        for example in field.get("examples", []):
+            bodies.append({name: example} if name in ("user_id", "item_ids", "text") else
+                          {"user_id": "42", name: example})
+    assert len(bodies) >= 3
+    for body in bodies:
+        response = _post(client, body)
+        assert response.status_code == 200, (body, response.text)
+    # null counts as absent, and the schema says so (an unset optional field, as generated clients send it)
+    for name in ("user_id", "item_ids", "text", "filters"):
+        assert {"type": "null"} in request["properties"][name]["anyOf"], name
+    assert _post(client, {"user_id": "42", "item_ids": None, "text": None, "filters": None}).status_code == 200
+
+
+def test_the_api_docs_load_no_asset_from_another_host(client):
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert "http://" not in html.text and "https://" not in html.text, page
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert any(asset.endswith(".js") for asset in assets), assets
+        for asset in assets:
+            assert asset.startswith("/") and not asset.startswith("//"), asset
+            response = client.get(asset)
+            assert response.status_code == 200 and len(response.content) > 1000, asset
+
+
+def test_readiness_comes_after_a_warm_up_of_every_stage(client):
+    warm = client.get("/readyz").json()["warm_up"]
+    assert set(warm["queries"]) == {"history", "text", "user", "cold", "similar"} and not warm["skipped"]
+    assert {"encode", "search", "total"} <= set(warm["stages"]) and warm["ms"] > 0
 
 
 # --------------------------------------------------------------------------- ids and logs
@@ -388,6 +512,32 @@ def test_hot_swap_under_load_serves_new_versions_refuses_broken_ones_and_drops_n
     log = [json.loads(line) for line in server.log_text().splitlines() if line.strip()]
     warnings = [line["msg"] for line in log if line["level"] == "warning" and "refused index" in line["msg"]]
     assert any(v2 in w for w in warnings) and any(v3 in w for w in warnings)
+
+
+def test_a_start_on_a_corrupt_current_serves_the_newest_version_that_passes_its_checks(world, tmp_path, users):
+    store_dir = tmp_path / "store"
+    shutil.copytree(world.store, store_dir)
+    index_store = IndexStore(store_dir / "index")
+    _, index0, meta0 = index_store.current()
+    v1 = index_store.publish(_perturbed(index0, 1), meta0["extra"])
+    v2 = index_store.publish(_perturbed(index0, 2), meta0["extra"])
+    damaged = index_store.versions_dir / v2 / "index.faiss"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 3] ^= 0x5A
+    damaged.write_bytes(bytes(data))  # CURRENT names v2, which no longer passes its checksum
+    server = ServerProcess(store_dir, world.data, str(world.encoders["text"]), tmp_path / "corrupt.log",
+                           env={"RECSYS_HOME": str(tmp_path / "home")})
+    with _started_unready(server) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
+        status = wait_for_readyz(http, lambda s: s.get("ready") is True, timeout=LOAD_WAIT)
+        assert status["index_version"] == v1 and http.get("/readyz").status_code == 200
+        assert f"CURRENT names {v2}, which failed its checks" in status["index_note"]
+        assert f"serving {v1}" in status["index_note"]
+        assert "checksum mismatch" in {r["version"]: r["reason"] for r in status["refused"]}[v2]
+        response = http.post("/v1/recommend", json={"user_id": users[0], "k": 3})
+        assert response.status_code == 200 and response.json()["index_version"] == v1
+        v3 = index_store.publish(_perturbed(index0, 3), meta0["extra"])  # a good CURRENT again
+        status = wait_for_readyz(http, lambda s: s["index_version"] == v3)
+        assert status["index_note"] is None
 
 
 class _started_unready:

@@ -153,6 +153,8 @@ def test_readyz_reports_the_registered_ranker_in_ranked_mode(client):
     assert (status["ranker"], status["mode"]) == ("recsys-ranker/1", "ranked")
     assert status["encoder_version"] == "recsys-encoder/1" and status["encoder_ref"] == "champion"
     assert status["ranker_note"] is None and status["refused"] == []
+    # Readiness came after a warm-up that went through the ranker (and its explanations) too.
+    assert "rank" in status["warm_up"]["stages"] and not status["warm_up"]["skipped"]
 
 
 def test_a_free_text_query_is_served_in_retrieval_order_even_with_a_ranker(client, world):

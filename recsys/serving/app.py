@@ -6,11 +6,16 @@
     GET  /readyz                          models and index loaded (200) or not yet (503), with versions,
                                           the ranker mode, a pending encoder and refused versions
     GET  /metrics                         Prometheus text
+    GET  /docs, /redoc, /openapi.json     the API document (Swagger UI and ReDoc served from this
+                                          process: no CDN, so they work offline)
 
-Status codes: 401/403 (API keys), 404 (unknown item), 413 (body over the limit), 422 (bad input;
-`message` names every bad field), 503 (not loaded yet). The app starts answering at once; the
-models load in a background thread (retrying until an index exists), and then the poller keeps
-them current (hot swap, `Recommender.refresh`).
+Status codes: 400 (a body that cannot be parsed: not UTF-8, nested too deeply), 401/403 (API keys),
+404 (unknown item), 413 (body over the limit), 422 (bad input; `message` names every bad field),
+503 (not loaded yet). Every error body carries the `request_id`. The app starts answering at once;
+the models load in a background thread (retrying until an index exists) and are warmed up (one
+request of each kind, so the first clients do not pay for lazy initialisation) before `/readyz`
+turns 200; then the poller keeps them current (hot swap, `Recommender.refresh`). With API keys on,
+`/readyz` shows file paths only to a caller with a valid key.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at runtime,
 and the request class is built per app (its bounds come from `ServingConfig`).
@@ -30,6 +35,8 @@ from fastapi import FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -38,7 +45,7 @@ from recsys.errors import DataError, RecsysError
 from recsys.serving.config import ServingConfig
 from recsys.serving.errors import NotReadyError, UnknownItemError
 from recsys.serving.metrics import CONTENT_TYPE, ServiceMetrics
-from recsys.serving.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from recsys.serving.middleware import ApiKeyMiddleware, ApiKeys, BodyLimitMiddleware, RequestContextMiddleware
 from recsys.serving.results import RecommendResult
 from recsys.serving.schemas import (
     ERROR_RESPONSES,
@@ -53,6 +60,10 @@ log = logging.getLogger("recsys.serving")
 _CONVERTER = re.compile(r":\w+}")  # "{item_id:path}" -> "{item_id}" in metric labels and logs
 # Pydantic names the branch of a union an error came from inside the location; clients need the field.
 _UNION_BRANCH = re.compile(r"^(none|str|int|float|bool|list\[.*\]|dict\[.*\]|constrained-\w+|[\w-]+\[.*\])$")
+# A file path or URL in a readiness text (an error, a refusal's reason, a folder reference): what callers
+# without a key do not see. Not a path: "models:/name@alias" (a ":" before the slash) or "encoder/3".
+_PATH = re.compile(r"[a-zA-Z][\w+.-]*://[^\s'\"]*|(?<![\w.:/~-])~?/[^\s'\"`<>|,;:()\[\]{}]+")
+HIDDEN_PATH = "<path>"
 
 
 class SafeJSONResponse(JSONResponse):
@@ -90,7 +101,7 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     if recommender is None and loader is None:
         raise ValueError("give a recommender or a loader")
     config = config or (recommender.config if recommender is not None else ServingConfig())
-    keys = [key for key in api_keys if key]
+    keys = ApiKeys(api_keys)
     holder = ServiceHolder(recommender)
     metrics = ServiceMetrics(lambda: holder.recommender)
     # A class built per app (its bounds); FastAPI reads it from the endpoint's annotation at runtime. Any:
@@ -100,6 +111,8 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         thread = None
+        if holder.recommender is not None and not holder.recommender.warmed_up:
+            holder.recommender.warm_up()  # a host's own recommender: warm before the first request too
         if holder.recommender is None:
             thread = threading.Thread(target=_load_loop, args=(holder, loader, config, poll), name="recsys-loader",
                                       daemon=True)
@@ -113,7 +126,9 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
         if holder.recommender is not None and close_on_shutdown:
             holder.recommender.close()
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc load their scripts from a CDN (a blank page offline); these are the
+    # same pages over assets packaged with fastapi-offline and served by this app.
+    app = FastAPIOffline(
         title="recsys candidate retrieval",
         version=__version__,
         description=__doc__.split("\n\nNo `from __future__")[0],
@@ -123,7 +138,7 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     app.state.holder = holder
     app.state.metrics = metrics
     security = [Security(APIKeyHeader(name="X-API-Key", auto_error=False)), Security(HTTPBearer(auto_error=False))] \
-        if keys else []
+        if keys.enabled else []
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES, tags=["recommend"],
               summary="Top-k items for a user, a list of recent items, or a free text", dependencies=security)
@@ -150,11 +165,14 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
 
     @app.get("/readyz", tags=["operations"], summary="Readiness: versions served, ranker mode, refusals",
              responses={503: {"description": "Not loaded yet (the body says why)."}})
-    def readyz() -> Response:
+    def readyz(request: Request) -> Response:
         if holder.recommender is None:
-            return SafeJSONResponse({"ready": False, "error": holder.error, "ranker": None, "mode": None},
-                                    status_code=503)
-        return SafeJSONResponse(holder.recommender.status())
+            body, status = {"ready": False, "error": holder.error, "ranker": None, "mode": None}, 503
+        else:
+            body, status = holder.recommender.status(), 200
+        if not keys.allows(request.scope):  # open to probes, but where the files live is for key holders
+            body = _hide_paths(body)
+        return SafeJSONResponse(body, status_code=status)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              responses={200: {"content": {"text/plain": {}}}})
@@ -164,6 +182,12 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         return _validation_response(request, _issues(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = _unreadable_body(exc) or exc.detail
+        return SafeJSONResponse({"detail": detail, "request_id": _request_id(request)}, status_code=exc.status_code,
+                                headers=exc.headers)
 
     @app.exception_handler(UnknownItemError)
     async def unknown_item(request: Request, exc: UnknownItemError) -> Response:
@@ -211,6 +235,8 @@ def _load_loop(holder: ServiceHolder, loader: Callable[[], Any], config: Serving
         if holder.stop.is_set():
             rec.close()
             return
+        holder.error = "warming up"
+        rec.warm_up()  # before readiness: the first clients must not pay for lazy initialisation
         holder.recommender, holder.error = rec, None
         status = rec.status()
         log.info("ready after %.1f s", time.perf_counter() - started, extra={"fields": {
@@ -246,14 +272,14 @@ def _plain(value: Any) -> Any:
 
 def _issues(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Pydantic's errors, cleaned for people: union-branch names dropped from locations (`user_id.none`,
-    `text.function-after[...]`), the "should be None" half of an optional field's error dropped, duplicates
-    merged."""
+    `text.function-after[...]`), the "should be None" half of an optional field's error dropped (also when
+    the other half points inside the field: `item_ids.0`), duplicates merged."""
     issues = [_issue(error) for error in errors]
-    located = {tuple(issue["loc"]) for issue in issues if issue["type"] != "none_required"}
+    located = [tuple(issue["loc"]) for issue in issues if issue["type"] != "none_required"]
     out, seen = [], set()
     for issue in issues:
         key = (tuple(issue["loc"]), issue["msg"])
-        if key in seen or (issue["type"] == "none_required" and tuple(issue["loc"]) in located):
+        if key in seen or (issue["type"] == "none_required" and any(loc[:len(key[0])] == key[0] for loc in located)):
             continue
         seen.add(key)
         out.append(issue)
@@ -276,6 +302,8 @@ def _issue(error: dict[str, Any]) -> dict[str, Any]:
         msg = "the body must be a JSON object (sent with Content-Type: application/json)"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    elif kind in ("too_long", "too_short"):
+        msg = msg.replace(" items after validation,", " items,")  # "after validation": pydantic's inner detail
     return {"loc": loc, "msg": msg, "type": kind}
 
 
@@ -287,6 +315,28 @@ def _validation_response(request: Request, issues: list[dict[str, Any]]) -> Resp
     message = "; ".join(f"{where(issue['loc'])}: {issue['msg']}" for issue in issues)
     return SafeJSONResponse({"detail": issues, "message": message, "request_id": _request_id(request)},
                             status_code=422)
+
+
+def _unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """What was wrong with a body FastAPI could not parse (its 400 says only "error parsing the body")."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return (f"the body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}): "
+                "send JSON encoded as UTF-8")
+    if isinstance(cause, RecursionError):
+        return "the JSON body is nested too deeply to parse"
+    return None
+
+
+def _hide_paths(value: Any) -> Any:
+    """`value` with every file path and URL in its strings replaced by `HIDDEN_PATH`."""
+    if isinstance(value, str):
+        return _PATH.sub(HIDDEN_PATH, value)
+    if isinstance(value, dict):
+        return {key: _hide_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_hide_paths(item) for item in value]
+    return value
 
 
 def _request_id(request: Request) -> str | None:

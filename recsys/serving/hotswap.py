@@ -16,7 +16,10 @@ Rules (`Recommender.load` starts with them, `refresh` keeps them):
   encoder's index, one trained on any other is refused while the previous ranker keeps serving;
 - a rewritten dataset folder is reloaded (and rankers loaded by reference with it).
 Anything that fails validation is refused, logged and listed in `refusals()` (`status()["refused"]`),
-and the previous state keeps serving.
+and the previous state keeps serving. At load there is no previous state: when the version CURRENT
+names fails its checks (or CURRENT is empty), the newest older version that passes them is served,
+the failure is refused like any other, and `index_note` (`status()["index_note"]`) says so until
+CURRENT names a version that loads.
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from recsys.errors import ConfigError, RecsysError
+from recsys.errors import ConfigError, DataError, RecsysError
+from recsys.index.store import CURRENT_FILE
 from recsys.serving.catalog import Catalog, folder_signature
 from recsys.serving.models import EncoderSource, RankerSource, ranker_conflict
 from recsys.serving.state import ServingState, load_index
 
 if TYPE_CHECKING:
     from encoders.registry import LoadedEncoder
-    from recsys.index import IndexStore
+    from recsys.index import IndexStore, VectorIndex
     from recsys.serving.config import ServingConfig
+    from recsys.serving.state import UserVectors
 
 log = logging.getLogger("recsys.serving")
 REFUSALS_KEPT = 20
@@ -67,35 +72,43 @@ class HotSwap:
         self._refused_rankers: set[tuple[str, str]] = set()  # (ranker version, encoder version)
         self._refused_dataset: tuple | None = None
         self.last_refresh: float | None = None
+        self.index_note: str | None = None      # why the served index is not the one CURRENT names, if it is not
         self._last_error: str | None = None
         self._poll_stop = threading.Event()
         self._poller: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------ load
     @classmethod
-    def load(cls, index_store: IndexStore, current: str, catalog: Catalog, encoder_source: EncoderSource,
+    def load(cls, index_store: IndexStore, current: str | None, catalog: Catalog, encoder_source: EncoderSource,
              ranker_source: RankerSource, config: ServingConfig, stats: dict[str, Any],
              stats_lock: threading.Lock) -> HotSwap:
         """The first state: index `current` with the encoder it was built with and the ranker that fits it.
 
         An encoder alias that already moved past `current`'s encoder serves the index's own pinned
         encoder and leaves the new one pending; any other encoder that did not build `current` is a
-        `ConfigError`. A ranker that does not fit the encoder is not served (refused, unless it waits
-        for the pending encoder).
+        `ConfigError`. A `current` that fails its checks (corrupt, unreadable, missing), or None for an
+        empty CURRENT file, falls back to the newest older version that passes them (the module doc);
+        with none, the first failure is raised. A ranker that does not fit the encoder is not served
+        (refused, unless it waits for the pending encoder).
         """
-        built_with = str(index_store.metadata(current).get("encoder_version"))
-        loaded, pending = encoder_source.load(), None
-        if loaded.version != built_with:
-            pinned = (index_store.metadata(current).get("extra") or {}).get("model_uri")
-            if encoder_source.movable and pinned:
-                pending, loaded = loaded, encoder_source.load(str(pinned))
-                log.info("encoder %s waits for an index built with it; serving %s with index %s",
-                         pending.version, loaded.version, current)
-            if loaded.version != built_with:
-                raise ConfigError(f"the CURRENT index {current} was built with encoder {built_with}, but encoder "
-                                  f"{encoder_source.ref} is {loaded.version}: run `recsys embed` with this encoder "
-                                  "or serve the one the index was built with")
-        index, metadata, users = load_index(index_store, current, loaded)
+        wanted = encoder_source.load()
+        failures: list[tuple[str, Exception]] = []
+        for version in _newest_first(index_store, current):
+            try:
+                loaded, pending, index, metadata, users = _first_pair(index_store, version, wanted, encoder_source)
+                break
+            except (DataError, OSError) as exc:  # this version's files: try the next older one
+                failures.append((version, exc))
+            except RecsysError as exc:
+                if version == current:
+                    raise  # CURRENT built by another encoder: a configuration to fix, not damage to route around
+                failures.append((version, exc))
+        else:
+            if failures:
+                raise failures[0][1]
+            raise DataError(f"CURRENT in {index_store.root} is empty and no index version is published",
+                            file=str(index_store.root / CURRENT_FILE))
+        served_version = version
         ranker_obj, note, ranker_loaded = None, None, None
         if ranker_source.wanted:
             if ranker_source.movable and ranker_source.loader()[0] is not None:
@@ -114,15 +127,29 @@ class HotSwap:
                 served, note = None, f"{mismatch[0]}: serving retrieval order"
         if note and ranker_source.wanted and mismatch is None:
             log.info("serving retrieval order: %s", note)
-        state = ServingState(loaded, index, current, metadata, users, catalog, served, note)
-        log.info("serving index %s (%d items, %s) with encoder %s, ranker %s", current, len(index), index.kind,
-                 loaded.version, state.ranker_version)
+        state = ServingState(loaded, index, served_version, metadata, users, catalog, served, note)
+        log.info("serving index %s (%d items, %s) with encoder %s, ranker %s", served_version, len(index),
+                 index.kind, loaded.version, state.ranker_version)
         swap = cls(state, index_store=index_store, encoder_source=encoder_source, ranker_source=ranker_source,
                    config=config, stats=stats, stats_lock=stats_lock, ranker_obj=ranker_obj, pending=pending,
                    ranker_tried=ranker_loaded, ranker_loaded=ranker_loaded if ranker_obj is not None else None)
         if mismatch is not None:
             swap._ranker_mismatch_seen(ranker_obj, ranker_loaded, loaded.version, *mismatch)
+        if served_version != current:
+            swap._fell_back(current, served_version, failures, frozenset(e.version for e in (pending, loaded) if e))
         return swap
+
+    def _fell_back(self, current: str | None, served: str, failures: list[tuple[str, Exception]],
+                   encoders: frozenset[str]) -> None:
+        """Record a start on an older version than CURRENT names: the refusals, and the note `/readyz` shows."""
+        outcome = f"serving {served}, the newest version that passes its checks"
+        for version, exc in failures:
+            self._refuse("index", version, exc, outcome)
+        if current is None:
+            self.index_note = f"CURRENT is empty; {outcome}"
+            return
+        self._refused_index[current] = encoders  # not retried by every poll; a new CURRENT is
+        self.index_note = f"CURRENT names {current}, which failed its checks (see refused); {outcome}"
 
     # ---------------------------------------------------------------------------------- facts
     @property
@@ -207,7 +234,14 @@ class HotSwap:
 
     def _refresh_index(self, state: ServingState, events: list[str]) -> dict[str, Any]:
         current = self.index_store.current_version()
-        if current is None or current == state.index_version:
+        if current is None:
+            if (self.index_store.root / CURRENT_FILE).is_file():
+                self.index_note = f"CURRENT is empty; serving {state.index_version}"
+                self._note_error(f"CURRENT in {self.index_store.root} is empty (a hand edit or a cut-short write?); "
+                                 f"serving {state.index_version} until it names a version")
+            return {}
+        if current == state.index_version:
+            self.index_note = None
             return {}
         candidates = [e for e in (self._pending, state.encoder) if e is not None]
         key = frozenset(e.version for e in candidates)
@@ -223,9 +257,11 @@ class HotSwap:
         except (RecsysError, OSError) as exc:
             self._refused_index[current] = key
             self._refuse("index", current, exc)
+            self.index_note = f"CURRENT names {current}, which was refused (see refused); serving {state.index_version}"
             return {}
         if chosen is self._pending:
             self._pending = None
+        self.index_note = None
         events.append(f"index {current} loaded (encoder {chosen.version})")
         return {"encoder": chosen, "index": index, "index_version": current, "index_meta": metadata, "users": users}
 
@@ -337,6 +373,35 @@ class HotSwap:
         if self._poller is not None:
             self._poller.join(timeout=30)
             self._poller = None
+
+
+def _newest_first(index_store: IndexStore, current: str | None) -> list[str]:
+    """The versions a service may start on, in order: CURRENT's, then the published ones newest first."""
+    older = [version for version in reversed(index_store.versions()) if version != current]
+    return [current, *older] if current is not None else older
+
+
+def _first_pair(index_store: IndexStore, version: str, wanted: LoadedEncoder, encoder_source: EncoderSource
+                ) -> tuple[LoadedEncoder, LoadedEncoder | None, VectorIndex, dict, UserVectors]:
+    """(encoder to serve, pending encoder, index, metadata, user vectors) for starting on `version`.
+
+    The encoder is `wanted` when it built `version`; else, for an alias that moved on, the encoder the
+    index pins (and `wanted` waits as pending); else a `ConfigError`. The index is fully verified.
+    """
+    built_with = str(index_store.metadata(version).get("encoder_version"))
+    loaded, pending = wanted, None
+    if loaded.version != built_with:
+        pinned = (index_store.metadata(version).get("extra") or {}).get("model_uri")
+        if encoder_source.movable and pinned:
+            pending, loaded = loaded, encoder_source.load(str(pinned))
+            log.info("encoder %s waits for an index built with it; serving %s with index %s",
+                     pending.version, loaded.version, version)
+        if loaded.version != built_with:
+            raise ConfigError(f"the CURRENT index {version} was built with encoder {built_with}, but encoder "
+                              f"{encoder_source.ref} is {loaded.version}: run `recsys embed` with this encoder "
+                              "or serve the one the index was built with")
+    index, metadata, users = load_index(index_store, version, loaded)
+    return loaded, pending, index, metadata, users
 
 
 def _ranker_mismatch(ranker: Any, version: str | None, encoder: LoadedEncoder,

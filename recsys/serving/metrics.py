@@ -14,6 +14,12 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+# The `method` label takes these, anything else is "other": a client can send any token as a method, and
+# each new label value is a new series kept for the process's life (1,000 made-up methods: 2,000 series).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+# nginx's "client closed request": the client went away before a response could be sent. It is counted
+# (status "499", error kind "aborted") apart from server errors, which it is not.
+CLIENT_CLOSED = 499
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("encode", "search", "rank", "total")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -27,7 +33,8 @@ class ServiceMetrics:
         self.requests = Counter("recsys_http_requests", "HTTP requests by route template, method and status.",
                                 ["route", "method", "status"], registry=self.registry)
         self.errors = Counter("recsys_http_errors", "HTTP responses with status >= 400, by route and kind "
-                              "(client: 4xx; unavailable: 503, not loaded yet; server: other 5xx, a bug).",
+                              "(client: 4xx; aborted: 499, the client left before the response; unavailable: "
+                              "503, not loaded yet; server: other 5xx, a bug).",
                               ["route", "kind"], registry=self.registry)
         self.latency = Histogram("recsys_http_request_duration_seconds", "Request latency by route template.",
                                  ["route"], buckets=BUCKETS, registry=self.registry)
@@ -38,10 +45,9 @@ class ServiceMetrics:
 
     def observe(self, route: str, method: str, status: int, seconds: float,
                 stages_ms: Mapping[str, float] | None) -> None:
-        self.requests.labels(route, method, str(status)).inc()
+        self.requests.labels(route, method_label(method), str(status)).inc()
         if status >= 400:
-            kind = "client" if status < 500 else ("unavailable" if status == 503 else "server")
-            self.errors.labels(route, kind).inc()
+            self.errors.labels(route, error_kind(status)).inc()
         self.latency.labels(route).observe(seconds)
         for stage, ms in (stages_ms or {}).items():
             if stage in STAGES:
@@ -49,6 +55,20 @@ class ServiceMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def method_label(method: str) -> str:
+    """The request method as a metric label: one of `METHODS`, else "other" (bounded cardinality)."""
+    return method if method in METHODS else "other"
+
+
+def error_kind(status: int) -> str:
+    """The `recsys_http_errors` kind of a status >= 400."""
+    if status == CLIENT_CLOSED:
+        return "aborted"
+    if status < 500:
+        return "client"
+    return "unavailable" if status == 503 else "server"
 
 
 class _StateCollector:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import JsonValue
 
 from recsys.serving.config import ServingConfig
-from recsys.serving.validation import MAX_ID_CHARS, unicode_problem
+from recsys.serving.validation import MAX_ID_CHARS, blank_problem, unicode_problem
 
 MAX_FILTERS = 16
 MAX_FILTER_VALUES = 100
@@ -37,58 +37,69 @@ Filters = Annotated[
 ]
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)  # "absent" is the default; a null default would contradict `type: string`
+# The three ways to ask, with their JSON types. Each may also be sent as null (generated clients send unset
+# optional fields that way), which counts as absent: "exactly one of" is about the non-null ones.
+QUERY_TYPES = {"user_id": "string", "item_ids": "array", "text": "string"}
+# Examples any served catalog answers: an unknown user id is a cold start, not an error, and free text
+# needs no catalog ids. Item ids and filter columns belong to one dataset, so no example names them.
+EXAMPLES: list[JsonValue] = [{"user_id": "42", "k": 10}, {"text": "space opera with robots", "k": 5, "explain": True}]
+
+
+def _not_blank(value: str) -> str:
+    problem = blank_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def request_model(config: ServingConfig) -> type[BaseModel]:
     """The `POST /v1/recommend` body class with this config's bounds."""
     History = Annotated[list[Id], Field(min_length=1, max_length=config.max_history)]
+    # The length bounds sit on the string itself (before the validators): bounds placed after a validator
+    # are checked as a generic length, whose message speaks of "items".
+    QueryText = Annotated[StrictStr, Field(min_length=1, max_length=config.max_text), AfterValidator(_valid_unicode),
+                          AfterValidator(_not_blank)]
 
     class RecommendRequest(BaseModel):
-        """Exactly one of `user_id`, `item_ids` or `text`."""
+        """Exactly one of `user_id`, `item_ids` or `text` (a null one counts as absent)."""
 
         model_config = ConfigDict(
             extra="forbid",
             # "Exactly one of" in the schema too, so generated clients and fuzzers know the rule.
-            json_schema_extra={"oneOf": [{"required": [name]} for name in ("user_id", "item_ids", "text")],
-                               "examples": [
-                {"user_id": "42", "k": 10},
-                {"item_ids": ["318", "296", "2571"], "k": 20, "filters": {"genres": ["Drama", "Crime"]}},
-                {"text": "space opera with robots", "k": 5, "explain": True},
-            ]},
+            json_schema_extra={"oneOf": [{"required": [name], "properties": {name: {"type": kind}}}
+                                         for name, kind in QUERY_TYPES.items()],
+                               "examples": EXAMPLES},
         )
 
-        user_id: Id | SkipJsonSchema[None] = Field(
-            None, json_schema_extra=_no_default,
+        user_id: Id | None = Field(
+            None,
             description="A user id from the interaction log. Known users get their nightly vector while it is "
             "fresh, else their history is encoded; unknown users get the cold-start fallback (`cold_start: true`).",
             examples=["42"])
-        item_ids: History | SkipJsonSchema[None] = Field(
-            None, json_schema_extra=_no_default,
+        item_ids: History | None = Field(
+            None,
             description=f"The user's recent item ids, newest first (1 to {config.max_history}). Ids not in the "
-            "catalog are dropped and listed in `ignored_items`; if none is known the request is a 422.",
-            examples=[["318", "296"]])
-        text: Annotated[Text, Field(min_length=1, max_length=config.max_text)] | SkipJsonSchema[None] = Field(
-            None, json_schema_extra=_no_default,
-            description=f"Free text (1 to {config.max_text} characters), encoded with the item tower and searched "
-            "like an item.", examples=["space opera with robots"])
+            "catalog are dropped and listed in `ignored_items`; if none is known the request is a 422.")
+        text: QueryText | None = Field(
+            None,
+            description=f"Free text (1 to {config.max_text} characters, not only whitespace), encoded with the "
+            "item tower and searched like an item.", examples=["space opera with robots"])
         k: StrictInt = Field(10, ge=1, le=config.max_k, description=f"How many items to return (1 to {config.max_k}).")
         exclude_seen: StrictBool = Field(
             True, description="Leave out items in the user's history (`user_id`) or in `item_ids`.")
-        filters: Filters | SkipJsonSchema[None] = Field(
-            None, json_schema_extra=_no_default,
-            description="Item-column filters, e.g. `{\"category\": \"Comedy\"}` or `{\"genres\": [\"Comedy\", "
-            "\"Drama\"]}`: an item passes when, for every column, its value or one of its comma-separated parts "
-            "equals one of the given values (case-insensitive). Unknown columns are a 422.",
-            examples=[{"genres": ["Comedy", "Drama"]}])
+        filters: Filters | None = Field(
+            None,
+            description="Item-column filters (absent or null: none), e.g. `{\"category\": \"Comedy\"}` or "
+            "`{\"genres\": [\"Comedy\", \"Drama\"]}`: an item passes when, for every column, its value or one of "
+            "its comma-separated parts equals one of the given values (case-insensitive). Which columns exist "
+            "depends on the served dataset; unknown columns are a 422.")
         explain: StrictBool = Field(
             False, description="Attach an explanation to each item (ranker contributions, or the closest history "
             "item in retrieval order, or the popularity count).")
 
         @model_validator(mode="after")
         def _one_query(self) -> RecommendRequest:
-            given = [name for name in ("user_id", "item_ids", "text") if getattr(self, name) is not None]
+            given = [name for name in QUERY_TYPES if getattr(self, name) is not None]
             if len(given) != 1:
                 raise ValueError(f"give exactly one of user_id, item_ids or text (got {', '.join(given) or 'none'})")
             return self

@@ -65,8 +65,12 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 90.0, ready_path: str = "/readyz") -> ServerProcess:
-        """Start and wait until `ready_path` answers 200 (`/healthz` for a server that cannot be ready yet)."""
+    def start(self, timeout: float = 300.0, ready_path: str = "/readyz") -> ServerProcess:
+        """Start and wait until `ready_path` answers 200 (`/healthz` for a server that cannot be ready yet).
+
+        The default wait is long: on a shared 2-core box busy with training, importing torch and loading the
+        models of even the tiny test world took 90-110 s (a few seconds when the box is idle).
+        """
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("this server is already running")
         self.port = self.port or free_port()

@@ -47,6 +47,11 @@ def unicode_problem(value: str) -> str | None:
     return None
 
 
+def blank_problem(value: str) -> str | None:
+    """Why `value` cannot be a text query (nothing but whitespace: it has no meaning to search), else None."""
+    return "must contain a character other than whitespace" if not value.strip() else None
+
+
 def check_unicode(value: str, column: str, row: int | None = None) -> None:
     problem = unicode_problem(value)
     if problem is not None:
@@ -78,4 +83,7 @@ def check_text(text: Any, config: ServingConfig) -> str:
     if not isinstance(text, str) or not 1 <= len(text) <= config.max_text:
         raise DataError(f"must be a string of 1 to {config.max_text} characters", column="text")
     check_unicode(text, "text")
+    problem = blank_problem(text)
+    if problem is not None:
+        raise DataError(problem, column="text")
     return text
