@@ -30,6 +30,7 @@ from encoders.sequence_training import (
     SequenceTrainConfig,
     _batches,
     _seen_rows,
+    _text_only_loss,
     histories,
     ndcg10_of_targets,
     next_item_loss,
@@ -308,3 +309,7 @@ def test_text_loss_trains_the_text_part_and_leaves_the_user_tower_alone():
         build_model(text, np.ones(13, bool), SequenceConfig(dim=16, max_len=8, items="id")).text_matrix()
     with pytest.raises(ConfigError, match="text_loss"):
         SequenceTrainConfig(text_loss=-1).check()
+    with pytest.raises(ConfigError, match="text_loss_targets"):
+        SequenceTrainConfig(text_loss_targets=0).check()
+    few = _text_only_loss(model, states[:, -2], targets, SequenceTrainConfig(text_loss_targets=3), None, None)
+    assert torch.isfinite(few) and few.requires_grad
