@@ -2,7 +2,10 @@
 
 Steps (each skipped when its output is already complete, so a rerun only re-serves):
 
- 1. data       synthetic by default, or MovieLens (`--dataset movielens-small --path ...`) -> work/data
+ 1. data       synthetic by default, MovieLens (`--dataset movielens-small --path ...`), or any canonical
+               dataset folder from `recsys data convert` (`--data DIR`), checked for thin data before
+               any training (`recsys.data.readiness`) -> work/data; budgets picked from its size
+               (`jobs.budgets`) and printed
  2. split      temporal leave-last-out -> work/split
  3. baselines  MostPop + ItemKNN test lists and metrics -> work/baselines
  4. encoder    LoRA fine-tuning of all-MiniLM-L6-v2 on a CPU budget, then both user towers (text and
@@ -32,15 +35,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from encoders.sequence_training import SequenceTrainConfig
+from jobs.budgets import Budgets, movielens_budgets, pick_budgets, synthetic_budgets
+from recsys.data.readiness import DataProfile, check_trainable
 from recsys.errors import ConfigError
 
 SYNTHETIC_INTERACTIONS = 20_000
-DATASETS = ("synthetic", "movielens-small")
+DATASETS = ("synthetic", "movielens-small", "folder")
 CHOICES_FILE = "quickstart.json"
 LIST_K = 50
 
@@ -48,23 +53,43 @@ LIST_K = 50
 @dataclass
 class QuickstartConfig:
     work: Path = Path(".recsys/quickstart")
-    dataset: str = "synthetic"           # or movielens-small
+    dataset: str = "synthetic"           # or movielens-small, or folder (with `data`)
     path: Path | None = None             # MovieLens folder
-    steps: int | None = None             # LoRA steps (default 30 synthetic, 200 MovieLens)
+    steps: int | None = None             # LoRA steps (default: picked from the data, `jobs.budgets`)
+    data: Path | None = None             # a canonical dataset folder (`recsys data convert`)
     serve: bool = True
     users_to_show: int = 3
     threads: int | None = None
     fresh: bool = False
     echo: Callable[[str], None] = print
+    base_model: str | None = None        # the encoder's base (default MiniLM); tests pass a tiny BERT
+    _budgets: Budgets | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.data is not None:
+            if self.dataset not in ("synthetic", "folder"):
+                raise ConfigError("pass either --dataset or --data, not both")
+            self.dataset = "folder"
+        elif self.dataset == "folder":
+            raise ConfigError("--data DIR (a folder from `recsys data convert`) is required for a dataset folder")
+
+    def budgets(self) -> Budgets:
+        """Budgets for this dataset (`jobs.budgets`), with `--steps` on top; read from the data once."""
+        if self._budgets is None:
+            if self.dataset == "synthetic":
+                picked = synthetic_budgets()
+            elif self.dataset == "movielens-small":
+                picked = movielens_budgets()
+            else:
+                picked = pick_budgets(_source_profile(self))
+            self._budgets = picked if self.steps is None else replace(picked, lora_steps=self.steps)
+        return self._budgets
 
     def lora_steps(self) -> int:
-        if self.steps is not None:
-            return self.steps
-        return 30 if self.dataset == "synthetic" else 200
+        return self.budgets().lora_steps
 
     def sequence_epochs(self) -> int:
-        """The sequence tower's schedule: short on the demo's synthetic catalog (make demo ≤ 12 min)."""
-        return 15 if self.dataset == "synthetic" else SequenceTrainConfig().epochs
+        return self.budgets().sequence_epochs
 
 
 @dataclass
@@ -77,7 +102,8 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
     """Run every step (module doc); returns the summary (also written to work/summary.json)."""
     work = config.work.resolve()
     if config.dataset not in DATASETS:
-        raise ConfigError(f"unknown --dataset {config.dataset!r}: {' or '.join(DATASETS)}")
+        raise ConfigError(f"unknown --dataset {config.dataset!r}: synthetic or movielens-small (or --data DIR)")
+    budgets = config.budgets()  # a folder's thin-data checks run here, before anything is written
     if config.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -89,6 +115,7 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     log = StepLog()
     echo = config.echo
+    echo(f"budgets: {budgets.line()}")
     paths = {name: work / name for name in ("data", "split", "baselines", "encoder", "frozen", "store", "ranker",
                                             "lists")}
     started_all = time.perf_counter()
@@ -113,7 +140,7 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
     step("frozen", (paths["frozen"] / "run.json").is_file(),
          lambda: _encoder(paths["frozen"], paths, config, "frozen", 0, register=False))
     step("nightly", _nightly_current(paths["store"], paths["encoder"]), lambda: _nightly(paths))
-    step("ranker", _registered(paths["ranker"]), lambda: _ranker(paths))
+    step("ranker", _registered(paths["ranker"]), lambda: _ranker(paths, budgets))
     step("ab", (work / "ab-encoder-vs-ranker" / "report.json").is_file(), lambda: _ab(paths, work))
     step("lists", (paths["lists"] / "ranker.parquet").is_file(), lambda: _lists(paths))
     served: dict[str, Any] = {}
@@ -129,11 +156,26 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- steps
+def _source_profile(config: QuickstartConfig) -> DataProfile:
+    """Load a `--data` folder and check it is enough to train on (`recsys.data.readiness`)."""
+    from recsys.data.dataset import Dataset
+
+    assert config.data is not None  # only called for a folder
+    stats = check_trainable(Dataset.load(config.data), str(config.data))
+    config.echo(f"data: {stats.line()}")
+    return stats
+
+
 def _data(config: QuickstartConfig, out: Path) -> None:
     if config.dataset == "synthetic":
         from recsys.data.synthetic import generate
 
         dataset = generate(n_interactions=SYNTHETIC_INTERACTIONS, seed=0)
+    elif config.dataset == "folder":
+        from recsys.data.dataset import Dataset
+
+        assert config.data is not None  # checked by QuickstartConfig
+        dataset = Dataset.load(config.data)
     else:
         if config.path is None:
             raise ConfigError("--dataset movielens-small needs --path (the ml-latest-small folder; "
@@ -141,6 +183,7 @@ def _data(config: QuickstartConfig, out: Path) -> None:
         from jobs.data_jobs import load_source
 
         dataset = load_source("movielens", path=config.path)
+    check_trainable(dataset, str(config.data or config.path or "synthetic"))
     _atomic_dir(out, dataset.save)
 
 
@@ -168,12 +211,14 @@ def _encoder(out: Path, paths: dict[str, Path], config: QuickstartConfig, method
     from recsys.splits import Split
 
     if not (out / "run.json").is_file():
+        budgets = config.budgets()
         text = TextTrainConfig(method=method, max_steps=steps, eval_every=max(steps // 2, 1),
-                               history_tokens=64 if config.dataset == "synthetic" else 128, threads=config.threads)
+                               history_tokens=budgets.history_tokens, threads=config.threads)
+        sequence = SequenceTrainConfig(epochs=budgets.sequence_epochs, max_seconds=budgets.sequence_seconds,
+                                       threads=config.threads)
         run = train_encoder(Dataset.load(paths["data"]), Split.load(paths["split"]), out,
-                            tower="auto" if method != "frozen" else "text", text_config=text,
-                            sequence_train_config=SequenceTrainConfig(epochs=config.sequence_epochs(),
-                                                                      threads=config.threads))
+                            tower="auto" if method != "frozen" else "text", base_model=config.base_model,
+                            text_config=text, sequence_train_config=sequence)
         if run.tower_choice:
             scores = ", ".join(f"{name} {score:.4f}" for name, score in run.tower_choice["valid_ndcg10"].items())
             print(f"  user tower: {run.tower} (validation NDCG@10: {scores})")
@@ -191,17 +236,19 @@ def _nightly(paths: dict[str, Path]) -> None:
     print(report.summary_line())
 
 
-def _ranker(paths: dict[str, Path]) -> None:
+def _ranker(paths: dict[str, Path], budgets: Budgets) -> None:
     from encoders.registry import resolve_encoder
     from jobs.log_ranker import log_ranker_run
     from jobs.train_ranker import train_ranker
+    from ranking.training import RankerConfig
     from recsys.data.dataset import Dataset
     from recsys.splits import Split
 
     out = paths["ranker"]
     if not (out / "run.json").is_file():
         loaded = resolve_encoder("champion", cache_dir=paths["store"] / "encoders")
-        run = train_ranker(Dataset.load(paths["data"]), Split.load(paths["split"]), loaded, out)
+        run = train_ranker(Dataset.load(paths["data"]), Split.load(paths["split"]), loaded, out,
+                           RankerConfig(extra_cuts=budgets.ranker_cuts))
         print(run.summary_line())
     model = log_ranker_run(out, alias="champion", run_name="quickstart")
     _mark_registered(out, model)
@@ -325,7 +372,8 @@ def _wait_ready(base: str, server: subprocess.Popen, timeout: float, log_file: P
 def _check_choices(work: Path, config: QuickstartConfig) -> None:
     """Refuse to reuse a work folder made with another dataset or budget: its finished steps would be
     silently served as if they answered this command."""
-    choices = {"dataset": config.dataset, "path": str(config.path.resolve()) if config.path else None,
+    source = config.data or config.path
+    choices = {"dataset": config.dataset, "path": str(source.resolve()) if source else None,
                "lora_steps": config.lora_steps()}
     record = work / CHOICES_FILE
     if record.is_file():
@@ -378,7 +426,9 @@ def _summary(paths: dict[str, Path], work: Path, log: StepLog, served: dict[str,
     from recsys.ties import tie_free_users
 
     quality = {}
-    tie_free = tie_free_users(Split.load(paths["split"]), "test").to_list()
+    split = Split.load(paths["split"])
+    tie_free = tie_free_users(split, "test").to_list()
+    users = {"all": split.targets("test")["user_id"].n_unique(), "tie_free": len(tie_free)}
     order = ["mostpop", "itemknn", "frozen", "encoder", "ranker"]
     for file in sorted(paths["lists"].glob("*.parquet"), key=lambda f: order.index(f.stem) if f.stem in order
                        else len(order)):
@@ -388,7 +438,7 @@ def _summary(paths: dict[str, Path], work: Path, log: StepLog, served: dict[str,
         quality[file.stem]["ndcg@10 tie-free"] = round(float(tie_free_metrics["ndcg@10"]), 4)
     home = Path(os.environ.get("RECSYS_HOME", work / "home"))
     return {"work": str(work), "seconds": round(seconds, 1), "timings": log.timings, "reused": log.skipped,
-            "quality_test": quality, "reports": [str(work / "ab-frozen-vs-lora" / "report.md"),
+            "quality_test": quality, "test_users": users, "reports": [str(work / "ab-frozen-vs-lora" / "report.md"),
                                                  str(work / "ab-encoder-vs-ranker" / "report.md")],
             "lists": str(paths["lists"]), "served": served,
             "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}"}
@@ -397,6 +447,9 @@ def _summary(paths: dict[str, Path], work: Path, log: StepLog, served: dict[str,
 def _print_summary(summary: dict[str, Any], echo: Callable[[str], None]) -> None:
     echo("\nquality on the test target (full catalog, seen items excluded; tie-free: users whose test target"
          " is not in the same second as their validation target):")
+    users = summary.get("test_users") or {}
+    if users:
+        echo(f"  test users: {users['all']:,} all, {users['tie_free']:,} tie-free")
     echo(f"  {'system':<10} {'NDCG@10':>8} {'tie-free':>8} {'HR@10':>8} {'MRR@10':>8} {'HR@50':>8}")
     for name, m in summary["quality_test"].items():
         echo(f"  {name:<10} {m['ndcg@10']:>8.4f} {m.get('ndcg@10 tie-free', float('nan')):>8.4f} "

@@ -16,7 +16,7 @@ Review text is **kept out of the item text** by default: reviews are written by 
 next interaction the split holds out, so a review of the test item (or any later one) pasted into
 the item's text would leak the answer into both the item tower and the user's history text.
 
-Rules chosen for these dumps, each reported in the dataset's notes:
+Rules chosen for these dumps, each counted in the dataset's notes (and printed by `data convert`):
 
 - the metadata repeats products (the 2018 files list some asins several times): the first copy is
   kept and the rest counted (`duplicates`, as `data convert --dedupe-items`);
@@ -29,7 +29,6 @@ Rules chosen for these dumps, each reported in the dataset's notes:
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,8 +43,6 @@ from recsys.data.hygiene import ItemRules, tidy_items
 from recsys.data.readers import read_raw
 from recsys.data.text import DEFAULT_JOINER, template_fields
 from recsys.errors import DataError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "{title} | {brand} | {category} | {description}"
 ITEM_SCHEMA: dict[str, pl.DataType] = {
@@ -201,11 +198,6 @@ def load_amazon(
     before = interactions.height
     interactions = interactions.unique(subset=["user_id", "item_id", "ts"], keep="first", maintain_order=True)
     repeats = before - interactions.height
-    for count, where, what in ((repeated, metadata, "repeated products (first copy kept)"),
-                               (unknown, reviews, f"reviews of products missing from {Path(metadata).name}"),
-                               (repeats, reviews, "repeated reviews (same user, item and time)")):
-        if count:
-            log.warning("%s: dropped %d %s", where, count, what)
     notes: dict[str, int | str] = {
         "format": f"amazon-{release}",
         "items_file": str(metadata),

@@ -138,8 +138,6 @@ def load_generic(
     strip_html = is_json_source(items_path) if clean_html is None else clean_html
     rules = ItemRules(duplicates=duplicates, clean_html=strip_html, used=tuple(fields))
     items, repeated = to_table(items_raw, "items", items_source, per_file["items"], item_rules=rules)
-    if repeated:
-        log.warning("%s: dropped %d repeated item rows (kept the %s copy)", items_source, repeated, duplicates)
     if not any(f in items.columns for f in fields):
         raise ConfigError(
             f"item-text template {text_template!r} names none of the item columns {items.columns} "
