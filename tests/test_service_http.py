@@ -436,13 +436,14 @@ def test_hot_swap_under_load_serves_new_versions_refuses_broken_ones_and_drops_n
     # Start on an empty store: alive but not ready, and /v1 answers 503 until an index is published.
     with _started_unready(server) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
         assert http.get("/healthz").status_code == 200
-        unready = wait_for_readyz(http, lambda s: "no index has been published" in (s.get("error") or ""))
+        unready = wait_for_readyz(http, lambda s: "no index has been published" in (s.get("error") or ""),
+                                  timeout=LOAD_WAIT)
         assert unready["ready"] is False and http.get("/readyz").status_code == 503
         assert http.post("/v1/recommend", json={"user_id": users[0]}).status_code == 503
         staged = tmp_path / "staged"
         shutil.copytree(world.store / "index", staged)
         os.rename(staged, store_dir / "index")  # appears whole
-        wait_for_readyz(http, lambda s: s.get("ready") is True)
+        wait_for_readyz(http, lambda s: s.get("ready") is True, timeout=LOAD_WAIT)
         index_store = IndexStore(store_dir / "index")
         v0, index0, meta0 = index_store.current()
         anchor = world.dataset.items["item_id"][0]

@@ -45,7 +45,7 @@ import numpy as np
 from ranking.protocol import RankRequest
 from recsys.data.dataset import Dataset
 from recsys.embedding_store import StoreLayout
-from recsys.errors import DataError
+from recsys.errors import DataError, RecsysError
 from recsys.index import IndexStore
 from recsys.index.store import CURRENT_FILE
 from recsys.serving.batcher import EncodeBatcher, SearchBatcher, UserTask
@@ -423,9 +423,12 @@ class Recommender:
             try:
                 stages.update(call().timings_ms)
                 ran.append(name)
+            except RecsysError as exc:  # the served models refuse this kind (free text with an id-only tower)
+                skipped[name] = str(exc)
+                log.info("warm-up: no %s query (%s)", name, exc)
             except Exception as exc:  # a warm-up never blocks readiness: the request path reports its own errors
                 skipped[name] = f"{type(exc).__name__}: {exc}"
-                log.warning("warm-up %s query failed: %s", name, skipped[name])
+                log.warning("warm-up %s query failed", name, exc_info=True)
         with self._stats_lock:
             self.stats.update(counts)
         self._warm_up = {"queries": ran, "stages": sorted(stages), "skipped": skipped,
