@@ -4,7 +4,7 @@ For users with the internet (this project's build machines have none, so tests s
 local HTTP server). GroupLens publishes an `.md5` next to each zip; the download is checked against
 it (or against `--md5` when given) before anything is unpacked, written to a temporary name first,
 and moved into place only when complete, so a failed or interrupted fetch leaves nothing that looks
-like a dataset.
+like a dataset, and no empty `--out` folder it created (offline, say).
 """
 
 from __future__ import annotations
@@ -38,7 +38,20 @@ def fetch_dataset(name: str, out: str | Path, url: str | None = None, md5: str |
     target = out / folder_name
     if (target / "ratings.csv").is_file():
         return target
+    created = [p for p in (out, *out.parents) if not p.exists()]  # removed again if the fetch fails
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download(name, url, md5, out, target, folder_name, timeout, progress)
+    except BaseException:
+        for folder in created:  # innermost first; only folders this call made and left empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _download(name: str, url: str, md5: str | None, out: Path, target: Path, folder_name: str, timeout: float,
+              progress: bool) -> Path:
+    """Fetch, check and unpack into `target` through a temporary folder inside `out`."""
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=out) as tmp:
         archive = Path(tmp) / "download.zip"
         try:

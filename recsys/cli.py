@@ -20,7 +20,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Convert, validate, split and synthesise datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-FORMAT_HELP = "Source format: movielens, mind, generic (CSV/TSV/parquet/JSONL + --map) or dataset (a converted folder)."
+FORMAT_HELP = ("Source format: movielens, mind, generic (CSV/TSV/parquet/JSONL + --map), amazon (Amazon Reviews "
+               "2018/2023: --reviews + --metadata) or dataset (a converted folder).")
 
 
 def _console():
@@ -43,26 +44,44 @@ def data_convert(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write (items/interactions parquet)."),
     fmt: str = typer.Option("movielens", "--format", "-f", help=FORMAT_HELP),
     path: Path | None = typer.Option(None, "--path", help="Source folder (movielens, mind)."),
-    items: Path | None = typer.Option(None, "--items", help="Items file (generic)."),
-    interactions: Path | None = typer.Option(None, "--interactions", help="Interactions file (generic)."),
+    items: Path | None = typer.Option(None, "--items", "--metadata",
+                                      help="Items file (generic), or product metadata JSONL (amazon)."),
+    interactions: Path | None = typer.Option(None, "--interactions", "--reviews",
+                                             help="Interactions file (generic), or reviews JSONL (amazon)."),
     impressions: Path | None = typer.Option(None, "--impressions", help="Impressions file (generic)."),
-    mapping: list[str] | None = typer.Option(None, "--map", help="Column mapping SOURCE=TARGET; repeatable."),
+    mapping: list[str] | None = typer.Option(None, "--map", help="Column mapping SOURCE=TARGET; repeatable. A dotted "
+                                             "SOURCE reads a nested JSON field: --map details.publisher=brand."),
     delimiter: str | None = typer.Option(None, "--delimiter", help="CSV delimiter (default ',' or tab for .tsv)."),
     template: str | None = typer.Option(None, "--template", help='Item text template, e.g. "{title} | {genres}".'),
     drop_unknown_items: bool = typer.Option(False, "--drop-unknown-items", help="Drop (and count) interactions "
-                                            "on items missing from the catalog instead of failing."),
+                                            "on items missing from the catalog instead of failing (amazon: always)."),
+    dedupe_items: str | None = typer.Option(None, "--dedupe-items", help="Repeated item ids: first or last keeps "
+                                            "that copy and counts the rest, error refuses the file (default error; "
+                                            "amazon: first)."),
+    clean_html: bool | None = typer.Option(None, "--clean-html/--no-clean-html", help="Strip HTML tags and unescape "
+                                           "entities in item text (default: on for JSON items and amazon)."),
+    list_joiner: str | None = typer.Option(None, "--list-joiner", help='Joins list values in the item text '
+                                           '(default ", ").'),
 ) -> None:
-    """Read a source, validate it, and write a canonical dataset folder."""
-    from jobs.data_jobs import load_source
+    """Read a source, validate it, and write a canonical dataset folder.
+
+    Inputs may be gzip or zstd compressed (items.json.gz). Whitespace in item text is always normalised.
+    """
+    from jobs.data_jobs import CatalogOptions, load_source
     from recsys.data.readers import parse_mapping
 
+    catalog = CatalogOptions(duplicates=dedupe_items, clean_html=clean_html, list_joiner=list_joiner)  # type: ignore[arg-type]  # typer gives str; callee checks it
     dataset = load_source(fmt, path, items, interactions, impressions, parse_mapping(mapping), delimiter,  # type: ignore[arg-type]  # typer gives str; callee checks it
-                          template, drop_unknown_items)
+                          template, drop_unknown_items, catalog)
     dataset.save(out)
     _print_summary(f"dataset written to {out}", dataset.summary())
-    dropped = dataset.notes.get("dropped_unknown_items")
-    if dropped:
-        typer.echo(f"warning: dropped {dropped} interactions on unknown items", err=True)
+    for note, what in (("dropped_unknown_items", "interactions on unknown items"),
+                       ("duplicate_items_dropped", "repeated item rows"),
+                       ("duplicate_reviews_dropped", "repeated reviews")):
+        count = dataset.notes.get(note)
+        if count:
+            typer.echo(f"warning: dropped {count} {what}", err=True)
+    typer.echo(f"check the item text before training: recsys data show --data {out}")
 
 
 @data_app.command("validate")
@@ -81,6 +100,23 @@ def data_validate(
 
     dataset = load_source(fmt, path, items, interactions, impressions, parse_mapping(mapping), delimiter)  # type: ignore[arg-type]  # typer gives str; callee checks it
     _print_summary("valid", dataset.summary())
+
+
+@data_app.command("show")
+def data_show(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (from `recsys data convert`)."),
+    items: int = typer.Option(3, "--items", "-n", help="How many items (a seeded random sample) to show."),
+    user: str | None = typer.Option(None, "--user", help="The user whose history is shown (default: a typical one)."),
+    item_tokens: int = typer.Option(32, "--item-tokens", help="The item tower's token budget."),
+    history_tokens: int = typer.Option(128, "--history-tokens", help="The text tower's history token budget."),
+    base_model: str | None = typer.Option(None, "--base-model", help="Whose tokenizer counts (default MiniLM)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the item sample."),
+) -> None:
+    """Print what the model will read: a few items' text with token counts, and one user's history text."""
+    from jobs.data_show import ShowOptions, show_dataset
+
+    show_dataset(data, ShowOptions(items=items, user=user, item_tokens=item_tokens, history_tokens=history_tokens,
+                                   base_model=base_model, seed=seed), echo=typer.echo)
 
 
 @data_app.command("split")
@@ -124,7 +160,10 @@ def quickstart_command(
     work: Path = typer.Option(Path(".recsys/quickstart"), "--work", "-w", help="Folder for all state."),
     dataset: str = typer.Option("synthetic", "--dataset", help="synthetic or movielens-small."),
     path: Path | None = typer.Option(None, "--path", help="The ml-latest-small folder (for movielens-small)."),
-    steps: int | None = typer.Option(None, "--steps", help="LoRA steps (default 30 synthetic, 200 MovieLens)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Your own data: a dataset folder from "
+                                     "`recsys data convert` (budgets are picked from its size and printed)."),
+    steps: int | None = typer.Option(None, "--steps", help="LoRA steps (default: picked from the data size; "
+                                     "30 synthetic, 200 MovieLens)."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the API and send sample requests."),
     users: int = typer.Option(3, "--users", help="Users whose recommendations are printed."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
@@ -132,11 +171,12 @@ def quickstart_command(
 ) -> None:
     """The main job end to end: data -> encoder -> index -> ranker -> A/B -> API -> sample recommendations.
 
-    Resumable: finished steps are reused, so a rerun takes a minute or two.
+    Resumable: finished steps are reused, so a rerun only re-serves (~10 s). Thin data (no user with 3
+    interactions, a single item, no usable timestamps) is refused before any training.
     """
     from jobs.quickstart import QuickstartConfig, run_quickstart
 
-    run_quickstart(QuickstartConfig(work=work, dataset=dataset, path=path, steps=steps, serve=serve,
+    run_quickstart(QuickstartConfig(work=work, dataset=dataset, path=path, steps=steps, serve=serve, data=data,
                                     users_to_show=users, threads=threads, fresh=fresh, echo=typer.echo))
 
 

@@ -9,7 +9,8 @@ Resolution order, highest first:
 - environment: `RECSYS_HOME` (work dir), `RECSYS_PREFIX` (registered-model name prefix),
   `MLFLOW_TRACKING_URI` (a real MLflow server or any store MLflow understands);
 - defaults: work dir `./.recsys`, prefix `recsys`, and the *embedded* store: SQLite tracking and
-  registry at `<work dir>/mlflow.db` with artifacts under `<work dir>/mlartifacts`.
+  registry at `<work dir>/mlflow.db` with artifacts under `<work dir>/mlartifacts`. A tracking URI
+  that names exactly that SQLite file is the embedded store too (MLflow exports the URI it was given).
 
 This module is ground floor and import-light: no mlflow, no torch.
 """
@@ -52,7 +53,11 @@ class Settings:
                 f"(set it with {PREFIX_ENV} or --prefix)"
             )
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
-        if self.tracking_uri is not None and not self.tracking_uri.strip():
+        if self.tracking_uri is not None and (not self.tracking_uri.strip()
+                                              or self.tracking_uri.strip() == self._embedded_uri()):
+            # `configure_mlflow` exports the embedded store's URI to MLFLOW_TRACKING_URI (MLflow does, for
+            # child processes); read back, it is still the embedded store, not an external server, so
+            # experiments keep their artifacts under `home` rather than in ./mlruns.
             object.__setattr__(self, "tracking_uri", None)
 
     @property
@@ -73,8 +78,9 @@ class Settings:
     @property
     def mlflow_uri(self) -> str:
         """The tracking (and registry) URI to hand to MLflow."""
-        if self.tracking_uri is not None:
-            return self.tracking_uri
+        return self.tracking_uri if self.tracking_uri is not None else self._embedded_uri()
+
+    def _embedded_uri(self) -> str:
         # An absolute path gives sqlite:////abs/path (four slashes), which SQLAlchemy reads as absolute.
         return f"sqlite:///{self.db_path.as_posix()}"
 

@@ -74,6 +74,15 @@ def configure_mlflow(settings: Settings | None = None) -> str:
     return uri
 
 
+def tracking_uri(settings: Settings | None = None) -> str:
+    """The MLflow URI recsys reads and writes (`RECSYS_HOME`'s SQLite file unless `MLFLOW_TRACKING_URI` is set).
+
+    For a plain Python session that loads registered models itself: MLflow alone would look in
+    `./mlflow.db` of the current folder and not find them. `configure_mlflow()` sets it in one call.
+    """
+    return (settings or active_settings()).mlflow_uri
+
+
 def active_settings() -> Settings:
     """The settings of the last `configure_mlflow` call, else those from the environment."""
     return _active if _active is not None else load_settings()

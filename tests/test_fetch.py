@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import subprocess
 import sys
 import threading
@@ -75,10 +76,10 @@ def test_fetch_downloads_checks_and_unpacks_then_converts(mirror, tmp_path):
 def test_corrupt_or_hostile_archives_unpack_nothing(mirror, tmp_path):
     with pytest.raises(DataError, match="checksum mismatch"):
         fetch_dataset("movielens-small", tmp_path / "a", url=f"{mirror}/corrupt.zip", progress=False)
-    assert list((tmp_path / "a").iterdir()) == []
+    assert not (tmp_path / "a").exists()  # nothing unpacked, and the folder it made is gone again
     with pytest.raises(DataError, match="unexpected member"):
         fetch_dataset("movielens-small", tmp_path / "b", url=f"{mirror}/evil.zip", progress=False)
-    assert list((tmp_path / "b").iterdir()) == []
+    assert not (tmp_path / "b").exists()
     assert not (tmp_path / "escape.txt").exists()
     with pytest.raises(ConfigError, match="cannot download"):
         fetch_dataset("movielens-small", tmp_path / "c", url=f"{mirror}/missing.zip", progress=False)
@@ -91,3 +92,18 @@ def test_cli_reports_a_failed_download_in_one_line(mirror, tmp_path):
                              str(tmp_path), "--url", f"{mirror}/corrupt.zip"], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 2 and "checksum mismatch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_offline_fetch_leaves_no_empty_folder_behind(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on: the download is refused, as when offline
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "data" / "nested"
+    with pytest.raises(ConfigError, match="cannot download"):
+        fetch_dataset("movielens-small", out, url=f"http://127.0.0.1:{port}/ml-latest-small.zip", timeout=5)
+    assert not (tmp_path / "data").exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    with pytest.raises(ConfigError):
+        fetch_dataset("movielens-small", kept, url=f"http://127.0.0.1:{port}/ml-latest-small.zip", timeout=5)
+    assert kept.is_dir()  # a folder the user made stays
