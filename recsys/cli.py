@@ -269,7 +269,8 @@ def train_encoder_command(
                                          "the text part learns to score items alone (cold items)."),
     seq_text_loss: float | None = typer.Option(None, "--seq-text-loss", min=0.0,
                                         help="Hybrid items: weight of a text-only softmax that teaches the text "
-                                        "part to score items alone (cold items); default: the tower's own."),
+                                        "part to score items alone, with a softmax over items seen in training: "
+                                        "the cold-item mode (1.0 measured; default off)."),
     seq_holdout_tail: int = typer.Option(8, "--seq-holdout-tail", min=0,
                                          help="With a refit: items per user the early-stopped tower leaves out, so "
                                          "the ranker trains on scores it did not fit (keep >= the ranker's "

@@ -325,7 +325,7 @@ def test_a_ranker_reorders_the_retrieved_candidates(world, truth):
         assert all(item.explanation["contributions"] for item in result.items)
 
         cold = recommender.recommend(user_id="new-user", k=5)
-        assert (cold.cold_start, cold.mode) == (True, "ranked") and ranker.requests[-1].candidates == []
+        assert (cold.cold_start, cold.mode) == (True, "popular") and ranker.requests[-1].candidates == []
         assert all(item.source == "popular" for item in cold.items)
 
 

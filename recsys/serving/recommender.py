@@ -210,14 +210,15 @@ class Recommender:
                                timings, user_id, newest, stamps)
         cold = vector is None or not np.isfinite(vector).all() or not float(np.linalg.norm(vector)) > 0
         if cold:
-            items, mode = self._cold(request)
+            items, mode, ranker_ordered = self._cold(request)
             how = None
         else:
             items, mode = self._retrieve(request, np.asarray(vector, dtype=np.float32))
+            ranker_ordered = mode == "ranked"
         timings["total"] = (time.perf_counter() - started) * 1000
         self._count(how, cold)
         return RecommendResult(items, cold, mode, query, state.index_version, state.encoder_version,
-                               state.ranker_version if mode == "ranked" else None, how, ignored,
+                               state.ranker_version if ranker_ordered else None, how, ignored,
                                {name: round(value, 3) for name, value in timings.items()})
 
     def similar(self, item_id: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None
@@ -332,15 +333,19 @@ class Recommender:
                                    scored=False)
         return items
 
-    def _cold(self, request: QueryContext) -> tuple[list[Recommendation], str]:
-        """No usable user vector: the ranker's own fallbacks, else recent popularity."""
+    def _cold(self, request: QueryContext) -> tuple[list[Recommendation], str, bool]:
+        """No usable user vector: the ranker's own fallbacks, else recent popularity.
+
+        Either way the mode is `popular`: the items are popularity fallbacks, whoever ordered them
+        (`ranker_version` says when the ranker did); `ranked` would claim a personalised list.
+        """
         state = request.state
         if state.ranker is not None:
             ranked = self._rank(request, [], [])
             if ranked:
-                return ranked, "ranked"
+                return ranked, "popular", True
         allowed = state.catalog.matching(request.wanted) if request.wanted else None
-        return self._popular(state, request.k, set(request.exclude), allowed, request.explain), "popular"
+        return self._popular(state, request.k, set(request.exclude), allowed, request.explain), "popular", False
 
     @staticmethod
     def _popular(state: ServingState, k: int, banned: set[str], allowed: set[str] | frozenset[str] | None,
