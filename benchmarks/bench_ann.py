@@ -52,8 +52,9 @@ def from_file(path: Path, queries: int, seed: int) -> tuple[np.ndarray, np.ndarr
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     held, base = order[:queries], np.sort(order[queries:])
-    q = x[held] + 0.1 * np.linalg.norm(x[held], axis=1, keepdims=True) / np.sqrt(x.shape[1]) * \
-        rng.standard_normal(x[held].shape).astype(np.float32)
+    q = x[held] + 0.1 * np.linalg.norm(x[held], axis=1, keepdims=True) / np.sqrt(x.shape[1]) * rng.standard_normal(
+        x[held].shape
+    ).astype(np.float32)
     return np.ascontiguousarray(x[base]), q.astype(np.float32)
 
 
@@ -95,10 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed + 1)
     exclude = [rng.choice(n, size=args.exclude, replace=False) for _ in range(len(q))] if args.exclude else None
     auto = IndexConfig().resolve(n, dim, faiss.get_num_gpus())
-    print(f"{source}: n={n:,} dim={dim} queries={len(q)} k={args.k} exclude={args.exclude}; "
-          f"data {time.perf_counter() - t0:.1f}s; faiss {faiss.__version__}, {args.threads} threads, "
-          f"{platform.machine()}, GPUs {faiss.get_num_gpus()}; "
-          f"auto picks '{auto.kind}'\n")
+    print(
+        f"{source}: n={n:,} dim={dim} queries={len(q)} k={args.k} exclude={args.exclude}; "
+        f"data {time.perf_counter() - t0:.1f}s; faiss {faiss.__version__}, {args.threads} threads, "
+        f"{platform.machine()}, GPUs {faiss.get_num_gpus()}; "
+        f"auto picks '{auto.kind}'\n"
+    )
 
     results = []
     exact_rows = None
@@ -111,24 +114,47 @@ def main(argv: list[str] | None = None) -> None:
         qps = len(q) / search_s
         if kind == "flat":
             exact_rows, exact_qps = rows, qps
-        recall = float(np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / args.k
-                                for a, b in zip(rows, exact_rows, strict=True)]))
-        row = {"kind": kind, "params": index.config.search_params(), "build_s": round(build_s, 2),
-               "qps": round(qps, 1), "speedup_vs_exact": round(qps / exact_qps, 2),
-               f"recall@{args.k}": round(recall, 4)}
+        recall = float(
+            np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / args.k for a, b in zip(rows, exact_rows, strict=True)])
+        )
+        row = {
+            "kind": kind,
+            "params": index.config.search_params(),
+            "build_s": round(build_s, 2),
+            "qps": round(qps, 1),
+            "speedup_vs_exact": round(qps / exact_qps, 2),
+            f"recall@{args.k}": round(recall, 4),
+        }
         results.append(row)
-        print(f"  {kind:9s} build {build_s:7.1f}s  {qps:9.0f} q/s  ({qps / exact_qps:5.1f}x exact)  "
-              f"recall@{args.k} {recall:.4f}  {row['params']}", flush=True)
+        print(
+            f"  {kind:9s} build {build_s:7.1f}s  {qps:9.0f} q/s  ({qps / exact_qps:5.1f}x exact)  "
+            f"recall@{args.k} {recall:.4f}  {row['params']}",
+            flush=True,
+        )
         del index
 
     print(f"\n| kind | params | build s | queries/s | × exact | recall@{args.k} |\n|---|---|---:|---:|---:|---:|")
     for r in results:
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "kind") or "exact"
-        print(f"| {r['kind']} | {params} | {r['build_s']:.1f} | {r['qps']:,.0f} | {r['speedup_vs_exact']:.1f} | "
-              f"{r[f'recall@{args.k}']:.4f} |")
+        print(
+            f"| {r['kind']} | {params} | {r['build_s']:.1f} | {r['qps']:,.0f} | {r['speedup_vs_exact']:.1f} | "
+            f"{r[f'recall@{args.k}']:.4f} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"source": source, "n": n, "dim": dim, "queries": len(q), "k": args.k,
-                                         "threads": args.threads, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "source": source,
+                    "n": n,
+                    "dim": dim,
+                    "queries": len(q),
+                    "k": args.k,
+                    "threads": args.threads,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,14 @@ from recsys.splits import leave_last_out  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens" / "ml-latest-small"
 COLUMNS = (
-    "ndcg@10", "hr@10", "mrr@10", "recall@50", "hr@50", "coverage@10", "novelty@10", "popularity_bias@10",
+    "ndcg@10",
+    "hr@10",
+    "mrr@10",
+    "recall@50",
+    "hr@50",
+    "coverage@10",
+    "novelty@10",
+    "popularity_bias@10",
 )
 
 
@@ -61,9 +68,7 @@ def run(name: str, params: dict, split, stage: str, ks=(10, 50)) -> tuple[str, d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ml-latest-small folder")
     parser.add_argument("--stage", choices=("valid", "test"), default="test")
     parser.add_argument("--neighbors", default="", help="comma-separated ItemKNN sizes to compare")
@@ -75,9 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     split = leave_last_out(interactions)
     t_split = time.perf_counter() - t0
     counts = split.counts()
-    print(f"ml-latest-small: {interactions.height:,} interactions, {counts['test_users']} users, "
-          f"{counts['catalog']:,} catalog items; load+split {t_split:.2f}s; stage={args.stage}; "
-          f"{platform.processor() or platform.machine()}, polars {pl.__version__}\n")
+    print(
+        f"ml-latest-small: {interactions.height:,} interactions, {counts['test_users']} users, "
+        f"{counts['catalog']:,} catalog items; load+split {t_split:.2f}s; stage={args.stage}; "
+        f"{platform.processor() or platform.machine()}, polars {pl.__version__}\n"
+    )
 
     runs: list[tuple[str, dict]] = [("mostpop", {})]
     knn_extra = {} if args.shrink is None else {"shrink": args.shrink}

@@ -42,15 +42,23 @@ def cold_split(split: Split, fraction: float, seed: int) -> tuple[Split, set[str
     rng = np.random.default_rng(seed)
     cold = set(rng.choice(catalog, size=round(fraction * len(catalog)), replace=False).tolist())
     warm_only = ~pl.col("item_id").is_in(list(cold))
-    reduced = Split(split.train.filter(warm_only), split.valid.filter(warm_only), split.test, split.kind,
-                    {**split.params, "cold_items": fraction, "cold_seed": seed})
+    reduced = Split(
+        split.train.filter(warm_only),
+        split.valid.filter(warm_only),
+        split.test,
+        split.kind,
+        {**split.params, "cold_items": fraction, "cold_seed": seed},
+    )
     return reduced, cold
 
 
 def scores(topk: pl.DataFrame, targets: pl.DataFrame) -> dict[str, float]:
     per_user = per_user_metrics(topk, targets, ks=(10, 50))
-    return {"users": per_user.height, "hr@50": float(per_user["hr@50"].mean()),
-            "ndcg@10": float(per_user["ndcg@10"].mean())}
+    return {
+        "users": per_user.height,
+        "hr@50": float(per_user["hr@50"].mean()),
+        "ndcg@10": float(per_user["ndcg@10"].mean()),
+    }
 
 
 def main() -> None:
@@ -65,8 +73,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=SequenceTrainConfig().epochs, help="sequence tower schedule")
     parser.add_argument("--no-refit", action="store_true", help="score test with the early-stopped tower")
     parser.add_argument("--id-dropout", type=float, default=0.0, help="hybrid items: id embeddings dropped in training")
-    parser.add_argument("--text-loss", type=float, default=SequenceTrainConfig().text_loss,
-                        help="hybrid items: weight of the text-only softmax")
+    parser.add_argument(
+        "--text-loss",
+        type=float,
+        default=SequenceTrainConfig().text_loss,
+        help="hybrid items: weight of the text-only softmax",
+    )
     parser.add_argument("--label", default="", help="suffix of the work folder and row name")
     args = parser.parse_args()
     dataset = load_movielens(args.movielens)
@@ -76,27 +88,45 @@ def main() -> None:
     print(f"{len(cold)} cold items; {cold_targets.height} test users have a cold target")
     rows = {}
     mostpop = make_baseline("mostpop").fit(split.history("test"))
-    rows["MostPop"] = scores(mostpop.recommend(cold_targets["user_id"].to_list(), k=50, exclude=split.history("test"),
-                                               catalog=split.catalog()), cold_targets)
+    rows["MostPop"] = scores(
+        mostpop.recommend(
+            cold_targets["user_id"].to_list(), k=50, exclude=split.history("test"), catalog=split.catalog()
+        ),
+        cold_targets,
+    )
     for system in args.system or ["hybrid", "id"]:
         started = time.perf_counter()
         name = f"{system}{args.label}"
-        run = train_encoder(dataset, split, args.work / name, tower="sequence",
-                            text_config=TextTrainConfig(method="frozen", threads=args.threads),
-                            sequence_config=SequenceConfig(items=system, id_dropout=args.id_dropout),
-                            sequence_train_config=SequenceTrainConfig(epochs=args.epochs, refit=not args.no_refit,
-                                                                      threads=args.threads, text_loss=args.text_loss))
+        run = train_encoder(
+            dataset,
+            split,
+            args.work / name,
+            tower="sequence",
+            text_config=TextTrainConfig(method="frozen", threads=args.threads),
+            sequence_config=SequenceConfig(items=system, id_dropout=args.id_dropout),
+            sequence_train_config=SequenceTrainConfig(
+                epochs=args.epochs, refit=not args.no_refit, threads=args.threads, text_loss=args.text_loss
+            ),
+        )
         topk = pl.read_parquet(args.work / name / "topk_test.parquet")
-        rows[f"sequence ({name})"] = {**scores(topk, cold_targets), "all users ndcg@10": run.test["ndcg@10"],
-                                      "valid ndcg@10": run.valid["ndcg@10"],
-                                      "minutes": round((time.perf_counter() - started) / 60, 1)}
+        rows[f"sequence ({name})"] = {
+            **scores(topk, cold_targets),
+            "all users ndcg@10": run.test["ndcg@10"],
+            "valid ndcg@10": run.valid["ndcg@10"],
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+        }
         print(name, rows[f"sequence ({name})"], flush=True)
-    lines = [f"Cold items: {len(cold)} of {full.catalog().len()} ({args.cold_items:.0%}, seed {args.seed}); "
-             f"{cold_targets.height} test users whose target is cold.", "",
-             "| system | HR@50 (cold targets) | NDCG@10 (cold targets) | NDCG@10 (all users) |", "|---|---|---|---|"]
+    lines = [
+        f"Cold items: {len(cold)} of {full.catalog().len()} ({args.cold_items:.0%}, seed {args.seed}); "
+        f"{cold_targets.height} test users whose target is cold.",
+        "",
+        "| system | HR@50 (cold targets) | NDCG@10 (cold targets) | NDCG@10 (all users) |",
+        "|---|---|---|---|",
+    ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['hr@50']:.4f} | {row['ndcg@10']:.4f} | "
-                     f"{row.get('all users ndcg@10', float('nan')):.4f} |")
+        lines.append(
+            f"| {name} | {row['hr@50']:.4f} | {row['ndcg@10']:.4f} | {row.get('all users ndcg@10', float('nan')):.4f} |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -26,9 +26,7 @@ from recsys.data.contracts import validate_interactions, validate_items
 from recsys.data.movielens import load_movielens
 from recsys.splits import leave_last_out
 
-DEFAULT_PATH = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-latest-small"
-)
+DEFAULT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-latest-small"
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[list[float], object]:
@@ -44,9 +42,7 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[list[float], object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--path", type=Path, default=DEFAULT_PATH, help="MovieLens folder (variant auto-detected)"
-    )
+    parser.add_argument("--path", type=Path, default=DEFAULT_PATH, help="MovieLens folder (variant auto-detected)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per stage (median and best are reported)")
     args = parser.parse_args(argv)
     if not args.path.exists():
@@ -68,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     split = leave_last_out(dataset.interactions)
     for name, times in stages.items():
-        print(
-            f"{name:9s} median {statistics.median(times) * 1000:8.1f} ms   best {min(times) * 1000:8.1f} ms"
-        )
+        print(f"{name:9s} median {statistics.median(times) * 1000:8.1f} ms   best {min(times) * 1000:8.1f} ms")
     counts = split.counts()
     total = sum(statistics.median(t) for t in stages.values())
     parts = " + ".join(f"{name} {statistics.median(times):.3f}s" for name, times in stages.items())

@@ -104,8 +104,9 @@ def bench_throughput(texts: dict[str, list[str]], device: str, repeat: int) -> d
     results: dict[str, dict[str, float]] = {}
     for kind, batch in texts.items():
         st.encode(batch[:256], batch_size=st_batch, normalize_embeddings=True)  # warm-up
-        st_s, st_vec = best_of(lambda b=batch: st.encode(b, batch_size=st_batch, normalize_embeddings=True,
-                                                          convert_to_numpy=True), repeat)
+        st_s, st_vec = best_of(
+            lambda b=batch: st.encode(b, batch_size=st_batch, normalize_embeddings=True, convert_to_numpy=True), repeat
+        )
         row = {"texts": len(batch), "st_texts_s": len(batch) / st_s}
         for name, encoder in variants.items():
             run_ours(encoder, batch[:256])  # warm-up
@@ -129,12 +130,17 @@ def bench_nightly(encoder: str, progress: bool) -> dict[str, float]:
         again = run_nightly(dataset, encoder, store, config)
         edited = dataset.items["item_id"].to_list()[:10]
         dataset.items = dataset.items.with_columns(
-            pl.when(pl.col("item_id").is_in(edited)).then(pl.col("title") + " (edited)").otherwise(pl.col("title"))
-            .alias("title"))
+            pl.when(pl.col("item_id").is_in(edited))
+            .then(pl.col("title") + " (edited)")
+            .otherwise(pl.col("title"))
+            .alias("title")
+        )
         edit = run_nightly(dataset, encoder, store, config)
     if again.encoded != 0 or edit.encoded != 10:
-        raise SystemExit(f"incremental check failed: second run encoded {again.encoded} (want 0), "
-                         f"edit run encoded {edit.encoded} (want 10)")
+        raise SystemExit(
+            f"incremental check failed: second run encoded {again.encoded} (want 0), "
+            f"edit run encoded {edit.encoded} (want 10)"
+        )
     for name, report in (("full", full), ("noop", again), ("edit10", edit)):
         out[f"{name}_encoded"] = report.encoded
         out[f"{name}_seconds"] = round(report.seconds, 2)
@@ -160,26 +166,35 @@ def main() -> None:
     n = args.texts or (200_000 if device.startswith("cuda") else 4_000)
     short = short_texts(n)
     texts = {"short": short, "long": long_texts(short, max(1, n // 4))}
-    report: dict[str, object] = {"device": device, "threads": torch.get_num_threads(),
-                                 "throughput": bench_throughput(texts, device, args.repeat)}
+    report: dict[str, object] = {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "throughput": bench_throughput(texts, device, args.repeat),
+    }
     if args.nightly:
         report["nightly"] = bench_nightly(args.encoder, progress=False)
     print(json.dumps(report, indent=2))
 
     t = report["throughput"]
-    line = (f"nightly encode on {device}: short {t['short']['ours_texts_s']:,.0f} texts/s "
-            f"({t['short']['ours_ratio']:.2f}x sentence-transformers, cos {t['short']['ours_cosine_vs_st']:.4f}), "
-            f"long {t['long']['ours_texts_s']:,.0f} texts/s ({t['long']['ours_ratio']:.2f}x)")
+    line = (
+        f"nightly encode on {device}: short {t['short']['ours_texts_s']:,.0f} texts/s "
+        f"({t['short']['ours_ratio']:.2f}x sentence-transformers, cos {t['short']['ours_cosine_vs_st']:.4f}), "
+        f"long {t['long']['ours_texts_s']:,.0f} texts/s ({t['long']['ours_ratio']:.2f}x)"
+    )
     if "int8_texts_s" in t["short"]:
-        line += (f"; int8 short {t['short']['int8_texts_s']:,.0f} texts/s ({t['short']['int8_ratio']:.2f}x, "
-                 f"cos {t['short']['int8_cosine_vs_st']:.4f})")
+        line += (
+            f"; int8 short {t['short']['int8_texts_s']:,.0f} texts/s ({t['short']['int8_ratio']:.2f}x, "
+            f"cos {t['short']['int8_cosine_vs_st']:.4f})"
+        )
     for kind, goal in (("short", 60_000), ("long", 12_000)) if device.startswith("cuda") else ():
         line += f"; {kind} goal {goal:,}: {'met' if t[kind]['ours_texts_s'] >= goal else 'MISSED'}"
     if args.nightly:
         nightly = report["nightly"]
-        line += (f"; MovieLens full {nightly['full_encoded']} in {nightly['full_seconds']} s, "
-                 f"noop {nightly['noop_encoded']} in {nightly['noop_seconds']} s, "
-                 f"10 edits {nightly['edit10_encoded']} in {nightly['edit10_seconds']} s")
+        line += (
+            f"; MovieLens full {nightly['full_encoded']} in {nightly['full_seconds']} s, "
+            f"noop {nightly['noop_encoded']} in {nightly['noop_seconds']} s, "
+            f"10 edits {nightly['edit10_encoded']} in {nightly['edit10_seconds']} s"
+        )
     print(line)
 
 

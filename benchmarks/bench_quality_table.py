@@ -47,8 +47,15 @@ def pooled_lists(run: Path, split, k: int = 50):
     user_vectors = pooled_user_vectors(rows, vectors)
     wanted = set(split.targets("test")["user_id"].to_list())
     keep = [i for i, u in enumerate(users) if u in wanted]
-    return dense_topk([users[i] for i in keep], user_vectors[keep], items, vectors, k,
-                      exclude=[rows[i] for i in keep], allowed=allowed)
+    return dense_topk(
+        [users[i] for i in keep],
+        user_vectors[keep],
+        items,
+        vectors,
+        k,
+        exclude=[rows[i] for i in keep],
+        allowed=allowed,
+    )
 
 
 def bootstrap(values: np.ndarray, n: int = 5000, seed: int = 0) -> tuple[float, float]:
@@ -60,10 +67,20 @@ def bootstrap(values: np.ndarray, n: int = 5000, seed: int = 0) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", type=Path, required=True)
-    parser.add_argument("--run", action="append", default=[], metavar="LABEL=FOLDER",
-                        help="A run folder with topk_test.parquet, shown as LABEL (repeatable, in order).")
-    parser.add_argument("--list", action="append", default=[], metavar="LABEL=FILE",
-                        help="A top-k parquet (user_id, item_id, rank), e.g. a peer's list (repeatable).")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="LABEL=FOLDER",
+        help="A run folder with topk_test.parquet, shown as LABEL (repeatable, in order).",
+    )
+    parser.add_argument(
+        "--list",
+        action="append",
+        default=[],
+        metavar="LABEL=FILE",
+        help="A top-k parquet (user_id, item_id, rank), e.g. a peer's list (repeatable).",
+    )
     parser.add_argument("--pooled", type=Path, help="Text-tower run whose item vectors the pooled row uses.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -76,7 +93,8 @@ def main() -> None:
     for name in ("mostpop", "itemknn"):
         model = make_baseline(name).fit(history)
         systems[{"mostpop": "MostPop", "itemknn": "ItemKNN (5 neighbours)"}[name]] = model.recommend(
-            users, k=50, exclude=history, catalog=split.catalog())
+            users, k=50, exclude=history, catalog=split.catalog()
+        )
     for spec in args.run:
         label, sep, folder = spec.partition("=")
         if not sep or not label or not (Path(folder) / "topk_test.parquet").is_file():
@@ -86,8 +104,9 @@ def main() -> None:
         label, sep, file = spec.partition("=")
         if not sep or not label or not Path(file).is_file():
             parser.error(f"--list {spec!r}: expected LABEL=FILE with an existing parquet file")
-        systems[label] = pl.read_parquet(file).with_columns(pl.col("user_id").cast(pl.String),
-                                                           pl.col("item_id").cast(pl.String))
+        systems[label] = pl.read_parquet(file).with_columns(
+            pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)
+        )
     if args.pooled:
         systems["fine-tuned encoder, pooled tower"] = pooled_lists(args.pooled, split)
     tie_free = set(tie_free_users(split, "test").to_list())
@@ -107,8 +126,10 @@ def main() -> None:
         record[name]["ndcg@10 tie-free"] = {"mean": float(free.mean()), "ci": [low, high], "users": len(free)}
         cells.append(f"{free.mean():.4f} [{low:.4f}, {high:.4f}]")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    header = (f"| system | HR@10 | NDCG@10 | MRR@10 | HR@50 | NDCG@10, {len(tie_free)} tie-free users |\n"
-              "|---|---|---|---|---|---|")
+    header = (
+        f"| system | HR@10 | NDCG@10 | MRR@10 | HR@50 | NDCG@10, {len(tie_free)} tie-free users |\n"
+        "|---|---|---|---|---|---|"
+    )
     table = header + "\n" + "\n".join(rows)
     print(table)
     if args.out:

@@ -37,8 +37,11 @@ from recsys.data.synthetic import generate
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     ms = np.asarray(values) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+    }
 
 
 def bench_request(run: Path, data: Path, requests: int) -> dict:
@@ -65,9 +68,13 @@ def bench_request(run: Path, data: Path, requests: int) -> dict:
         request = RankRequest(
             history=[context.item_ids[r] for r in rows.tolist()],
             history_ts=[context.datetime_of(s) for s in seconds.tolist()],
-            candidates=[context.item_ids[i] for i, _ in keep], interest=[s for _, s in keep], k=20,
-            exclude=frozenset(context.item_ids[r] for r in seen), user_vector=user_vector.tolist(),
-            item_vectors=lambda ids: vectors[context.rows(ids)])
+            candidates=[context.item_ids[i] for i, _ in keep],
+            interest=[s for _, s in keep],
+            k=20,
+            exclude=frozenset(context.item_ids[r] for r in seen),
+            user_vector=user_vector.tolist(),
+            item_vectors=lambda ids: vectors[context.rows(ids)],
+        )
         started = time.perf_counter()
         result = model.rank(request)
         rank_t.append(time.perf_counter() - started)
@@ -76,17 +83,23 @@ def bench_request(run: Path, data: Path, requests: int) -> dict:
         explain_t.append(time.perf_counter() - started)
         sizes.append(len(result.item_ids))
     rank, search = _percentiles(rank_t), _percentiles(search_t)
-    return {"requests": len(users), "context_build_s": round(context_s, 2), "rank": rank,
-            "rank_explain": _percentiles(explain_t), "faiss_exact_search_200": search,
-            "ratio_rank_over_search_p50": round(rank["p50_ms"] / max(search["p50_ms"], 1e-6), 1)}
+    return {
+        "requests": len(users),
+        "context_build_s": round(context_s, 2),
+        "rank": rank,
+        "rank_explain": _percentiles(explain_t),
+        "faiss_exact_search_200": search,
+        "ratio_rank_over_search_p50": round(rank["p50_ms"] / max(search["p50_ms"], 1e-6), 1),
+    }
 
 
 def bench_training(rows_wanted: int, rounds: int) -> dict:
     per_query = 300
     n_queries = rows_wanted // per_query + 1
     started = time.perf_counter()
-    dataset = generate(n_interactions=max(200_000, n_queries * 12), n_users=n_queries, n_items=20_000, seed=1,
-                       n_impressions_requests=0)
+    dataset = generate(
+        n_interactions=max(200_000, n_queries * 12), n_users=n_queries, n_items=20_000, seed=1, n_impressions_requests=0
+    )
     synth_s = time.perf_counter() - started
     started = time.perf_counter()
     context = BehaviorContext.build(dataset, covisit_window=20)
@@ -105,8 +118,16 @@ def bench_training(rows_wanted: int, rounds: int) -> dict:
         scores[history] = -np.inf
         top = np.argpartition(-scores, 200)[:200]
         top = top[np.argsort(-scores[top])]
-        queries.append(Query(history=history, t=int(seconds[-1]), retrieved=top, interest=scores[top],
-                             history_seconds=seconds[:-1], user_vector=user_vector))
+        queries.append(
+            Query(
+                history=history,
+                t=int(seconds[-1]),
+                retrieved=top,
+                interest=scores[top],
+                history_seconds=seconds[:-1],
+                user_vector=user_vector,
+            )
+        )
         targets.append(int(rows[-1]))
         users.append(user)
         if len(queries) >= n_queries:
@@ -130,11 +151,19 @@ def bench_training(rows_wanted: int, rounds: int) -> dict:
     binary.pop("label_gain")
     lgb.train(binary, lgb.Dataset(features.features, (features.labels > 0).astype(int)), num_boost_round=rounds)
     binary_s = time.perf_counter() - started
-    return {"rows": len(features.labels), "queries": len(queries), "interactions": dataset.interactions.height,
-            "synthesize_s": round(synth_s, 1), "context_s": round(context_s, 1),
-            "featurize_s": round(featurize_s, 1), "featurize_rows_per_s": round(len(features.labels) / featurize_s),
-            "rounds": rounds, "lambdarank_train_s": round(lambdarank_s, 1), "binary_train_s": round(binary_s, 1),
-            "ratio_lambdarank_over_binary": round(lambdarank_s / binary_s, 2)}
+    return {
+        "rows": len(features.labels),
+        "queries": len(queries),
+        "interactions": dataset.interactions.height,
+        "synthesize_s": round(synth_s, 1),
+        "context_s": round(context_s, 1),
+        "featurize_s": round(featurize_s, 1),
+        "featurize_rows_per_s": round(len(features.labels) / featurize_s),
+        "rounds": rounds,
+        "lambdarank_train_s": round(lambdarank_s, 1),
+        "binary_train_s": round(binary_s, 1),
+        "ratio_lambdarank_over_binary": round(lambdarank_s / binary_s, 2),
+    }
 
 
 def main() -> None:
@@ -146,8 +175,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "python": platform.python_version()}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+    }
     if args.run:
         result["request"] = bench_request(args.run, args.data, args.requests)
         print(json.dumps(result["request"], indent=1))

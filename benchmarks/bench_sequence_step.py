@@ -20,8 +20,14 @@ from encoders.sequence import SequenceConfig, SequenceTower, build_model
 from encoders.sequence_training import SequenceTrainConfig, _text_only_loss, next_item_loss
 
 
-def step(model: SequenceTower, optimizer: torch.optim.Optimizer, config: SequenceTrainConfig, mode: str,
-         batch: int, length: int) -> None:
+def step(
+    model: SequenceTower,
+    optimizer: torch.optim.Optimizer,
+    config: SequenceTrainConfig,
+    mode: str,
+    batch: int,
+    length: int,
+) -> None:
     """One optimiser step on random windows: `none`, `all` targets or a `subset` in the text-only softmax."""
     n = model.text.shape[0]
     inputs = torch.randint(1, n, (batch, length))

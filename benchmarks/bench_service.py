@@ -82,9 +82,27 @@ def ml_store(work: Path, data: Path, encoder: Path, threads: int) -> tuple[Path,
     if current and index.metadata(current)["encoder_version"] == version:
         return store, None
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "recsys.cli", "embed", "--data", str(data), "--encoder", str(encoder),
-                    "--store", str(store), "--no-log", "--no-progress", "--threads", str(threads),
-                    "--active-days", "100000"], check=True)  # every user gets a nightly vector
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "embed",
+            "--data",
+            str(data),
+            "--encoder",
+            str(encoder),
+            "--store",
+            str(store),
+            "--no-log",
+            "--no-progress",
+            "--threads",
+            str(threads),
+            "--active-days",
+            "100000",
+        ],
+        check=True,
+    )  # every user gets a nightly vector
     return store, time.perf_counter() - started
 
 
@@ -97,26 +115,50 @@ def synthetic_world(work: Path, encoder: Path, n_items: int, kind: str, seed: in
         return data, store, 0.0
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
-    words = ["silent", "river", "golden", "night", "city", "star", "ocean", "garden", "winter", "dream", "road",
-             "house", "wild", "blue", "secret", "last", "iron", "paper", "glass", "summer"]
+    words = [
+        "silent",
+        "river",
+        "golden",
+        "night",
+        "city",
+        "star",
+        "ocean",
+        "garden",
+        "winter",
+        "dream",
+        "road",
+        "house",
+        "wild",
+        "blue",
+        "secret",
+        "last",
+        "iron",
+        "paper",
+        "glass",
+        "summer",
+    ]
     categories = [f"category-{c:02d}" for c in range(20)]
     item_ids = [f"s{i:07d}" for i in range(n_items)]
     if not (data / "dataset.json").is_file():
         first, second = rng.integers(0, len(words), n_items), rng.integers(0, len(words), n_items)
-        items = pl.DataFrame({
-            "item_id": item_ids,
-            "title": [f"The {words[a]} {words[b]} {i}" for i, (a, b) in enumerate(zip(first, second, strict=True))],
-            "category": [categories[c] for c in rng.integers(0, len(categories), n_items)],
-        })
+        items = pl.DataFrame(
+            {
+                "item_id": item_ids,
+                "title": [f"The {words[a]} {words[b]} {i}" for i, (a, b) in enumerate(zip(first, second, strict=True))],
+                "category": [categories[c] for c in rng.integers(0, len(categories), n_items)],
+            }
+        )
         users = np.repeat(np.arange(N_USERS_1M), EVENTS_1M)
         picks = np.minimum(rng.zipf(1.3, users.size) - 1, n_items - 1)  # a popular head, a long tail
         base = np.datetime64("2024-01-01T00:00:00", "us")
         stamps = base + rng.integers(0, 60 * 86_400 * 1_000_000, users.size).astype("timedelta64[us]")
-        interactions = pl.DataFrame({
-            "user_id": [f"u{u:06d}" for u in users],
-            "item_id": [item_ids[p] for p in picks],
-            "ts": pl.Series(stamps).dt.replace_time_zone("UTC"),
-        })
+        interactions = pl.DataFrame(
+            {
+                "user_id": [f"u{u:06d}" for u in users],
+                "item_id": [item_ids[p] for p in picks],
+                "ts": pl.Series(stamps).dt.replace_time_zone("UTC"),
+            }
+        )
         Dataset(items, interactions, name=f"synthetic-{n_items}", text_template="{title} | {category}").save(data)
     interactions = pl.read_parquet(data / "interactions.parquet")
     last = interactions.group_by("user_id").agg(pl.col("ts").max().alias("last_ts")).sort("user_id")
@@ -126,9 +168,15 @@ def synthetic_world(work: Path, encoder: Path, n_items: int, kind: str, seed: in
     del vectors
     user_vectors = rng.standard_normal((last.height, DIM_1M), dtype=np.float32)
     user_vectors /= np.linalg.norm(user_vectors, axis=1, keepdims=True)
-    info = write_user_vectors(store / "index", last["user_id"].to_list(), user_vectors, encoder_version=version,
-                              as_of=interactions["ts"].max(), history_len=[EVENTS_1M] * last.height,
-                              last_ts=last["last_ts"].to_list())
+    info = write_user_vectors(
+        store / "index",
+        last["user_id"].to_list(),
+        user_vectors,
+        encoder_version=version,
+        as_of=interactions["ts"].max(),
+        history_len=[EVENTS_1M] * last.height,
+        last_ts=last["last_ts"].to_list(),
+    )
     index_store.publish(index, {"user_vectors": info, "dataset": f"synthetic-{n_items}"}, encoder_version=version)
     return data, store, time.perf_counter() - started
 
@@ -139,12 +187,19 @@ def request_pool(data: Path, store: Path, n: int = 400, seed: int = 0) -> list[t
     cached = read_user_vectors(index.root, index.metadata(index.current_version()))
     inter = pl.read_parquet(data / "interactions.parquet", columns=["user_id", "item_id", "ts"])
     newest = inter.group_by("user_id").agg(pl.col("ts").max().alias("newest"))
-    fresh = (cached.select("user_id", "last_ts").join(newest, on="user_id")
-             .filter(pl.col("last_ts") == pl.col("newest"))["user_id"].to_list())
+    fresh = (
+        cached.select("user_id", "last_ts")
+        .join(newest, on="user_id")
+        .filter(pl.col("last_ts") == pl.col("newest"))["user_id"]
+        .to_list()
+    )
     chosen = random.Random(seed).sample(fresh, min(n, len(fresh)))
-    histories = (inter.filter(pl.col("user_id").is_in(chosen))
-                 .pipe(chronological, descending=True)
-                 .group_by("user_id", maintain_order=True).agg(pl.col("item_id").head(HISTORY_ITEMS)))
+    histories = (
+        inter.filter(pl.col("user_id").is_in(chosen))
+        .pipe(chronological, descending=True)
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("item_id").head(HISTORY_ITEMS))
+    )
     by_user = dict(zip(histories["user_id"].to_list(), histories["item_id"].to_list(), strict=True))
     return [(user, by_user[user]) for user in chosen]
 
@@ -216,6 +271,7 @@ CANDIDATES = 200  # `recsys serve --candidates` default: FAISS candidates handed
 
 def _names(allowed: tuple[str, ...]):
     """argparse type: a comma-separated subset of `allowed` ('none' or '' for none)."""
+
     def parse(text: str) -> list[str]:
         names = [part.strip() for part in text.split(",") if part.strip() and part.strip().lower() != "none"]
         unknown = [name for name in names if name not in allowed]
@@ -226,9 +282,16 @@ def _names(allowed: tuple[str, ...]):
     return parse
 
 
-def run_world(name: str, store: Path, data: Path, encoder: Path, args: argparse.Namespace,
-              ranker: str = "none", scenarios_wanted: tuple[str, ...] = SCENARIOS,
-              explain_concurrency: tuple[int, ...] = ()) -> list[dict]:
+def run_world(
+    name: str,
+    store: Path,
+    data: Path,
+    encoder: Path,
+    args: argparse.Namespace,
+    ranker: str = "none",
+    scenarios_wanted: tuple[str, ...] = SCENARIOS,
+    explain_concurrency: tuple[int, ...] = (),
+) -> list[dict]:
     """One server for `name`; a row per (scenario, concurrency), plus `+ explain` rows at `explain_concurrency`."""
     pool = request_pool(data, store)
     bodies_of = {
@@ -236,31 +299,48 @@ def run_world(name: str, store: Path, data: Path, encoder: Path, args: argparse.
         "history": [{"item_ids": items, "k": K} for _, items in pool],
     }
     suffix = "" if ranker == "none" else " + ranker"
-    cells = [(f"{scenario}{suffix}", bodies_of[scenario], concurrency)
-             for scenario in scenarios_wanted for concurrency in args.concurrency]
-    cells += [(f"{scenario}{suffix} + explain", [{**body, "explain": True} for body in bodies_of[scenario]],
-               concurrency) for scenario in scenarios_wanted for concurrency in explain_concurrency]
+    cells = [
+        (f"{scenario}{suffix}", bodies_of[scenario], concurrency)
+        for scenario in scenarios_wanted
+        for concurrency in args.concurrency
+    ]
+    cells += [
+        (f"{scenario}{suffix} + explain", [{**body, "explain": True} for body in bodies_of[scenario]], concurrency)
+        for scenario in scenarios_wanted
+        for concurrency in explain_concurrency
+    ]
     rows = []
     log = args.work / f"server-{name}{'-ranked' if suffix else ''}.log"
     started = time.perf_counter()
-    server = ServerProcess(store, data, str(encoder), log, ranker=ranker, poll_interval=5.0,
-                           threads=args.threads).start(timeout=900)
+    server = ServerProcess(
+        store, data, str(encoder), log, ranker=ranker, poll_interval=5.0, threads=args.threads
+    ).start(timeout=900)
     with server:
         ready_s = time.perf_counter() - started
         status = httpx.get(f"{server.url}/readyz", timeout=30).json()
         if ranker != "none" and status["mode"] != "ranked":
-            raise SystemExit(f"the server did not serve ranker {ranker}: {status['ranker_note']} "
-                             f"(refused: {status['refused']})")
+            raise SystemExit(
+                f"the server did not serve ranker {ranker}: {status['ranker_note']} (refused: {status['refused']})"
+            )
         for label, bodies, concurrency in cells:
             before = scrape(server.url)
             result = asyncio.run(drive(server.url, bodies, concurrency, args.seconds))
             after = scrape(server.url)
             lat = result["latencies"]
-            row = {"world": name, "scenario": label, "concurrency": concurrency, "requests": len(lat),
-                   "p50_ms": round(percentile(lat, 50), 1), "p99_ms": round(percentile(lat, 99), 1),
-                   "rps": round(len(lat) / result["seconds"], 1), "errors": len(result["errors"]),
-                   "server_ms": stage_means(before, after), "index": f"{status['index_kind']} "
-                   f"{status['items']:,}", "ready_s": round(ready_s, 1), "ranker": status["ranker"]}
+            row = {
+                "world": name,
+                "scenario": label,
+                "concurrency": concurrency,
+                "requests": len(lat),
+                "p50_ms": round(percentile(lat, 50), 1),
+                "p99_ms": round(percentile(lat, 99), 1),
+                "rps": round(len(lat) / result["seconds"], 1),
+                "errors": len(result["errors"]),
+                "server_ms": stage_means(before, after),
+                "index": f"{status['index_kind']} {status['items']:,}",
+                "ready_s": round(ready_s, 1),
+                "ranker": status["ranker"],
+            }
             if result["errors"]:
                 row["first_error"] = result["errors"][0]
             print(json.dumps(row), flush=True)
@@ -279,17 +359,24 @@ def remember_builds(work: Path, builds: dict) -> dict:
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, builds: dict, command: str, load: tuple) -> str:
-    flat_note = ("" if "synthetic" not in args.worlds or "flat" not in args.kinds_1m else
-                 " The synthetic index is exact (`flat`): `VectorIndex.build`'s `auto` would pick IVF-Flat "
-                 "(nlist 4,000) at 1M items, whose k-means alone measured ~12 s an iteration on this box "
-                 "(~5 min for 25 iterations), beyond this benchmark's budget; and on random vectors (no cluster "
-                 "structure) a calibrated IVF has to probe most lists anyway.")
+    flat_note = (
+        ""
+        if "synthetic" not in args.worlds or "flat" not in args.kinds_1m
+        else " The synthetic index is exact (`flat`): `VectorIndex.build`'s `auto` would pick IVF-Flat "
+        "(nlist 4,000) at 1M items, whose k-means alone measured ~12 s an iteration on this box "
+        "(~5 min for 25 iterations), beyond this benchmark's budget; and on random vectors (no cluster "
+        "structure) a calibrated IVF has to probe most lists anyway."
+    )
 
     served = sorted({row["ranker"] for row in rows if row.get("ranker")})
-    ranker_note = (f" Ranked rows: the LightGBM ranker folder `{args.ranker}` (served as {', '.join(served)}), "
-                   f"re-ranking the top {CANDIDATES} FAISS candidates plus its co-visitation and popular "
-                   f"fallbacks, at most {ServingConfig().rank_concurrency} ranker calls at a time "
-                   "(`ServingConfig.rank_concurrency`)." if served else "")
+    ranker_note = (
+        f" Ranked rows: the LightGBM ranker folder `{args.ranker}` (served as {', '.join(served)}), "
+        f"re-ranking the top {CANDIDATES} FAISS candidates plus its co-visitation and popular "
+        f"fallbacks, at most {ServingConfig().rank_concurrency} ranker calls at a time "
+        "(`ServingConfig.rank_concurrency`)."
+        if served
+        else ""
+    )
     lines = [
         "## Online service (`recsys serve`): latency and throughput",
         "",
@@ -307,14 +394,20 @@ def markdown(rows: list[dict], args: argparse.Namespace, builds: dict, command: 
     for row in rows:
         stages = row["server_ms"]
         server = " / ".join(f"{stages[s]:.1f}" if s in stages else "-" for s in ("encode", "search", "rank", "total"))
-        lines.append(f"| {row['world']} | {row['index']} | {row['scenario']} | {row['concurrency']} "
-                     f"| {row['rps']:,.1f} | {row['p50_ms']:,.1f} | {row['p99_ms']:,.1f} | {server} "
-                     f"| {row['errors']} |")
-    lines += ["", "Scenarios: `cached` = `{user_id}` of a user whose nightly vector is fresh (no encoding); "
-              f"`history` = `{{item_ids}}` with that user's {HISTORY_ITEMS} most recent items, encoded by the text "
-              "user tower on the fly. Concurrent requests are batched into one encoder forward pass and one FAISS "
-              "call. `+ explain`: the same requests with `\"explain\": true` (the ranker's top SHAP contributions "
-              "and a `because_of` history item per result).", ""]
+        lines.append(
+            f"| {row['world']} | {row['index']} | {row['scenario']} | {row['concurrency']} "
+            f"| {row['rps']:,.1f} | {row['p50_ms']:,.1f} | {row['p99_ms']:,.1f} | {server} "
+            f"| {row['errors']} |"
+        )
+    lines += [
+        "",
+        "Scenarios: `cached` = `{user_id}` of a user whose nightly vector is fresh (no encoding); "
+        f"`history` = `{{item_ids}}` with that user's {HISTORY_ITEMS} most recent items, encoded by the text "
+        "user tower on the fly. Concurrent requests are batched into one encoder forward pass and one FAISS "
+        'call. `+ explain`: the same requests with `"explain": true` (the ranker\'s top SHAP contributions '
+        "and a `because_of` history item per result).",
+        "",
+    ]
     if builds:
         lines.append("Setup (not timed above): " + "; ".join(f"{k} {v}" for k, v in builds.items()) + ".")
         lines.append("")
@@ -331,19 +424,43 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--items-1m", type=int, default=1_000_000)
-    parser.add_argument("--kinds-1m", type=lambda s: s.split(","), default=["flat"],
-                        help="Index kinds for the synthetic world (auto, flat, ivf_flat, ...).")
+    parser.add_argument(
+        "--kinds-1m",
+        type=lambda s: s.split(","),
+        default=["flat"],
+        help="Index kinds for the synthetic world (auto, flat, ivf_flat, ...).",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server.")
-    parser.add_argument("--ranker", type=Path, default=None,
-                        help="A ranker folder (`recsys train-ranker --out`) trained with --encoder: adds ranked rows.")
-    parser.add_argument("--worlds", type=_names(WORLDS), default=list(WORLDS),
-                        help=f"Worlds to run, comma-separated: {', '.join(WORLDS)}.")
-    parser.add_argument("--scenarios", type=_names(SCENARIOS), default=list(SCENARIOS),
-                        help="Retrieval-order scenarios (no ranker), comma-separated, or 'none'.")
-    parser.add_argument("--ranked-scenarios", type=_names(SCENARIOS), default=["cached"],
-                        help="Scenarios served with --ranker (ml-latest-small only), comma-separated, or 'none'.")
-    parser.add_argument("--explain-concurrency", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-                        default=[], help="Client counts for `+ explain` rows of the ranked scenarios (e.g. 1).")
+    parser.add_argument(
+        "--ranker",
+        type=Path,
+        default=None,
+        help="A ranker folder (`recsys train-ranker --out`) trained with --encoder: adds ranked rows.",
+    )
+    parser.add_argument(
+        "--worlds",
+        type=_names(WORLDS),
+        default=list(WORLDS),
+        help=f"Worlds to run, comma-separated: {', '.join(WORLDS)}.",
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=_names(SCENARIOS),
+        default=list(SCENARIOS),
+        help="Retrieval-order scenarios (no ranker), comma-separated, or 'none'.",
+    )
+    parser.add_argument(
+        "--ranked-scenarios",
+        type=_names(SCENARIOS),
+        default=["cached"],
+        help="Scenarios served with --ranker (ml-latest-small only), comma-separated, or 'none'.",
+    )
+    parser.add_argument(
+        "--explain-concurrency",
+        type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+        default=[],
+        help="Client counts for `+ explain` rows of the ranked scenarios (e.g. 1).",
+    )
     parser.add_argument("--skip-ml", action="store_true", help="Same as leaving ml out of --worlds.")
     parser.add_argument("--skip-1m", action="store_true", help="Same as leaving synthetic out of --worlds.")
     parser.add_argument("--clean", action="store_true", help="Rebuild the scratch stores.")
@@ -362,20 +479,29 @@ def main() -> None:
         if seconds is not None:
             builds["ml index (recsys embed)"] = f"{seconds:.0f} s"
         if args.scenarios:
-            rows += run_world("ml-latest-small", store, args.data, args.encoder, args,
-                              scenarios_wanted=tuple(args.scenarios))
+            rows += run_world(
+                "ml-latest-small", store, args.data, args.encoder, args, scenarios_wanted=tuple(args.scenarios)
+            )
         if args.ranker and args.ranked_scenarios:
-            rows += run_world("ml-latest-small", store, args.data, args.encoder, args, ranker=str(args.ranker),
-                              scenarios_wanted=tuple(args.ranked_scenarios),
-                              explain_concurrency=tuple(args.explain_concurrency))
+            rows += run_world(
+                "ml-latest-small",
+                store,
+                args.data,
+                args.encoder,
+                args,
+                ranker=str(args.ranker),
+                scenarios_wanted=tuple(args.ranked_scenarios),
+                explain_concurrency=tuple(args.explain_concurrency),
+            )
     if "synthetic" in args.worlds and args.scenarios:
         for kind in args.kinds_1m:
             data, store, seconds = synthetic_world(args.work, args.encoder, args.items_1m, kind)
             if seconds:
                 builds[f"synthetic {args.items_1m:,} {kind} build"] = f"{seconds:.0f} s"
             size = f"{args.items_1m // 1_000_000}M" if args.items_1m % 1_000_000 == 0 else f"{args.items_1m:,}"
-            rows += run_world(f"synthetic-{size}", store, data, args.encoder, args,
-                              scenarios_wanted=tuple(args.scenarios))
+            rows += run_world(
+                f"synthetic-{size}", store, data, args.encoder, args, scenarios_wanted=tuple(args.scenarios)
+            )
     command = " ".join([".venv/bin/python", "benchmarks/bench_service.py", *sys.argv[1:]])
     prefixes = tuple(prefix for world, prefix in (("ml", "ml "), ("synthetic", "synthetic ")) if world in args.worlds)
     shown = {k: v for k, v in remember_builds(args.work, builds).items() if k.startswith(prefixes)}

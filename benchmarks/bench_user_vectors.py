@@ -29,14 +29,20 @@ from recsys.data.order import chronological
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+    }
 
 
 def histories(dataset: Dataset, n: int, length: int, seed: int) -> list[tuple[list[str], list[float]]]:
     """`n` random users' newest `length` items (newest first) with their Unix seconds."""
-    log = chronological(dataset.interactions, descending=True).group_by("user_id", maintain_order=True).agg(
-        pl.col("item_id").head(length), (pl.col("ts").dt.epoch("us") / 1e6).head(length).alias("s"))
+    log = (
+        chronological(dataset.interactions, descending=True)
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("item_id").head(length), (pl.col("ts").dt.epoch("us") / 1e6).head(length).alias("s"))
+    )
     rows = np.random.default_rng(seed).choice(log.height, size=min(n, log.height), replace=False)
     return [(log["item_id"][int(r)].to_list(), log["s"][int(r)].to_list()) for r in rows]
 
@@ -73,8 +79,11 @@ def main() -> None:
         bundle = EncoderBundle.load(folder, device="cpu")
         results[label] = bench(bundle, requests, texts)
         print(label, results[label], flush=True)
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
-              "requests": len(requests), "results": results}
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
+        "requests": len(requests),
+        "results": results,
+    }
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")

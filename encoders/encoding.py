@@ -68,8 +68,10 @@ def default_tokenizer_workers(encoder: TextEncoder) -> int:
 def int8_encoder(encoder: TextEncoder) -> TextEncoder:
     """The dynamic-int8 copy of `encoder` (`encoders.export.quantize_int8`); CPU only."""
     if encoder.device.type != "cpu":
-        raise ConfigError("--int8 is a CPU option (dynamic int8 kernels): add --device cpu; on CUDA the "
-                          "encoder runs in bf16 without it")
+        raise ConfigError(
+            "--int8 is a CPU option (dynamic int8 kernels): add --device cpu; on CUDA the "
+            "encoder runs in bf16 without it"
+        )
     # local (a): encoders.export imports text_encoder, which imports this module (a cycle)
     from encoders.export import quantize_int8
 
@@ -79,7 +81,7 @@ def int8_encoder(encoder: TextEncoder) -> TextEncoder:
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Row positions per batch: sorted by length (stable), cut from the short end, longest batch first."""
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)][::-1]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)][::-1]
 
 
 def _padded(encoder: TextEncoder, rows: Sequence[Sequence[int]], batch_size: int, pin: bool) -> Iterator[Batch]:
@@ -90,8 +92,13 @@ def _padded(encoder: TextEncoder, rows: Sequence[Sequence[int]], batch_size: int
         yield positions, batch
 
 
-def _run(encoder: TextEncoder, batches: Iterable[Batch], out: np.ndarray, offset: int,
-         on_batch: Callable[[int], object] | None) -> None:
+def _run(
+    encoder: TextEncoder,
+    batches: Iterable[Batch],
+    out: np.ndarray,
+    offset: int,
+    on_batch: Callable[[int], object] | None,
+) -> None:
     """Forward each batch (inference mode, bf16 autocast on CUDA) into `out[offset + positions]`.
 
     The caller has put the encoder in eval mode. The inference/autocast contexts are entered here, per
@@ -102,8 +109,9 @@ def _run(encoder: TextEncoder, batches: Iterable[Batch], out: np.ndarray, offset
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         for positions, batch in batches:
-            vectors = encoder(batch["input_ids"].to(device, non_blocking=cuda),
-                              batch["attention_mask"].to(device, non_blocking=cuda))
+            vectors = encoder(
+                batch["input_ids"].to(device, non_blocking=cuda), batch["attention_mask"].to(device, non_blocking=cuda)
+            )
             out[offset + positions] = vectors.float().cpu().numpy()
             if on_batch is not None:
                 on_batch(len(positions))
@@ -128,8 +136,13 @@ def _progress(total: int, enabled: bool, description: str, unit: str = "text") -
     return tqdm(total=total, disable=not enabled, desc=description, unit=unit, leave=False, dynamic_ncols=True)
 
 
-def encode_rows(encoder: TextEncoder, rows: Sequence[Sequence[int]], batch_size: int = 128, progress: bool = False,
-                description: str = "encode") -> np.ndarray:
+def encode_rows(
+    encoder: TextEncoder,
+    rows: Sequence[Sequence[int]],
+    batch_size: int = 128,
+    progress: bool = False,
+    description: str = "encode",
+) -> np.ndarray:
     """Embed pre-tokenized rows (one length-sorted window, this thread): float32 [len(rows), dim], input order."""
     _check_batch_size(batch_size)
     out = np.zeros((len(rows), encoder.dim), dtype=np.float32)
@@ -142,9 +155,16 @@ def encode_rows(encoder: TextEncoder, rows: Sequence[Sequence[int]], batch_size:
     return out
 
 
-def encode_chunks(encoder: TextEncoder, chunks: Iterable[Sequence[str]], *, max_length: int | None = None,
-                  batch_size: int, on_batch: Callable[[int], object] | None = None, workers: int | None = None,
-                  prefetch: int = 2) -> Generator[np.ndarray, None, None]:
+def encode_chunks(
+    encoder: TextEncoder,
+    chunks: Iterable[Sequence[str]],
+    *,
+    max_length: int | None = None,
+    batch_size: int,
+    on_batch: Callable[[int], object] | None = None,
+    workers: int | None = None,
+    prefetch: int = 2,
+) -> Generator[np.ndarray, None, None]:
     """Encode each chunk of texts; yields one float32 [len(chunk), dim] array per chunk, in order.
 
     `max_length` defaults to the encoder's own; `workers=None` takes `default_tokenizer_workers`,
@@ -163,7 +183,7 @@ def encode_chunks(encoder: TextEncoder, chunks: Iterable[Sequence[str]], *, max_
         for chunk in chunks:
             texts = list(chunk)
             for offset in range(0, len(texts), window):
-                yield len(texts), offset, texts[offset:offset + window]
+                yield len(texts), offset, texts[offset : offset + window]
             yield len(texts), len(texts), None
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recsys-tokenize") if workers > 0 else None
@@ -197,16 +217,26 @@ def encode_chunks(encoder: TextEncoder, chunks: Iterable[Sequence[str]], *, max_
         encoder.train(was_training)
 
 
-def encode_texts(encoder: TextEncoder, texts: Sequence[str], *, max_length: int | None = None,
-                 batch_size: int = 64, workers: int | None = None, progress: bool = False,
-                 description: str = "encode") -> np.ndarray:
+def encode_texts(
+    encoder: TextEncoder,
+    texts: Sequence[str],
+    *,
+    max_length: int | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = False,
+    description: str = "encode",
+) -> np.ndarray:
     """`encode_chunks` for one list of texts: float32 [len(texts), dim], rows in input order."""
     _check_batch_size(batch_size)
     if not len(texts):
         return np.zeros((0, encoder.dim), dtype=np.float32)
     bar = _progress(len(texts), progress, description)
-    with contextlib.closing(encode_chunks(encoder, [texts], max_length=max_length, batch_size=batch_size,
-                                          on_batch=bar.update, workers=workers)) as pieces:
+    with contextlib.closing(
+        encode_chunks(
+            encoder, [texts], max_length=max_length, batch_size=batch_size, on_batch=bar.update, workers=workers
+        )
+    ) as pieces:
         vectors = next(pieces)
     bar.close()
     return vectors

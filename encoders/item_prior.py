@@ -44,8 +44,9 @@ def user_side(user_vectors: np.ndarray) -> np.ndarray:
     return np.hstack([user_vectors, np.ones((len(user_vectors), 1), dtype=np.float32)]).astype(np.float32)
 
 
-def select_beta(log_count: np.ndarray, score: Callable[[np.ndarray], float],
-                betas: Sequence[float] = BETAS) -> tuple[float, dict[float, float]]:
+def select_beta(
+    log_count: np.ndarray, score: Callable[[np.ndarray], float], betas: Sequence[float] = BETAS
+) -> tuple[float, dict[float, float]]:
     """The beta whose prior gives the best `score(prior)` (validation NDCG@10); ties go to the smaller."""
     grid = {float(beta): float(score(beta * log_count)) for beta in betas}
     best = max(grid, key=lambda beta: (grid[beta], -beta))

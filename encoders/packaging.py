@@ -55,7 +55,6 @@ from encoders.item_prior import PRIOR_FILE, item_side, load_prior, user_side
 from recsys.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-
     from encoders.sequence import SequenceConfig, SequenceTower
     from encoders.text_encoder import TextEncoder
 
@@ -250,8 +249,9 @@ class EncoderBundle:
         self.item_matrix = np.load(matrix_file) if matrix_file.is_file() else None
         stacking = settings.get("stacking") or {}
         if stacking.get("weights"):
-            self.holdout = self._sequence_weights(folder / (HOLDOUT_SAFETENSORS if packaged else HOLDOUT_WEIGHTS),
-                                                  config)
+            self.holdout = self._sequence_weights(
+                folder / (HOLDOUT_SAFETENSORS if packaged else HOLDOUT_WEIGHTS), config
+            )
             holdout_matrix = folder / HOLDOUT_MATRIX
             self.holdout_matrix = np.load(holdout_matrix) if holdout_matrix.is_file() else None
             self.holdout_tail = int(stacking["holdout_tail"])
@@ -272,8 +272,9 @@ class EncoderBundle:
             state = torch.load(path, map_location="cpu", weights_only=True)
         rows, text_dim = state["text"].shape
         if rows != len(self.item_ids) + 1:
-            raise ConfigError(f"{path}: the sequence tower has {rows - 1} items but items.parquet has "
-                              f"{len(self.item_ids)}")
+            raise ConfigError(
+                f"{path}: the sequence tower has {rows - 1} items but items.parquet has {len(self.item_ids)}"
+            )
         model = SequenceTower(rows, text_dim, config)
         try:
             model.load_state_dict(state)
@@ -293,8 +294,7 @@ class EncoderBundle:
         """
         if self.holdout is None:
             return self
-        return replace(self, sequence=self.holdout, item_matrix=self.holdout_matrix, holdout=None,
-                       holdout_matrix=None)
+        return replace(self, sequence=self.holdout, item_matrix=self.holdout_matrix, holdout=None, holdout_matrix=None)
 
     # --------------------------------------------------------------------------------- facts
     @property
@@ -375,8 +375,10 @@ class EncoderBundle:
         if self.sequence is None:
             if self.prior is not None:
                 # An item not seen in training has count 0, hence prior 0: ranked by its text alone.
-                return item_side(np.asarray(text_vectors, dtype=np.float32),
-                                 np.asarray([self.prior.get(i, 0.0) for i in ids], dtype=np.float32))
+                return item_side(
+                    np.asarray(text_vectors, dtype=np.float32),
+                    np.asarray([self.prior.get(i, 0.0) for i in ids], dtype=np.float32),
+                )
             return np.asarray(text_vectors, dtype=np.float32)
         import torch
 
@@ -394,8 +396,10 @@ class EncoderBundle:
         """
         texts = list(_texts(texts, "text"))
         if self.sequence_config is not None and not self.sequence_config.uses_text:
-            raise ConfigError("this encoder's sequence tower has id-only items: it cannot place free text; "
-                              "train it with --seq-items hybrid or text for text queries")
+            raise ConfigError(
+                "this encoder's sequence tower has id-only items: it cannot place free text; "
+                "train it with --seq-items hybrid or text for text queries"
+            )
         return self.as_queries(self.index_vectors([""] * len(texts), text_vectors=self.encode_items(texts)))
 
     def as_queries(self, index_vectors: np.ndarray) -> np.ndarray:
@@ -413,10 +417,13 @@ class EncoderBundle:
 
     # ------------------------------------------------------------------------------- users
     def user_vectors(
-        self, histories: Sequence[Sequence[str]],
-        seconds: Sequence[Sequence[float] | np.ndarray | None] | None = None, *,
+        self,
+        histories: Sequence[Sequence[str]],
+        seconds: Sequence[Sequence[float] | np.ndarray | None] | None = None,
+        *,
         texts: Mapping[str, str] | Callable[[str], str | None] | None = None,
-        item_vectors: Callable[[Sequence[str]], np.ndarray] | None = None, batch_size: int = 64,
+        item_vectors: Callable[[Sequence[str]], np.ndarray] | None = None,
+        batch_size: int = 64,
     ) -> np.ndarray:
         """User vectors [n, index_dim] with this bundle's user tower: the one way a history becomes one.
 
@@ -451,8 +458,9 @@ class EncoderBundle:
             return self.user_vectors_text(known, batch_size=batch_size)
         return self.user_vectors_pooled(known)
 
-    def _pooled_from_vectors(self, histories: list[list[str]],
-                             item_vectors: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
+    def _pooled_from_vectors(
+        self, histories: list[list[str]], item_vectors: Callable[[Sequence[str]], np.ndarray]
+    ) -> np.ndarray:
         """`pooled` tower over vectors the caller already has (ids newest first; NaN rows skipped)."""
         from encoders.towers import pooled_user_vectors
 
@@ -511,7 +519,8 @@ class EncoderBundle:
         return pooled_user_vectors(rows, vectors, half_life=half_life, max_items=max_items)
 
     def user_vectors_sequence(
-        self, histories: Sequence[Sequence[str]],
+        self,
+        histories: Sequence[Sequence[str]],
         seconds: Sequence[Sequence[float] | np.ndarray | None] | None = None,
     ) -> np.ndarray:
         """`sequence` tower: each history is item ids, newest first; `seconds` their Unix times.
@@ -566,8 +575,9 @@ def predict_frame(bundle: EncoderBundle, frame: Any, params: dict[str, Any] | No
     if kind == "user":
         if bundle.tower == "sequence":
             seconds = _column(frame, "history_seconds") if _has_column(frame, "history_seconds") else None
-            return bundle.user_vectors_sequence(_lists(_column(frame, "history_ids")),
-                                                None if seconds is None else _lists(seconds))
+            return bundle.user_vectors_sequence(
+                _lists(_column(frame, "history_ids")), None if seconds is None else _lists(seconds)
+            )
         histories = _lists(_column(frame, "history_text"))
         if bundle.tower == "text":
             return bundle.user_vectors_text(histories)
@@ -598,20 +608,19 @@ def _texts(values: Any, column: str, row: int | None = None) -> Sequence[str]:
     out = list(values)
     for i, value in enumerate(out):
         if not isinstance(value, str):
-            raise DataError(f"expected a string, got {type(value).__name__}", column=column,
-                            row=row if row is not None else i + 1)
+            raise DataError(
+                f"expected a string, got {type(value).__name__}", column=column, row=row if row is not None else i + 1
+            )
     return out
 
 
-def _check_seconds(histories: Sequence[Sequence[str]],
-                   seconds: Sequence[Sequence[float] | np.ndarray | None]) -> None:
+def _check_seconds(histories: Sequence[Sequence[str]], seconds: Sequence[Sequence[float] | np.ndarray | None]) -> None:
     """One timestamp list (or None: no times) per history, one timestamp per item id."""
     if len(seconds) != len(histories):
         raise DataError(f"{len(histories)} histories but {len(seconds)} timestamp lists", column="history_seconds")
     for i, (history, secs) in enumerate(zip(histories, seconds, strict=True)):
         if secs is not None and len(secs) != len(history):
-            raise DataError(f"{len(history)} item ids but {len(secs)} timestamps", column="history_seconds",
-                            row=i + 1)
+            raise DataError(f"{len(history)} item ids but {len(secs)} timestamps", column="history_seconds", row=i + 1)
 
 
 def _has_column(frame: Any, name: str) -> bool:
@@ -620,8 +629,9 @@ def _has_column(frame: Any, name: str) -> bool:
 
 def _column(frame: Any, name: str) -> list[Any]:
     if not _has_column(frame, name):
-        raise DataError(f"input has no column '{name}' (columns: {', '.join(map(str, getattr(frame, 'columns', [])))})",
-                        column=name)
+        raise DataError(
+            f"input has no column '{name}' (columns: {', '.join(map(str, getattr(frame, 'columns', [])))})", column=name
+        )
     values = frame[name]
     return values.to_list() if hasattr(values, "to_list") else list(values)
 

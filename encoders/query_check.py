@@ -56,17 +56,28 @@ def catalog_probe(items: pl.DataFrame, rows_of: dict[str, int], n: int = 100, se
     ids = items["item_id"].to_list()
     titles = items[column].to_list() if column else [None] * len(ids)
     genres = genre_sets(items)
-    eligible = [i for i, (item, title) in enumerate(zip(ids, titles, strict=True))
-                if item in rows_of and title and str(title).strip()]
+    eligible = [
+        i
+        for i, (item, title) in enumerate(zip(ids, titles, strict=True))
+        if item in rows_of and title and str(title).strip()
+    ]
     picked = np.random.default_rng(seed).permutation(eligible)[:n] if eligible else np.zeros(0, dtype=np.int64)
-    return QueryProbe([str(titles[i]).strip() for i in picked], np.asarray([rows_of[ids[i]] for i in picked],
-                                                                            dtype=np.int64),
-                      None if genres is None else [genres[i] for i in picked])
+    return QueryProbe(
+        [str(titles[i]).strip() for i in picked],
+        np.asarray([rows_of[ids[i]] for i in picked], dtype=np.int64),
+        None if genres is None else [genres[i] for i in picked],
+    )
 
 
-def relevance(query_content: np.ndarray, item_content: np.ndarray, prior: np.ndarray | None, probe: QueryProbe,
-              item_genres: Sequence[frozenset[str]] | None, allowed: np.ndarray,
-              weights: Sequence[float] = QUERY_PRIOR_WEIGHTS) -> dict[float, dict[str, float]]:
+def relevance(
+    query_content: np.ndarray,
+    item_content: np.ndarray,
+    prior: np.ndarray | None,
+    probe: QueryProbe,
+    item_genres: Sequence[frozenset[str]] | None,
+    allowed: np.ndarray,
+    weights: Sequence[float] = QUERY_PRIOR_WEIGHTS,
+) -> dict[float, dict[str, float]]:
     """Title hit@10 and genre precision@10 of the probe's queries for each query-side prior weight."""
     base = query_content @ item_content.T
     base[:, ~allowed] = -np.inf
@@ -77,8 +88,10 @@ def relevance(query_content: np.ndarray, item_content: np.ndarray, prior: np.nda
         hits = float(np.mean([row in set(t) for row, t in zip(probe.rows.tolist(), top.tolist(), strict=True)]))
         result = {"title_hit@10": hits}
         if probe.genres is not None and item_genres is not None:
-            shares = [float(np.mean([bool(wanted & item_genres[j]) for j in t])) if wanted else np.nan
-                      for wanted, t in zip(probe.genres, top.tolist(), strict=True)]
+            shares = [
+                float(np.mean([bool(wanted & item_genres[j]) for j in t])) if wanted else np.nan
+                for wanted, t in zip(probe.genres, top.tolist(), strict=True)
+            ]
             result["genre_precision@10"] = float(np.nanmean(shares)) if not np.isnan(shares).all() else 0.0
         out[float(weight)] = result
     return out

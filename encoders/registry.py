@@ -39,9 +39,9 @@ class LoadedEncoder:
     """A resolved encoder: the bundle in memory plus what identifies it."""
 
     bundle: EncoderBundle
-    folder: Path                 # the bundle (or training run) folder it was loaded from
-    version: str                 # `<name>/<version>` or `sha256-...`
-    ref: str                     # what the caller asked for
+    folder: Path  # the bundle (or training run) folder it was loaded from
+    version: str  # `<name>/<version>` or `sha256-...`
+    ref: str  # what the caller asked for
     model_uri: str | None = None  # pinned `models:/<name>/<version>` for registry encoders
     int8: bool = False
 
@@ -55,8 +55,14 @@ class LoadedEncoder:
         return self.bundle.encoder
 
 
-def resolve_encoder(ref: str | Path, *, settings: Settings | None = None, cache_dir: Path | None = None,
-                    device: str | None = None, int8: bool = False) -> LoadedEncoder:
+def resolve_encoder(
+    ref: str | Path,
+    *,
+    settings: Settings | None = None,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    int8: bool = False,
+) -> LoadedEncoder:
     """Load the encoder named by `ref`: an existing local folder, else a registry reference (module doc)."""
     text = str(ref).strip()
     if not text:
@@ -70,8 +76,10 @@ def resolve_encoder(ref: str | Path, *, settings: Settings | None = None, cache_
         if path.exists():
             raise ConfigError(f"--encoder {text}: a file, not an encoder folder or registry reference")
         if text.startswith(("/", ".", "~")) or (len(path.parts) > 1 and path.parent.is_dir()):
-            raise ConfigError(f"--encoder {text}: no such folder (and not a registry reference such as "
-                              "champion or models:/recsys-encoder@champion)")
+            raise ConfigError(
+                f"--encoder {text}: no such folder (and not a registry reference such as "
+                "champion or models:/recsys-encoder@champion)"
+            )
 
         configure_mlflow(settings)
         try:
@@ -105,8 +113,9 @@ def _download_bundle(name: str, version: int, uri: str, cache_dir: Path | None) 
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(work)))
         if not (local / "artifacts" / BUNDLE_ARTIFACT).is_dir():
             shutil.rmtree(work, ignore_errors=True)
-            raise ConfigError(f"{uri} has no '{BUNDLE_ARTIFACT}' artifact: it was not logged by recsys "
-                              "(jobs/log_encoder.py)")
+            raise ConfigError(
+                f"{uri} has no '{BUNDLE_ARTIFACT}' artifact: it was not logged by recsys (jobs/log_encoder.py)"
+            )
         if local.resolve() != work.resolve():  # pragma: no cover - MLflow returns dst_path for a model URI
             shutil.move(str(local), str(work / "model"))
             local = work / "model"

@@ -58,8 +58,9 @@ class SequenceConfig:
 
     def __post_init__(self) -> None:
         if self.items not in ITEM_REPRESENTATIONS:
-            raise ConfigError(f"unknown item representation {self.items!r}; use one of "
-                              f"{', '.join(ITEM_REPRESENTATIONS)}")
+            raise ConfigError(
+                f"unknown item representation {self.items!r}; use one of {', '.join(ITEM_REPRESENTATIONS)}"
+            )
         if self.dim % self.heads:
             raise ConfigError(f"sequence dim {self.dim} is not a multiple of heads {self.heads}")
         if self.max_len < 2:
@@ -200,8 +201,9 @@ class SequenceTower(nn.Module):
             raise ConfigError("this sequence tower has no text part")
         return self.text_proj(self.text)
 
-    def states(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor,
-               padding: torch.Tensor | None = None) -> torch.Tensor:
+    def states(
+        self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor, padding: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Causal states [B, L, dim] of right-aligned windows `items` [B, L] with gap buckets `gaps`.
 
         `items` index `matrix`; `padding` marks padded slots (default: `items == 0`, for callers
@@ -220,8 +222,9 @@ class SequenceTower(nn.Module):
             x = block(x, allowed)
         return self.output_norm(x)
 
-    def user_vectors(self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor,
-                     padding: torch.Tensor | None = None) -> torch.Tensor:
+    def user_vectors(
+        self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor, padding: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The newest slot's state: the vector that scores the next item by inner product."""
         return self.states(items, gaps, matrix, padding)[:, -1]
 

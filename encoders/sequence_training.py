@@ -150,8 +150,11 @@ def without_tail(hist: SequenceHistories, tail: int) -> SequenceHistories:
     if tail <= 0:
         return hist
     keep = [max(len(seq) - tail, min(len(seq), 2)) for seq in hist.items]
-    return SequenceHistories(list(hist.user_ids), [seq[:k] for seq, k in zip(hist.items, keep, strict=True)],
-                             [gap[:k] for gap, k in zip(hist.gaps, keep, strict=True)])
+    return SequenceHistories(
+        list(hist.user_ids),
+        [seq[:k] for seq, k in zip(hist.items, keep, strict=True)],
+        [gap[:k] for gap, k in zip(hist.gaps, keep, strict=True)],
+    )
 
 
 def training_windows(hist: SequenceHistories, max_len: int) -> list[tuple[int, int, int]]:
@@ -205,8 +208,12 @@ def _window_tensors(hist: SequenceHistories, batch: list[tuple[int, int, int]]):
 
 
 def next_item_loss(
-    states: torch.Tensor, targets: torch.Tensor, matrix: torch.Tensor, config: SequenceTrainConfig,
-    sampler: torch.Tensor | None, seen: torch.Tensor | None = None,
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    matrix: torch.Tensor,
+    config: SequenceTrainConfig,
+    sampler: torch.Tensor | None,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of each target row over the catalog rows 1.. (exact, or sampled with logQ).
 
@@ -227,8 +234,14 @@ def next_item_loss(
     return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
 
 
-def _text_only_loss(model: SequenceTower, states: torch.Tensor, targets: torch.Tensor, tc: SequenceTrainConfig,
-                    sampler: torch.Tensor | None, seen: torch.Tensor | None) -> torch.Tensor:
+def _text_only_loss(
+    model: SequenceTower,
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    tc: SequenceTrainConfig,
+    sampler: torch.Tensor | None,
+    seen: torch.Tensor | None,
+) -> torch.Tensor:
     """The text-only softmax on a random `text_loss_targets` of the step's targets (module doc).
 
     The states are detached: this loss trains the text projection, not the user tower.
@@ -297,11 +310,20 @@ def train_sequence_tower(
         torch.set_num_threads(tc.threads)
     started = time.perf_counter()
     model, curve, best_epoch, best_ndcg, epochs_run, examples = _fit(
-        fit_hist or train_hist, text_vectors, warm, config, tc, tc.epochs, progress,
-        valid=(train_hist, valid_targets, allowed), label="")
+        fit_hist or train_hist,
+        text_vectors,
+        warm,
+        config,
+        tc,
+        tc.epochs,
+        progress,
+        valid=(train_hist, valid_targets, allowed),
+        label="",
+    )
     seconds = time.perf_counter() - started
-    report = TrainReport(best_epoch, best_ndcg, epochs_run, round(seconds, 1), examples / max(seconds, 1e-9),
-                         curve=curve)
+    report = TrainReport(
+        best_epoch, best_ndcg, epochs_run, round(seconds, 1), examples / max(seconds, 1e-9), curve=curve
+    )
     return model, report
 
 
@@ -323,17 +345,25 @@ def refit_sequence_tower(
         torch.set_num_threads(train_config.threads)
     epochs = max(1, report.best_epoch)
     started = time.perf_counter()
-    model, *_ = _fit(hist, text_vectors, warm, config, train_config, epochs, progress, valid=None,
-                     label=" (refit on train+valid)")
+    model, *_ = _fit(
+        hist, text_vectors, warm, config, train_config, epochs, progress, valid=None, label=" (refit on train+valid)"
+    )
     refit = copy.copy(report)
     refit.refit_epochs, refit.refit_seconds = epochs, round(time.perf_counter() - started, 1)
     return model, refit
 
 
-def _fit(hist: SequenceHistories, text_vectors: np.ndarray, warm: np.ndarray, config: SequenceConfig,
-         tc: SequenceTrainConfig, epochs: int, progress: bool,
-         valid: tuple[SequenceHistories, dict[str, int], np.ndarray] | None,
-         label: str) -> tuple[SequenceTower, list[tuple[int, float, float]], int, float, int, int]:
+def _fit(
+    hist: SequenceHistories,
+    text_vectors: np.ndarray,
+    warm: np.ndarray,
+    config: SequenceConfig,
+    tc: SequenceTrainConfig,
+    epochs: int,
+    progress: bool,
+    valid: tuple[SequenceHistories, dict[str, int], np.ndarray] | None,
+    label: str,
+) -> tuple[SequenceTower, list[tuple[int, float, float]], int, float, int, int]:
     """One training run; with `valid`, early-stopped and rolled back to the best evaluation."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -375,8 +405,9 @@ def _fit(hist: SequenceHistories, text_vectors: np.ndarray, warm: np.ndarray, co
         examples += loss_count
         if valid is not None and (epoch % tc.eval_every == 0 or epoch == epochs):
             valid_hist, targets_of, allowed = valid
-            ndcg = ndcg10_of_targets(user_vectors(model, valid_hist, config.max_len), item_matrix(model), valid_hist,
-                                     targets_of, allowed)
+            ndcg = ndcg10_of_targets(
+                user_vectors(model, valid_hist, config.max_len), item_matrix(model), valid_hist, targets_of, allowed
+            )
             curve.append((epoch, loss_sum / max(1, loss_count), ndcg))
             if ndcg > best_ndcg:
                 best_ndcg, best_epoch, bad = ndcg, epoch, 0

@@ -251,4 +251,3 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r} (use 'cpu', 'cuda' or 'cuda:N')") from exc
-

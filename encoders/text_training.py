@@ -237,8 +237,9 @@ class TextTowerTrainer:
         self._item_cache = (self._weights_version, vectors)
         return vectors
 
-    def mine_hard_negatives(self, pool_size: int = 50, candidates: np.ndarray | None = None,
-                            progress: bool = False) -> np.ndarray:
+    def mine_hard_negatives(
+        self, pool_size: int = 50, candidates: np.ndarray | None = None, progress: bool = False
+    ) -> np.ndarray:
         """[items, pool_size] nearest other items under the current (before training: frozen) model.
 
         Training draws `hard_negatives` of a target's pool per example: items the zero-shot model
@@ -254,14 +255,14 @@ class TextTowerTrainer:
         matrix = vectors[eligible]
         position = {int(row): j for j, row in enumerate(eligible.tolist())}
         for start in range(0, n, 1024):
-            block = vectors[start:start + 1024] @ matrix.T
+            block = vectors[start : start + 1024] @ matrix.T
             own = np.arange(start, min(n, start + 1024))
             for i, row in enumerate(own.tolist()):
                 j = position.get(row)
                 if j is not None:
                     block[i, j] = -np.inf  # an item is never its own negative
             top = np.argpartition(-block, size - 1, axis=1)[:, :size]
-            pool[start:start + len(own)] = eligible[top]
+            pool[start : start + len(own)] = eligible[top]
         return pool
 
     def user_vectors(self, histories: list[np.ndarray], progress: bool = False) -> np.ndarray:
@@ -334,8 +335,7 @@ class TextTowerTrainer:
             loss_value = 0.0
             for _ in range(cfg.grad_accum):
                 rows = rng.choice(trainable_rows, size=cfg.batch_size, replace=len(trainable_rows) < cfg.batch_size)
-                histories, targets, seen = _sample_batch(seqs, rows, rng, cfg.crop_probability,
-                                                         cfg.history_items)
+                histories, targets, seen = _sample_batch(seqs, rows, rng, cfg.crop_probability, cfg.history_items)
                 item_ids = targets
                 if cfg.hard_negatives and hard_negative_pool is not None:
                     picks = hard_negative_pool[
@@ -357,12 +357,19 @@ class TextTowerTrainer:
                     scored_items = torch.cat([items, prior[torch.as_tensor(item_ids)].unsqueeze(1)], dim=1)
                     if bank is not None:
                         scored_bank = torch.cat([bank, prior.unsqueeze(1)], dim=1)
-                loss = info_nce(scored_users, scored_items, torch.as_tensor(targets), torch.as_tensor(item_ids),
-                                cfg.temperature, log_q)
+                loss = info_nce(
+                    scored_users,
+                    scored_items,
+                    torch.as_tensor(targets),
+                    torch.as_tensor(item_ids),
+                    cfg.temperature,
+                    log_q,
+                )
                 if bank is not None:
                     assert scored_bank is not None  # bank, or bank with the prior column
-                    loss = loss + catalog_info_nce(scored_users, torch.as_tensor(targets), scored_bank, seen,
-                                                   cfg.temperature)
+                    loss = loss + catalog_info_nce(
+                        scored_users, torch.as_tensor(targets), scored_bank, seen, cfg.temperature
+                    )
                 loss = (loss + peft_regularization(self.encoder)) / cfg.grad_accum
                 loss.backward()
                 if bank is not None:  # the batch's items, fresh: the bank drifts less between refreshes

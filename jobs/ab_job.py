@@ -100,8 +100,11 @@ class SegmentConfig:
 # The flat keyword names `run_ab` took before the configs (kept so older callers still run).
 _FLAT_NAMES = {
     **{name: ("stats", name) for name in StatsConfig.__dataclass_fields__},
-    "impressions": ("ope", "impressions"), "ope_position": ("ope", "position"), "ope_k": ("ope", "k"),
-    "ope_weighting": ("ope", "weighting"), "clip": ("ope", "clip"),
+    "impressions": ("ope", "impressions"),
+    "ope_position": ("ope", "position"),
+    "ope_k": ("ope", "k"),
+    "ope_weighting": ("ope", "weighting"),
+    "clip": ("ope", "clip"),
     **{name: ("segments", name) for name in SegmentConfig.__dataclass_fields__},
 }
 
@@ -113,8 +116,12 @@ def _with_flat(configs: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(flat) - set(_FLAT_NAMES))
     if unknown:
         raise TypeError(f"run_ab() got unexpected keyword argument(s): {', '.join(unknown)}")
-    warnings.warn("run_ab(): pass stats=StatsConfig(...), ope=OPEConfig(...), segments=SegmentConfig(...) "
-                  f"instead of {', '.join(sorted(flat))}", DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        "run_ab(): pass stats=StatsConfig(...), ope=OPEConfig(...), segments=SegmentConfig(...) "
+        f"instead of {', '.join(sorted(flat))}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     changes: dict[str, dict[str, Any]] = {}
     for name, value in flat.items():
         group, field_name = _FLAT_NAMES[name]
@@ -164,8 +171,10 @@ def resolve_system(
     if path.is_dir():
         saved = path / f"topk_{stage}.parquet"
         if not saved.is_file():
-            raise ConfigError(f"{path}: a run folder without {saved.name}; train-encoder and train-ranker "
-                              "runs save their test lists (use --stage test), or pass a top-K parquet")
+            raise ConfigError(
+                f"{path}: a run folder without {saved.name}; train-encoder and train-ranker "
+                "runs save their test lists (use --stage test), or pass a top-K parquet"
+            )
         return _read_topk(saved), f"run folder `{path}`", str(saved)
 
     if is_model_reference(str(system)):
@@ -233,8 +242,10 @@ def _load_impressions(impressions: pl.DataFrame | str | Path) -> tuple[pl.DataFr
     if path.is_dir():
         path = path / "impressions.parquet"
     if not path.is_file():
-        raise DataError("impression log not found (give a parquet file, or a dataset folder with "
-                        "impressions.parquet)", file=str(path))
+        raise DataError(
+            "impression log not found (give a parquet file, or a dataset folder with impressions.parquet)",
+            file=str(path),
+        )
     try:
         return pl.read_parquet(path), str(path)
     except Exception as exc:
@@ -254,30 +265,36 @@ def _off_policy(
 ) -> dict[str, Any]:
     log, file = _load_impressions(impressions)
     if "propensity" not in log.columns:
-        raise DataError("the impression log has no 'propensity' column: off-policy estimates need the "
-                        "logging policy's probabilities", file=file, column="propensity")
+        raise DataError(
+            "the impression log has no 'propensity' column: off-policy estimates need the "
+            "logging policy's probabilities",
+            file=file,
+            column="propensity",
+        )
     for column in ("request_id", "user_id", "position"):
         if column not in log.columns:
             raise DataError(f"impression log is missing required column '{column}'", file=file, column=column)
     requests = log.filter(pl.col("position") == position).select(
         pl.col("request_id").cast(pl.String), pl.col("user_id").cast(pl.String)
     )
-    policies = {label: policy_from_topk(requests, topk, k=k, weighting=weighting)
-                for label, topk in topks.items()}
+    policies = {label: policy_from_topk(requests, topk, k=k, weighting=weighting) for label, topk in topks.items()}
     covered = None
     for policy in policies.values():
         ids = policy.select("request_id").unique()
         covered = ids if covered is None else covered.join(ids, on="request_id", how="semi")
     assert covered is not None
     total = requests.height
-    note = (f"{covered.height} of {total} logged requests at position {position} belong to users with lists "
-            f"from both systems and are evaluated; each system's policy shows one of the user's top {k} "
-            f"items ({weighting} weights).")
+    note = (
+        f"{covered.height} of {total} logged requests at position {position} belong to users with lists "
+        f"from both systems and are evaluated; each system's policy shows one of the user's top {k} "
+        f"items ({weighting} weights)."
+    )
     if covered.height == 0:
         return {"results": {}, "diffs": {}, "note": "skipped: " + note, "requests": total, "evaluated": 0}
     kept = log.with_columns(pl.col("request_id").cast(pl.String)).join(covered, on="request_id", how="semi")
-    settings = OPESettings(position=position, clip=clip, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
-                           file=file)
+    settings = OPESettings(
+        position=position, clip=clip, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, file=file
+    )
     results, diffs = compare_policies(kept, policies, settings)
     return {"results": results, "diffs": diffs, "note": note, "requests": total, "evaluated": covered.height}
 
@@ -354,16 +371,32 @@ def run_ab(
 
     tick = time.perf_counter()
     segment_rows, segment_info = segment_comparisons(
-        topks[label_a], topks[label_b], targets, history, metrics=list(segment_metrics), ks=ks,
-        catalog=catalog, thresholds=segments.history_thresholds, head_share=segments.head_share, **paired,
+        topks[label_a],
+        topks[label_b],
+        targets,
+        history,
+        metrics=list(segment_metrics),
+        ks=ks,
+        catalog=catalog,
+        thresholds=segments.history_thresholds,
+        head_share=segments.head_share,
+        **paired,
     )
     bins = []
     if segment_metrics:
         lift_users, la, lb = align_per_user(per_a, per_b, [segment_metrics[0]])
-        bins = lift_by_history(lift_users, la, lb, history, segment_metrics[0], n_bins=segments.lift_bins,
-                               n_bootstrap=stats.n_bootstrap, confidence=stats.confidence, seed=stats.seed)
-    beyond = {label: beyond_accuracy(topks[label], targets, history, catalog, ks)
-              for label in (label_a, label_b)}
+        bins = lift_by_history(
+            lift_users,
+            la,
+            lb,
+            history,
+            segment_metrics[0],
+            n_bins=segments.lift_bins,
+            n_bootstrap=stats.n_bootstrap,
+            confidence=stats.confidence,
+            seed=stats.seed,
+        )
+    beyond = {label: beyond_accuracy(topks[label], targets, history, catalog, ks) for label in (label_a, label_b)}
     diagnostics: dict[str, Any] = {
         f"lists_{label}": list_diagnostics(topks[label], targets, history, catalog, max(ks))
         for label in (label_a, label_b)
@@ -377,8 +410,14 @@ def run_ab(
         reference[f"{label}: {described[label]}"] = evaluate_topk(topk, targets, ks, catalog, counts)
     for name in reference_baselines:
         key = str(name).strip().lower()
-        reused = next((lbl for lbl, system in ((label_a, system_a), (label_b, system_b))
-                       if isinstance(system, str) and system.strip().lower() == key), None)
+        reused = next(
+            (
+                lbl
+                for lbl, system in ((label_a, system_a), (label_b, system_b))
+                if isinstance(system, str) and system.strip().lower() == key
+            ),
+            None,
+        )
         topk = topks[reused] if reused else resolve_system(key, split_data, stage, max(ks), baseline_params)[0]
         reference[f"baseline {key}"] = evaluate_topk(topk, targets, ks, catalog, counts)
     timings["reference_baselines"] = time.perf_counter() - tick
@@ -386,8 +425,17 @@ def run_ab(
     off_policy = None
     if ope.impressions is not None:
         tick = time.perf_counter()
-        off_policy = _off_policy(ope.impressions, topks, ope.position, ope.k, ope.weighting, ope.clip,
-                                 stats.n_bootstrap, stats.confidence, stats.seed)
+        off_policy = _off_policy(
+            ope.impressions,
+            topks,
+            ope.position,
+            ope.k,
+            ope.weighting,
+            ope.clip,
+            stats.n_bootstrap,
+            stats.confidence,
+            stats.seed,
+        )
         timings["off_policy"] = time.perf_counter() - tick
         if not off_policy["results"]:
             diagnostics["off_policy"] = off_policy["note"]
@@ -411,10 +459,18 @@ def run_ab(
         ope=off_policy,
         dataset={"kind": split_data.kind, "params": split_data.params, "counts": split_data.counts()},
         diagnostics=diagnostics,
-        settings={"ks": list(ks), "metrics": names, "segment_metrics": list(segment_metrics), **paired,
-                  **asdict(segments), "ope_position": ope.position, "ope_k": ope.k,
-                  "ope_weighting": ope.weighting, "clip": ope.clip,
-                  "reference_baselines": list(reference_baselines)},
+        settings={
+            "ks": list(ks),
+            "metrics": names,
+            "segment_metrics": list(segment_metrics),
+            **paired,
+            **asdict(segments),
+            "ope_position": ope.position,
+            "ope_k": ope.k,
+            "ope_weighting": ope.weighting,
+            "clip": ope.clip,
+            "reference_baselines": list(reference_baselines),
+        },
         seconds=time.perf_counter() - started,
     )
     if out is not None or log_fn is not None:

@@ -58,18 +58,20 @@ def frozen_encoder(dataset: Dataset, split: Split, settings: Settings | None = N
 def _kind_and_ref(spec: str) -> tuple[str, str]:
     for prefix in PREFIXES:
         if spec.startswith(prefix):
-            return prefix[:-1], spec[len(prefix):]
-    name = spec[len("models:/"):].split("@")[0].rsplit("/", 1)[0]
+            return prefix[:-1], spec[len(prefix) :]
+    name = spec[len("models:/") :].split("@")[0].rsplit("/", 1)[0]
     if name.endswith("-ranker"):
         return "ranker", spec
     if name.endswith("-encoder"):
         return "encoder", spec
-    raise ConfigError(f"system {spec!r}: cannot tell whether {name!r} is an encoder or a ranker; "
-                      "write encoder:<ref> or ranker:<ref>")
+    raise ConfigError(
+        f"system {spec!r}: cannot tell whether {name!r} is an encoder or a ranker; write encoder:<ref> or ranker:<ref>"
+    )
 
 
-def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: int,
-               settings: Settings | None = None) -> tuple[pl.DataFrame, str]:
+def model_topk(
+    spec: str, dataset: Dataset | None, split: Split, stage: str, k: int, settings: Settings | None = None
+) -> tuple[pl.DataFrame, str]:
     """(top-k table, description) of a model reference on the split's stage (module doc)."""
 
     if dataset is None:
@@ -89,8 +91,10 @@ def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: 
         config = RankerConfig()
     loaded = resolve_encoder(encoder_ref, settings=settings)
     if ranker is not None and ranker.encoder_version not in (None, loaded.version):
-        raise ConfigError(f"ranker {ref} was trained on encoder {ranker.encoder_version}, but {encoder_ref} "
-                          f"resolves to {loaded.version}")
+        raise ConfigError(
+            f"ranker {ref} was trained on encoder {ranker.encoder_version}, but {encoder_ref} "
+            f"resolves to {loaded.version}"
+        )
     config.candidates.retrieval_k = max(config.candidates.retrieval_k, k)
     texts = catalog_texts(dataset, context.item_ids)
     vectors = item_space(loaded, context.item_ids, texts, None)
@@ -100,8 +104,10 @@ def model_topk(spec: str, dataset: Dataset | None, split: Split, stage: str, k: 
         lists = [(q.retrieved[:k], q.interest[:k]) for q in labeled.queries]
         return topk_frame(users, lists, context.item_ids), f"encoder `{loaded.version}` retrieval order"
     candidates, _, scores = ranker.score(labeled.queries, lambda rows: vectors[rows])
-    return (topk_frame(users, top_k(scores, candidates, k), context.item_ids),
-            f"ranker `{ranker.version}` over encoder `{loaded.version}`")
+    return (
+        topk_frame(users, top_k(scores, candidates, k), context.item_ids),
+        f"ranker `{ranker.version}` over encoder `{loaded.version}`",
+    )
 
 
 def _encoder_of(meta: dict) -> str:
@@ -113,5 +119,7 @@ def _encoder_of(meta: dict) -> str:
     ref = str(meta.get("encoder_ref") or "")
     if ref and Path(ref).is_dir():
         return ref
-    raise ConfigError(f"cannot find the encoder this ranker was trained with ({version or 'unknown'}); "
-                      "register it, or keep its folder where it was")
+    raise ConfigError(
+        f"cannot find the encoder this ranker was trained with ({version or 'unknown'}); "
+        "register it, or keep its folder where it was"
+    )

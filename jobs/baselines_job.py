@@ -68,6 +68,7 @@ def results_table(results: list[BaselineResult], columns: tuple[str, ...]) -> li
     """Rows for display: system, then each metric to 4 decimals, then seconds."""
     rows = []
     for result in results:
-        rows.append([result.name, *[f"{result.metrics.get(c, float('nan')):.4f}" for c in columns],
-                     f"{result.seconds:.1f}"])
+        rows.append(
+            [result.name, *[f"{result.metrics.get(c, float('nan')):.4f}" for c in columns], f"{result.seconds:.1f}"]
+        )
     return rows

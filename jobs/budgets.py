@@ -44,8 +44,10 @@ class Budgets:
     def line(self, users: int | None = None) -> str:
         queries = f" (about {users * (self.ranker_cuts + 1):,} ranker training queries)" if users else ""
         cap = f", capped at {self.sequence_seconds / 60:.0f} min" if self.sequence_seconds else ""
-        return (f"LoRA steps {self.lora_steps}, history tokens {self.history_tokens}, ranker cuts per user "
-                f"{self.ranker_cuts}{queries}, sequence-tower epochs {self.sequence_epochs}{cap}")
+        return (
+            f"LoRA steps {self.lora_steps}, history tokens {self.history_tokens}, ranker cuts per user "
+            f"{self.ranker_cuts}{queries}, sequence-tower epochs {self.sequence_epochs}{cap}"
+        )
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -58,8 +60,9 @@ def synthetic_budgets() -> Budgets:
 
 def movielens_budgets() -> Budgets:
     """The budgets the MovieLens figures in BENCHMARKS.md were made with."""
-    return Budgets(lora_steps=200, history_tokens=128, ranker_cuts=MAX_CUTS,
-                   sequence_epochs=SequenceTrainConfig().epochs)
+    return Budgets(
+        lora_steps=200, history_tokens=128, ranker_cuts=MAX_CUTS, sequence_epochs=SequenceTrainConfig().epochs
+    )
 
 
 def pick_budgets(stats: DataProfile) -> Budgets:
@@ -68,5 +71,10 @@ def pick_budgets(stats: DataProfile) -> Budgets:
     tokens = 128 if stats.interactions >= LONG_HISTORY_FROM else 64
     cuts = max(1, min(MAX_CUTS, MAX_RANKER_QUERIES // max(stats.users, 1) - 1))
     capped = SEQUENCE_CAP_SECONDS if stats.interactions >= CAPPED_SEQUENCE_FROM else None
-    return Budgets(lora_steps=steps, history_tokens=tokens, ranker_cuts=cuts,
-                   sequence_epochs=SequenceTrainConfig().epochs, sequence_seconds=capped)
+    return Budgets(
+        lora_steps=steps,
+        history_tokens=tokens,
+        ranker_cuts=cuts,
+        sequence_epochs=SequenceTrainConfig().epochs,
+        sequence_seconds=capped,
+    )

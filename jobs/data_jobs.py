@@ -81,13 +81,21 @@ def load_source(
         )
     if fmt == "amazon":
         if items is None or interactions is None:
-            raise ConfigError("--metadata (product metadata JSONL) and --reviews (reviews JSONL) are required "
-                              "for --format amazon")
+            raise ConfigError(
+                "--metadata (product metadata JSONL) and --reviews (reviews JSONL) are required for --format amazon"
+            )
         if mapping:
-            raise ConfigError("--map does not apply to --format amazon (its columns are fixed); use --format "
-                              "generic to map your own")
-        return load_amazon(interactions, items, text_template=template, duplicates=catalog.duplicates or "first",
-                           clean_html=True if catalog.clean_html is None else catalog.clean_html, list_joiner=joiner)
+            raise ConfigError(
+                "--map does not apply to --format amazon (its columns are fixed); use --format generic to map your own"
+            )
+        return load_amazon(
+            interactions,
+            items,
+            text_template=template,
+            duplicates=catalog.duplicates or "first",
+            clean_html=True if catalog.clean_html is None else catalog.clean_html,
+            list_joiner=joiner,
+        )
     raise ConfigError(f"unknown format {fmt!r}; use movielens, mind, generic, amazon or dataset")
 
 

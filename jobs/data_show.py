@@ -60,8 +60,10 @@ def show_dataset(folder: Path, options: ShowOptions, echo: Callable[[str], None]
     dataset = Dataset.load(folder)
     tokenizer = _tokenizer(options.base_model)
     texts = dataset.item_text()
-    echo(f"dataset {folder}: {dataset.items.height:,} items, template {dataset.text_template!r}, "
-         f"lists joined with {dataset.list_joiner!r}")
+    echo(
+        f"dataset {folder}: {dataset.items.height:,} items, template {dataset.text_template!r}, "
+        f"lists joined with {dataset.list_joiner!r}"
+    )
     empty = empty_text_items(dataset)
     if empty:
         echo(f"warning: {empty:,} items render to empty text (the model ranks them by behaviour alone)")
@@ -80,8 +82,10 @@ def show_dataset(folder: Path, options: ShowOptions, echo: Callable[[str], None]
     joined = separator.join(text_of[i] for i in reversed(history))
     budget = options.history_tokens - 2  # [CLS] and the final [SEP]
     count, seen, unseen = _cut(tokenizer, joined, budget)
-    echo(f"\nuser {user}: {len(history)} interactions; the text tower reads newest first, "
-         f"{min(count, budget)} of {count} tokens (budget {options.history_tokens}):\n  {seen}"
-         + (" ‖ (not read: older items)" if unseen else ""))
+    echo(
+        f"\nuser {user}: {len(history)} interactions; the text tower reads newest first, "
+        f"{min(count, budget)} of {count} tokens (budget {options.history_tokens}):\n  {seen}"
+        + (" ‖ (not read: older items)" if unseen else "")
+    )
     if unseen:
         echo("  ‖ marks where the model stops reading")

@@ -27,8 +27,14 @@ DATASETS = {
 CHUNK = 1 << 20
 
 
-def fetch_dataset(name: str, out: str | Path, url: str | None = None, md5: str | None = None,
-                  timeout: float = 60.0, progress: bool = True) -> Path:
+def fetch_dataset(
+    name: str,
+    out: str | Path,
+    url: str | None = None,
+    md5: str | None = None,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
     """Download `name` into `out/<folder>` and return that folder (already there: returned as is)."""
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
@@ -49,8 +55,9 @@ def fetch_dataset(name: str, out: str | Path, url: str | None = None, md5: str |
         raise
 
 
-def _download(name: str, url: str, md5: str | None, out: Path, target: Path, folder_name: str, timeout: float,
-              progress: bool) -> Path:
+def _download(
+    name: str, url: str, md5: str | None, out: Path, target: Path, folder_name: str, timeout: float, progress: bool
+) -> Path:
     """Fetch, check and unpack into `target` through a temporary folder inside `out`."""
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=out) as tmp:
         archive = Path(tmp) / "download.zip"
@@ -59,16 +66,24 @@ def _download(name: str, url: str, md5: str | None, out: Path, target: Path, fol
             with urllib.request.urlopen(url, timeout=timeout) as response, open(archive, "wb") as handle:
                 total = int(response.headers.get("Content-Length") or 0) or None
 
-                for chunk in track(iter(lambda: response.read(CHUNK), b""), f"fetch {name}",
-                                   total=(total // CHUNK + 1) if total else None, enabled=progress):
+                for chunk in track(
+                    iter(lambda: response.read(CHUNK), b""),
+                    f"fetch {name}",
+                    total=(total // CHUNK + 1) if total else None,
+                    enabled=progress,
+                ):
                     handle.write(chunk)
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ConfigError(f"cannot download {url}: {exc} (no internet? copy the dataset folder by hand and "
-                              "pass it with --path)") from exc
+            raise ConfigError(
+                f"cannot download {url}: {exc} (no internet? copy the dataset folder by hand and pass it with --path)"
+            ) from exc
         digest = _md5(archive)
         if digest != expected:
-            raise DataError(f"checksum mismatch: MD5 {digest}, expected {expected}; the download is corrupt or "
-                            "not the official file, nothing was unpacked", file=url)
+            raise DataError(
+                f"checksum mismatch: MD5 {digest}, expected {expected}; the download is corrupt or "
+                "not the official file, nothing was unpacked",
+                file=url,
+            )
         try:
             with zipfile.ZipFile(archive) as zipped:
                 _check_members(zipped, folder_name, url)

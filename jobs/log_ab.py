@@ -27,20 +27,41 @@ def log_ab_result(result: ABResult, report_folder: Path, settings: Settings | No
 
     configure_mlflow(settings)
     experiment_id = ensure_experiment(EXPERIMENT, settings)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{result.label_a} vs {result.label_b}",
-                          nested=mlflow.active_run() is not None) as run:
-        mlflow.set_tags({"recsys.kind": "ab", "recsys.system_a": result.system_a,
-                         "recsys.system_b": result.system_b, "recsys.stage": result.stage})
-        mlflow.log_params({"system_a": result.system_a[:500], "system_b": result.system_b[:500],
-                           "stage": result.stage, **{k: str(v)[:500] for k, v in result.settings.items()}})
-        metrics: dict[str, float] = {"n_users": result.comparison.n_users,
-                                     "n_tie_free_users": result.n_tie_free_users}
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"{result.label_a} vs {result.label_b}",
+        nested=mlflow.active_run() is not None,
+    ) as run:
+        mlflow.set_tags(
+            {
+                "recsys.kind": "ab",
+                "recsys.system_a": result.system_a,
+                "recsys.system_b": result.system_b,
+                "recsys.stage": result.stage,
+            }
+        )
+        mlflow.log_params(
+            {
+                "system_a": result.system_a[:500],
+                "system_b": result.system_b[:500],
+                "stage": result.stage,
+                **{k: str(v)[:500] for k, v in result.settings.items()},
+            }
+        )
+        metrics: dict[str, float] = {"n_users": result.comparison.n_users, "n_tie_free_users": result.n_tie_free_users}
         for prefix, comparison in (("", result.comparison), ("tie_free.", result.tie_free)):
             for m in comparison.metrics if comparison is not None else []:
                 key = _metric_key(m.metric)
-                metrics.update({f"{prefix}a.{key}": m.mean_a, f"{prefix}b.{key}": m.mean_b,
-                                f"{prefix}diff.{key}": m.diff, f"{prefix}diff_ci_low.{key}": m.ci_low,
-                                f"{prefix}diff_ci_high.{key}": m.ci_high, f"{prefix}p_holm.{key}": m.p_holm})
+                metrics.update(
+                    {
+                        f"{prefix}a.{key}": m.mean_a,
+                        f"{prefix}b.{key}": m.mean_b,
+                        f"{prefix}diff.{key}": m.diff,
+                        f"{prefix}diff_ci_low.{key}": m.ci_low,
+                        f"{prefix}diff_ci_high.{key}": m.ci_high,
+                        f"{prefix}p_holm.{key}": m.p_holm,
+                    }
+                )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # NaN-free
         mlflow.log_artifacts(str(report_folder), artifact_path="report")
         return run.info.run_id

@@ -52,8 +52,19 @@ MODEL_ARTIFACT_NAME = "encoder"
 # Distributions the pyfunc imports when it loads; recorded with their installed versions so
 # `mlflow models serve --env-manager virtualenv` rebuilds a matching environment. Recording them
 # also spares MLflow its requirement inference, which loads the model once more in a subprocess.
-_REQUIREMENTS = ("mlflow", "torch", "transformers", "peft", "safetensors", "numpy", "pandas", "polars", "pyarrow",
-                 "tqdm", "recsys")
+_REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "transformers",
+    "peft",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "polars",
+    "pyarrow",
+    "tqdm",
+    "recsys",
+)
 _METRIC_NAME = re.compile(r"[^\w.\- /]")
 
 
@@ -105,14 +116,22 @@ def log_encoder_run(
                 # Declared so that `load_model(..., model_config={"device": "cpu"})` may override it.
                 model_config={"device": "auto"},
                 pip_requirements=_requirements(bundle_meta),
-                metadata={"tower": bundle_meta["tower"], "method": bundle_meta["method"],
-                          "base_model": run.get("base_model", ""), "bundle_format": bundle_meta["format_version"]},
+                metadata={
+                    "tower": bundle_meta["tower"],
+                    "method": bundle_meta["method"],
+                    "base_model": run.get("base_model", ""),
+                    "bundle_format": bundle_meta["format_version"],
+                },
             )
     version = info.registered_model_version
     if version is None:  # pragma: no cover - registration is synchronous for the stores recsys uses
         raise ConfigError(f"MLflow did not register '{name}' for run {run_id}")
-    for key, value in (("tower", bundle_meta["tower"]), ("method", bundle_meta["method"]),
-                       ("base_model", str(run.get("base_model", ""))), ("run_id", run_id)):
+    for key, value in (
+        ("tower", bundle_meta["tower"]),
+        ("method", bundle_meta["method"]),
+        ("base_model", str(run.get("base_model", ""))),
+        ("run_id", run_id),
+    ):
         client.set_model_version_tag(name, str(version), key, value)
     resolved = ResolvedModel(name, int(version), f"models:/{name}/{version}", run_id)
     if alias is not None:
@@ -204,13 +223,15 @@ def _log_metrics(client: Any, run_id: str, run: dict[str, Any], extra: dict[str,
 # ---------------------------------------------------------------------------------------- model
 def _signature() -> Any:
     """Input columns by `kind` (all optional; `predict` names a missing one), float32 matrix out."""
-    inputs = Schema([
-        ColSpec("string", "text", required=False),
-        ColSpec("string", "item_id", required=False),
-        ColSpec(Array("string"), "history_text", required=False),
-        ColSpec(Array("string"), "history_ids", required=False),
-        ColSpec(Array("double"), "history_seconds", required=False),
-    ])
+    inputs = Schema(
+        [
+            ColSpec("string", "text", required=False),
+            ColSpec("string", "item_id", required=False),
+            ColSpec(Array("string"), "history_text", required=False),
+            ColSpec(Array("string"), "history_ids", required=False),
+            ColSpec(Array("double"), "history_seconds", required=False),
+        ]
+    )
     outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1))])
     return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("kind", "string", "item")]))
 

@@ -37,8 +37,13 @@ from recsys.registry import ResolvedModel, active_settings, check_alias, configu
 MODEL_ARTIFACT_NAME = "ranker"
 
 
-def log_ranker_run(run_folder: Path, settings: Settings | None = None, alias: str | None = None,
-                   experiment: str | None = None, run_name: str | None = None) -> ResolvedModel:
+def log_ranker_run(
+    run_folder: Path,
+    settings: Settings | None = None,
+    alias: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+) -> ResolvedModel:
     """Log `run_folder` (a `jobs.train_ranker.train_ranker` output) and register its booster."""
     run_folder = Path(run_folder)
     if alias is not None:
@@ -56,20 +61,25 @@ def log_ranker_run(run_folder: Path, settings: Settings | None = None, alias: st
     nested = mlflow.active_run() is not None
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested) as active:
         run_id = active.info.run_id
-        params = {**_flatten(run.get("config") or {}), "encoder_version": str(run.get("encoder_version")),
-                  "encoder_ref": str(run.get("encoder_ref")), "labels": str(run.get("labels")),
-                  "features": ",".join(FEATURE_NAMES)}
+        params = {
+            **_flatten(run.get("config") or {}),
+            "encoder_version": str(run.get("encoder_version")),
+            "encoder_ref": str(run.get("encoder_ref")),
+            "labels": str(run.get("labels")),
+            "features": ",".join(FEATURE_NAMES),
+        }
         _log_params(client, run_id, params)
         curve = (run.get("report") or {}).get("valid_curve") or []
-        metrics: dict[str, Any] = {"test_encoder": run.get("test_encoder") or {},
-                                   "candidate_recall": run.get("candidate_recall") or {},
-                                   "report": {k: v for k, v in (run.get("report") or {}).items() if k != "valid_curve"}}
+        metrics: dict[str, Any] = {
+            "test_encoder": run.get("test_encoder") or {},
+            "candidate_recall": run.get("candidate_recall") or {},
+            "report": {k: v for k, v in (run.get("report") or {}).items() if k != "valid_curve"},
+        }
         _log_metrics(client, run_id, run, metrics)
         _log_curve(client, run_id, curve)
         client.set_tag(run_id, "recsys.kind", "ranker")
         client.set_tag(run_id, "recsys.encoder_version", str(run.get("encoder_version")))
-        for extra in ("run.json", "importance.png", "importance.csv", "topk_test.parquet",
-                      "topk_test_encoder.parquet"):
+        for extra in ("run.json", "importance.png", "importance.csv", "topk_test.parquet", "topk_test_encoder.parquet"):
             if (run_folder / extra).is_file():
                 mlflow.log_artifact(str(run_folder / extra), artifact_path="training")
         mlflow.log_artifacts(str(run_folder / "ranker"), artifact_path=BUNDLE_ARTIFACT)
@@ -79,14 +89,20 @@ def log_ranker_run(run_folder: Path, settings: Settings | None = None, alias: st
             registered_model_name=name,
             signature=infer_signature(example, np.zeros(2)),
             pip_requirements=["lightgbm", "numpy", "pandas"],
-            metadata={"features": FEATURE_NAMES, "encoder_version": meta.get("encoder_version"),
-                      "bundle_artifact": BUNDLE_ARTIFACT},
+            metadata={
+                "features": FEATURE_NAMES,
+                "encoder_version": meta.get("encoder_version"),
+                "bundle_artifact": BUNDLE_ARTIFACT,
+            },
         )
     version = info.registered_model_version
     if version is None:  # pragma: no cover - registration is synchronous for the stores recsys uses
         raise ConfigError(f"MLflow did not register '{name}' for run {run_id}")
-    for key, value in (("encoder_version", str(meta.get("encoder_version"))), ("run_id", run_id),
-                       ("test_ndcg_at_10", f"{(run.get('test') or {}).get('ndcg@10', float('nan')):.5f}")):
+    for key, value in (
+        ("encoder_version", str(meta.get("encoder_version"))),
+        ("run_id", run_id),
+        ("test_ndcg_at_10", f"{(run.get('test') or {}).get('ndcg@10', float('nan')):.5f}"),
+    ):
         client.set_model_version_tag(name, str(version), key, value)
     resolved = ResolvedModel(name, int(version), f"models:/{name}/{version}", run_id)
     if alias is not None:
@@ -98,4 +114,4 @@ def _log_curve(client: Any, run_id: str, curve: list[float]) -> None:
     now = int(time.time() * 1000)
     points = [Metric("valid_curve.ndcg_at_10", float(v), now, i + 1) for i, v in enumerate(curve)]
     for start in range(0, len(points), 1000):
-        client.log_batch(run_id, metrics=points[start:start + 1000])
+        client.log_batch(run_id, metrics=points[start : start + 1000])

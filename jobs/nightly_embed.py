@@ -79,16 +79,16 @@ class EmbedConfig:
 
     active_days: float = 30.0
     int8: bool = False
-    batch_size: int | None = None          # None: 128 on CPU, 512 on CUDA
+    batch_size: int | None = None  # None: 128 on CPU, 512 on CUDA
     shard_size: int = DEFAULT_SHARD_SIZE
     keep: int = 3
-    store_dtype: str = "float32"           # or "float16"
+    store_dtype: str = "float32"  # or "float16"
     index: dict[str, Any] = field(default_factory=dict)  # IndexConfig settings (kind, nlist, ...)
-    device: str | None = None              # None: CUDA when available
-    threads: int | None = None             # torch CPU threads
+    device: str | None = None  # None: CUDA when available
+    threads: int | None = None  # torch CPU threads
     progress: bool = True
     log: bool = True
-    log_index_files: bool = False          # also log the index files themselves to MLflow
+    log_index_files: bool = False  # also log the index files themselves to MLflow
     user_batch_size: int = 64
 
     def check(self) -> None:
@@ -130,9 +130,11 @@ class EmbedReport:
 
     def summary_line(self) -> str:
         removed = "?" if self.removed is None else str(self.removed)
-        return (f"embed: encoded {self.encoded}, skipped {self.skipped}, removed {removed}, users {self.users}, "
-                f"{self.seconds:.1f} s, {self.texts_per_s:,.0f} texts/s, index {self.index_version} "
-                f"(encoder {self.encoder_version}, {self.engine})")
+        return (
+            f"embed: encoded {self.encoded}, skipped {self.skipped}, removed {removed}, users {self.users}, "
+            f"{self.seconds:.1f} s, {self.texts_per_s:,.0f} texts/s, index {self.index_version} "
+            f"(encoder {self.encoder_version}, {self.engine})"
+        )
 
 
 # ---------------------------------------------------------------------------------- encoding
@@ -142,8 +144,13 @@ class Engine(Protocol):
 
     name: str
 
-    def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
-               on_batch: Callable[[int], object] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+    def encode(
+        self,
+        loaded: LoadedEncoder,
+        texts: Sequence[str],
+        shard_size: int,
+        on_batch: Callable[[int], object] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 
 class LocalEngine:
@@ -155,14 +162,24 @@ class LocalEngine:
         self.batch_size = batch_size
         self.tokenizer_workers = tokenizer_workers
 
-    def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
-               on_batch: Callable[[int], object] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def encode(
+        self,
+        loaded: LoadedEncoder,
+        texts: Sequence[str],
+        shard_size: int,
+        on_batch: Callable[[int], object] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         encoder = loaded.text_encoder
         starts = list(range(0, len(texts), shard_size))
-        chunks = (texts[start:start + shard_size] for start in starts)
-        pieces = encode_chunks(encoder, chunks, max_length=loaded.bundle.item_max_length,
-                               batch_size=self.batch_size or default_batch_size(encoder), on_batch=on_batch,
-                               workers=self.tokenizer_workers)
+        chunks = (texts[start : start + shard_size] for start in starts)
+        pieces = encode_chunks(
+            encoder,
+            chunks,
+            max_length=loaded.bundle.item_max_length,
+            batch_size=self.batch_size or default_batch_size(encoder),
+            on_batch=on_batch,
+            workers=self.tokenizer_workers,
+        )
         for start, vectors in zip(starts, pieces, strict=True):
             yield np.arange(start, start + len(vectors), dtype=np.int64), vectors
 
@@ -179,8 +196,9 @@ class ActiveHistories:
     last_ts: list[datetime]
 
 
-def active_histories(interactions: pl.DataFrame, catalog: Sequence[str], active_days: float,
-                     max_items: int) -> ActiveHistories:
+def active_histories(
+    interactions: pl.DataFrame, catalog: Sequence[str], active_days: float, max_items: int
+) -> ActiveHistories:
     """Histories of users with an interaction within `active_days` of the newest one in the data.
 
     Newest first, ordered like the splits ((ts, item_id) descending), capped at `max_items`, and
@@ -200,17 +218,31 @@ def active_histories(interactions: pl.DataFrame, catalog: Sequence[str], active_
         .join(items, on="item_id", how="semi")
         .pipe(chronological, descending=True)
         .group_by("user_id", maintain_order=True)
-        .agg(pl.col("item_id").head(max_items), (pl.col("ts").dt.epoch("us") / 1e6).head(max_items).alias("s"),
-             pl.col("ts").first().alias("last_ts"))
+        .agg(
+            pl.col("item_id").head(max_items),
+            (pl.col("ts").dt.epoch("us") / 1e6).head(max_items).alias("s"),
+            pl.col("ts").first().alias("last_ts"),
+        )
         .sort("user_id")
     )
-    return ActiveHistories(as_of, grouped["user_id"].to_list(), grouped["item_id"].to_list(),
-                           grouped["s"].to_list(), grouped["last_ts"].to_list())
+    return ActiveHistories(
+        as_of,
+        grouped["user_id"].to_list(),
+        grouped["item_id"].to_list(),
+        grouped["s"].to_list(),
+        grouped["last_ts"].to_list(),
+    )
 
 
-def user_vectors(loaded: LoadedEncoder, histories: ActiveHistories, row_of: dict[str, int],
-                 texts: Sequence[str], text_vectors: np.ndarray, batch_size: int,
-                 progress: bool = False) -> np.ndarray:
+def user_vectors(
+    loaded: LoadedEncoder,
+    histories: ActiveHistories,
+    row_of: dict[str, int],
+    texts: Sequence[str],
+    text_vectors: np.ndarray,
+    batch_size: int,
+    progress: bool = False,
+) -> np.ndarray:
     """Vectors of the active users with the bundle's user tower (`EncoderBundle.user_vectors`).
 
     `pooled` reuses the stored item text vectors instead of encoding the histories' texts again.
@@ -228,17 +260,23 @@ def user_vectors(loaded: LoadedEncoder, histories: ActiveHistories, row_of: dict
     bar = tqdm(total=n, desc="users", unit="user", disable=not progress, dynamic_ncols=True, leave=False)
     for start in range(0, n, USER_CHUNK):
         part = slice(start, min(n, start + USER_CHUNK))
-        out[part] = bundle.user_vectors(histories.item_ids[part], histories.seconds[part], texts=text_of,
-                                        item_vectors=stored, batch_size=batch_size)
+        out[part] = bundle.user_vectors(
+            histories.item_ids[part], histories.seconds[part], texts=text_of, item_vectors=stored, batch_size=batch_size
+        )
         bar.update(part.stop - part.start)
     bar.close()
     return out
 
 
 # --------------------------------------------------------------------------------------- job
-def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder, store: str | Path,
-                config: EmbedConfig | None = None, engine: Engine | None = None,
-                settings: Settings | None = None) -> EmbedReport:
+def run_nightly(
+    data: str | Path | Dataset,
+    encoder: str | Path | LoadedEncoder,
+    store: str | Path,
+    config: EmbedConfig | None = None,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+) -> EmbedReport:
     """Run the whole nightly job (module doc) and return its report."""
     config = config or EmbedConfig()
     config.check()
@@ -250,8 +288,13 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
     layout.root.mkdir(parents=True, exist_ok=True)
     engine = engine or LocalEngine(config.batch_size)
     with exclusive_lock(layout.lock, f"nightly store {layout.root}"):
-        loaded = encoder if isinstance(encoder, LoadedEncoder) else resolve_encoder(
-            encoder, settings=settings, cache_dir=layout.encoders, device=config.device, int8=config.int8)
+        loaded = (
+            encoder
+            if isinstance(encoder, LoadedEncoder)
+            else resolve_encoder(
+                encoder, settings=settings, cache_dir=layout.encoders, device=config.device, int8=config.int8
+            )
+        )
         embeddings = EmbeddingStore(layout.embeddings, dtype=config.store_dtype)
         index_store = IndexStore(layout.index, keep=config.keep)
         embeddings.clean_tmp()
@@ -261,17 +304,24 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
         if not item_ids:
             raise DataError("the catalog is empty: nothing to index", column="item_id")
         hashes = text_sha256(texts)
-        text_vectors, encoded, shards, encode_s = _encode_items(loaded, embeddings, engine, item_ids, texts,
-                                                                hashes, config)
+        text_vectors, encoded, shards, encode_s = _encode_items(
+            loaded, embeddings, engine, item_ids, texts, hashes, config
+        )
 
         bundle = loaded.bundle
         vectors = bundle.index_vectors(item_ids, text_vectors=text_vectors)
         row_of = {item: row for row, item in enumerate(item_ids)}
         histories = active_histories(dataset.interactions, item_ids, config.active_days, bundle.history_cap)
         users = user_vectors(loaded, histories, row_of, texts, text_vectors, config.user_batch_size, config.progress)
-        user_info = write_user_vectors(layout.index, histories.user_ids, users, encoder_version=loaded.version,
-                                       as_of=histories.as_of, history_len=[len(h) for h in histories.item_ids],
-                                       last_ts=histories.last_ts)
+        user_info = write_user_vectors(
+            layout.index,
+            histories.user_ids,
+            users,
+            encoder_version=loaded.version,
+            as_of=histories.as_of,
+            history_len=[len(h) for h in histories.item_ids],
+            last_ts=histories.last_ts,
+        )
         user_info["active_days"] = config.active_days
 
         removed = _removed_since_current(index_store, set(item_ids))
@@ -299,41 +349,68 @@ def run_nightly(data: str | Path | Dataset, encoder: str | Path | LoadedEncoder,
         }
         version = index_store.publish(index, metadata, encoder_version=loaded.version)
         kept = [index_store.metadata(v) for v in index_store.versions()]
-        prune_user_vectors(layout.index, [(m.get("extra") or {}).get("user_vectors", {}).get("path", "")
-                                            for m in kept])
+        prune_user_vectors(layout.index, [(m.get("extra") or {}).get("user_vectors", {}).get("path", "") for m in kept])
         embeddings.compact(loaded.version, item_ids, hashes, variant=loaded.variant, shard_size=config.shard_size)
         embeddings.prune_encoders({key, *((m.get("extra") or {}).get("embedding_key", "") for m in kept)} - {""})
 
-    report = EmbedReport(version, loaded.version, len(item_ids), encoded, len(item_ids) - encoded, removed,
-                         len(histories.user_ids), shards, time.perf_counter() - started, encode_s, engine.name,
-                         index_store.metadata(version))
+    report = EmbedReport(
+        version,
+        loaded.version,
+        len(item_ids),
+        encoded,
+        len(item_ids) - encoded,
+        removed,
+        len(histories.user_ids),
+        shards,
+        time.perf_counter() - started,
+        encode_s,
+        engine.name,
+        index_store.metadata(version),
+    )
     if config.log:
         report.mlflow_run_id = log_nightly_run(report, index_store, config, settings)
     return report
 
 
-def _encode_items(loaded: LoadedEncoder, embeddings: EmbeddingStore, engine: Engine, item_ids: list[str],
-                  texts: list[str], hashes: list[str], config: EmbedConfig) -> tuple[np.ndarray, int, int, float]:
+def _encode_items(
+    loaded: LoadedEncoder,
+    embeddings: EmbeddingStore,
+    engine: Engine,
+    item_ids: list[str],
+    texts: list[str],
+    hashes: list[str],
+    config: EmbedConfig,
+) -> tuple[np.ndarray, int, int, float]:
     """Fill the catalog's text vectors from the store, encoding (and storing) only what is missing."""
     plan = embeddings.plan(loaded.version, item_ids, text_hashes=hashes, variant=loaded.variant)
     out = np.zeros((len(item_ids), loaded.text_encoder.dim), dtype=np.float32)
     if len(plan.cached_rows):
         if plan.cached_vectors.shape[1] != out.shape[1]:
-            raise DataError(f"stored vectors are {plan.cached_vectors.shape[1]}-d but the encoder makes "
-                            f"{out.shape[1]}-d ones", file=str(embeddings.folder(loaded.version, loaded.variant)))
+            raise DataError(
+                f"stored vectors are {plan.cached_vectors.shape[1]}-d but the encoder makes {out.shape[1]}-d ones",
+                file=str(embeddings.folder(loaded.version, loaded.variant)),
+            )
         out[plan.cached_rows] = plan.cached_vectors
     todo = plan.todo_rows
     started = time.perf_counter()
     shards = 0
     if len(todo):
-        bar = tqdm(total=len(todo), desc=f"encode ({engine.name})", unit="text", disable=not config.progress,
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=len(todo),
+            desc=f"encode ({engine.name})",
+            unit="text",
+            disable=not config.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
         todo_texts = [texts[i] for i in todo]
-        for positions, vectors in engine.encode(loaded, todo_texts, config.shard_size,
-                                                on_batch=bar.update if engine.name == "local" else None):
+        for positions, vectors in engine.encode(
+            loaded, todo_texts, config.shard_size, on_batch=bar.update if engine.name == "local" else None
+        ):
             rows = todo[np.asarray(positions, dtype=np.int64)]
-            embeddings.write_shard(loaded.version, [item_ids[i] for i in rows], [hashes[i] for i in rows], vectors,
-                                   variant=loaded.variant)
+            embeddings.write_shard(
+                loaded.version, [item_ids[i] for i in rows], [hashes[i] for i in rows], vectors, variant=loaded.variant
+            )
             out[rows] = embeddings.as_read(vectors)
             shards += 1
             if engine.name != "local":
@@ -358,8 +435,9 @@ def _removed_since_current(index_store: IndexStore, catalog: set[str]) -> int | 
 
 
 # ------------------------------------------------------------------------------------ mlflow
-def log_nightly_run(report: EmbedReport, index_store: IndexStore, config: EmbedConfig,
-                    settings: Settings | None = None) -> str:
+def log_nightly_run(
+    report: EmbedReport, index_store: IndexStore, config: EmbedConfig, settings: Settings | None = None
+) -> str:
     """One MLflow run in experiment `nightly-embed`: params, counts, checksum; returns the run id."""
     # local (c): only a logged run needs mlflow; importing it starts MLflow telemetry (--no-log)
     import mlflow
@@ -385,17 +463,29 @@ def log_nightly_run(report: EmbedReport, index_store: IndexStore, config: EmbedC
         **{f"index.{k}": v for k, v in (meta.get("params") or {}).items() if k != "kind"},
     }
     metrics = {
-        "items": report.items, "encoded": report.encoded, "skipped": report.skipped,
-        "removed": report.removed if report.removed is not None else 0, "users": report.users,
-        "shards_written": report.shards_written, "seconds": report.seconds,
-        "encode_seconds": report.encode_seconds, "texts_per_s": report.texts_per_s, "dim": meta.get("dim", 0),
+        "items": report.items,
+        "encoded": report.encoded,
+        "skipped": report.skipped,
+        "removed": report.removed if report.removed is not None else 0,
+        "users": report.users,
+        "shards_written": report.shards_written,
+        "seconds": report.seconds,
+        "encode_seconds": report.encode_seconds,
+        "texts_per_s": report.texts_per_s,
+        "dim": meta.get("dim", 0),
     }
     nested = mlflow.active_run() is not None
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"embed-{report.index_version}", nested=nested) as run:
         mlflow.log_params({k: ("" if v is None else str(v))[:6000] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.set_tags({"recsys.kind": "nightly-embed", "index_version": report.index_version,
-                         "index_checksum": str(meta.get("checksum")), "encoder_version": report.encoder_version})
+        mlflow.set_tags(
+            {
+                "recsys.kind": "nightly-embed",
+                "index_version": report.index_version,
+                "index_checksum": str(meta.get("checksum")),
+                "encoder_version": report.encoder_version,
+            }
+        )
         folder = index_store.versions_dir / report.index_version
         for name in ("metadata.json", "manifest.json"):
             mlflow.log_artifact(str(folder / name), artifact_path="index")

@@ -53,16 +53,16 @@ LIST_K = 50
 @dataclass
 class QuickstartConfig:
     work: Path = Path(".recsys/quickstart")
-    dataset: str = "synthetic"           # or movielens-small, or folder (with `data`)
-    path: Path | None = None             # MovieLens folder
-    steps: int | None = None             # LoRA steps (default: picked from the data, `jobs.budgets`)
-    data: Path | None = None             # a canonical dataset folder (`recsys data convert`)
+    dataset: str = "synthetic"  # or movielens-small, or folder (with `data`)
+    path: Path | None = None  # MovieLens folder
+    steps: int | None = None  # LoRA steps (default: picked from the data, `jobs.budgets`)
+    data: Path | None = None  # a canonical dataset folder (`recsys data convert`)
     serve: bool = True
     users_to_show: int = 3
     threads: int | None = None
     fresh: bool = False
     echo: Callable[[str], None] = print
-    base_model: str | None = None        # the encoder's base (default MiniLM); tests pass a tiny BERT
+    base_model: str | None = None  # the encoder's base (default MiniLM); tests pass a tiny BERT
     _budgets: Budgets | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -116,8 +116,9 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
     log = StepLog()
     echo = config.echo
     echo(f"budgets: {budgets.line()}")
-    paths = {name: work / name for name in ("data", "split", "baselines", "encoder", "frozen", "store", "ranker",
-                                            "lists")}
+    paths = {
+        name: work / name for name in ("data", "split", "baselines", "encoder", "frozen", "store", "ranker", "lists")
+    }
     started_all = time.perf_counter()
 
     def step(name: str, done: bool, action: Callable[[], None]) -> None:
@@ -133,12 +134,21 @@ def run_quickstart(config: QuickstartConfig) -> dict[str, Any]:
 
     step("data", (paths["data"] / "dataset.json").is_file(), lambda: _data(config, paths["data"]))
     step("split", (paths["split"] / "split.json").is_file(), lambda: _split(paths["data"], paths["split"]))
-    step("baselines", (paths["baselines"] / "metrics.json").is_file(),
-         lambda: _baselines(paths["split"], paths["baselines"]))
-    step("encoder", _registered(paths["encoder"]),
-         lambda: _encoder(paths["encoder"], paths, config, "lora", config.lora_steps(), register=True))
-    step("frozen", (paths["frozen"] / "run.json").is_file(),
-         lambda: _encoder(paths["frozen"], paths, config, "frozen", 0, register=False))
+    step(
+        "baselines",
+        (paths["baselines"] / "metrics.json").is_file(),
+        lambda: _baselines(paths["split"], paths["baselines"]),
+    )
+    step(
+        "encoder",
+        _registered(paths["encoder"]),
+        lambda: _encoder(paths["encoder"], paths, config, "lora", config.lora_steps(), register=True),
+    )
+    step(
+        "frozen",
+        (paths["frozen"] / "run.json").is_file(),
+        lambda: _encoder(paths["frozen"], paths, config, "frozen", 0, register=False),
+    )
     step("nightly", _nightly_current(paths["store"], paths["encoder"]), lambda: _nightly(paths))
     step("ranker", _registered(paths["ranker"]), lambda: _ranker(paths, budgets))
     step("ab", (work / "ab-encoder-vs-ranker" / "report.json").is_file(), lambda: _ab(paths, work))
@@ -178,8 +188,10 @@ def _data(config: QuickstartConfig, out: Path) -> None:
         dataset = Dataset.load(config.data)
     else:
         if config.path is None:
-            raise ConfigError("--dataset movielens-small needs --path (the ml-latest-small folder; "
-                              "`recsys data fetch movielens-small` downloads it)")
+            raise ConfigError(
+                "--dataset movielens-small needs --path (the ml-latest-small folder; "
+                "`recsys data fetch movielens-small` downloads it)"
+            )
         from jobs.data_jobs import load_source
 
         dataset = load_source("movielens", path=config.path)
@@ -203,8 +215,9 @@ def _baselines(split_dir: Path, out: Path) -> None:
     _atomic_dir(out, lambda folder: write_results(results, folder))
 
 
-def _encoder(out: Path, paths: dict[str, Path], config: QuickstartConfig, method: str, steps: int,
-             register: bool) -> None:
+def _encoder(
+    out: Path, paths: dict[str, Path], config: QuickstartConfig, method: str, steps: int, register: bool
+) -> None:
     from encoders.text_training import TextTrainConfig
     from jobs.train_encoder import train_encoder
     from recsys.data.dataset import Dataset
@@ -212,13 +225,25 @@ def _encoder(out: Path, paths: dict[str, Path], config: QuickstartConfig, method
 
     if not (out / "run.json").is_file():
         budgets = config.budgets()
-        text = TextTrainConfig(method=method, max_steps=steps, eval_every=max(steps // 2, 1),
-                               history_tokens=budgets.history_tokens, threads=config.threads)
-        sequence = SequenceTrainConfig(epochs=budgets.sequence_epochs, max_seconds=budgets.sequence_seconds,
-                                       threads=config.threads)
-        run = train_encoder(Dataset.load(paths["data"]), Split.load(paths["split"]), out,
-                            tower="auto" if method != "frozen" else "text", base_model=config.base_model,
-                            text_config=text, sequence_train_config=sequence)
+        text = TextTrainConfig(
+            method=method,
+            max_steps=steps,
+            eval_every=max(steps // 2, 1),
+            history_tokens=budgets.history_tokens,
+            threads=config.threads,
+        )
+        sequence = SequenceTrainConfig(
+            epochs=budgets.sequence_epochs, max_seconds=budgets.sequence_seconds, threads=config.threads
+        )
+        run = train_encoder(
+            Dataset.load(paths["data"]),
+            Split.load(paths["split"]),
+            out,
+            tower="auto" if method != "frozen" else "text",
+            base_model=config.base_model,
+            text_config=text,
+            sequence_train_config=sequence,
+        )
         if run.tower_choice:
             scores = ", ".join(f"{name} {score:.4f}" for name, score in run.tower_choice["valid_ndcg10"].items())
             print(f"  user tower: {run.tower} (validation NDCG@10: {scores})")
@@ -247,8 +272,13 @@ def _ranker(paths: dict[str, Path], budgets: Budgets) -> None:
     out = paths["ranker"]
     if not (out / "run.json").is_file():
         loaded = resolve_encoder("champion", cache_dir=paths["store"] / "encoders")
-        run = train_ranker(Dataset.load(paths["data"]), Split.load(paths["split"]), loaded, out,
-                           RankerConfig(extra_cuts=budgets.ranker_cuts))
+        run = train_ranker(
+            Dataset.load(paths["data"]),
+            Split.load(paths["split"]),
+            loaded,
+            out,
+            RankerConfig(extra_cuts=budgets.ranker_cuts),
+        )
         print(run.summary_line())
     model = log_ranker_run(out, alias="champion", run_name="quickstart")
     _mark_registered(out, model)
@@ -258,10 +288,19 @@ def _ab(paths: dict[str, Path], work: Path) -> None:
     from jobs.ab_job import StatsConfig, run_ab
     from jobs.log_ab import log_ab_result
 
-    for name, a, b in (("ab-frozen-vs-lora", paths["frozen"], paths["encoder"]),
-                       ("ab-encoder-vs-ranker", paths["ranker"] / "topk_test_encoder.parquet", paths["ranker"])):
-        result = run_ab(paths["split"], str(a), str(b), labels=("A", "B"), out=work / name,
-                        log_fn=log_ab_result, stats=StatsConfig(n_bootstrap=2000, n_permutations=5000))
+    for name, a, b in (
+        ("ab-frozen-vs-lora", paths["frozen"], paths["encoder"]),
+        ("ab-encoder-vs-ranker", paths["ranker"] / "topk_test_encoder.parquet", paths["ranker"]),
+    ):
+        result = run_ab(
+            paths["split"],
+            str(a),
+            str(b),
+            labels=("A", "B"),
+            out=work / name,
+            log_fn=log_ab_result,
+            stats=StatsConfig(n_bootstrap=2000, n_permutations=5000),
+        )
         for line in result.verdicts()[:3]:
             print(f"  {name}: {line}")
 
@@ -299,9 +338,24 @@ def serve_and_sample(paths: dict[str, Path], config: QuickstartConfig) -> dict[s
     from recsys.data.dataset import Dataset
 
     port = free_port()
-    command = [sys.executable, "-m", "recsys.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--store", str(paths["store"]), "--data", str(paths["data"]), "--encoder", "champion",
-               "--ranker", "champion"]
+    command = [
+        sys.executable,
+        "-m",
+        "recsys.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--store",
+        str(paths["store"]),
+        "--data",
+        str(paths["data"]),
+        "--encoder",
+        "champion",
+        "--ranker",
+        "champion",
+    ]
     log_file = paths["store"].parent / "serve.log"
     with open(log_file, "w", encoding="utf-8") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -309,8 +363,11 @@ def serve_and_sample(paths: dict[str, Path], config: QuickstartConfig) -> dict[s
     try:
         ready = _wait_ready(base, server, timeout=180.0, log_file=log_file)
         dataset = Dataset.load(paths["data"])
-        titles = dict(zip(dataset.items["item_id"].to_list(), dataset.items["title"].cast(pl.String).to_list(),
-                          strict=True)) if "title" in dataset.items.columns else {}
+        titles = (
+            dict(zip(dataset.items["item_id"].to_list(), dataset.items["title"].cast(pl.String).to_list(), strict=True))
+            if "title" in dataset.items.columns
+            else {}
+        )
         counts = dataset.interactions.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
         users = counts["user_id"].to_list()[:: max(1, counts.height // max(config.users_to_show, 1))]
         users = users[: config.users_to_show]
@@ -322,18 +379,31 @@ def serve_and_sample(paths: dict[str, Path], config: QuickstartConfig) -> dict[s
                 latency = (time.perf_counter() - started) * 1000
                 response.raise_for_status()
                 body = response.json()
-                history = (dataset.interactions.filter(pl.col("user_id") == user).sort("ts", descending=True)
-                           ["item_id"].to_list()[:5])
+                history = (
+                    dataset.interactions.filter(pl.col("user_id") == user)
+                    .sort("ts", descending=True)["item_id"]
+                    .to_list()[:5]
+                )
                 items = body.get("items", [])
-                samples.append({"user_id": user, "latency_ms": round(latency, 1), "history": history,
-                                "recommended": [i.get("item_id") for i in items], "mode": body.get("mode")})
+                samples.append(
+                    {
+                        "user_id": user,
+                        "latency_ms": round(latency, 1),
+                        "history": history,
+                        "recommended": [i.get("item_id") for i in items],
+                        "mode": body.get("mode"),
+                    }
+                )
                 config.echo(f"\nuser {user} ({latency:.0f} ms, {body.get('mode', '?')})")
                 config.echo("  recently:    " + " | ".join(titles.get(i, i) for i in history))
-                config.echo("  recommended: " + " | ".join(titles.get(i.get("item_id"), i.get("item_id"))
-                                                          for i in items))
+                config.echo(
+                    "  recommended: " + " | ".join(titles.get(i.get("item_id"), i.get("item_id")) for i in items)
+                )
             text = client.post("/v1/recommend", json={"text": _sample_text(titles), "k": 3}).json()
-            config.echo("\nfree text query -> " + " | ".join(titles.get(i.get("item_id"), i.get("item_id"))
-                                                           for i in text.get("items", [])))
+            config.echo(
+                "\nfree text query -> "
+                + " | ".join(titles.get(i.get("item_id"), i.get("item_id")) for i in text.get("items", []))
+            )
         return {"port": port, "ready": ready, "samples": samples, "log": str(log_file)}
     finally:
         server.terminate()
@@ -373,16 +443,21 @@ def _check_choices(work: Path, config: QuickstartConfig) -> None:
     """Refuse to reuse a work folder made with another dataset or budget: its finished steps would be
     silently served as if they answered this command."""
     source = config.data or config.path
-    choices = {"dataset": config.dataset, "path": str(source.resolve()) if source else None,
-               "lora_steps": config.lora_steps()}
+    choices = {
+        "dataset": config.dataset,
+        "path": str(source.resolve()) if source else None,
+        "lora_steps": config.lora_steps(),
+    }
     record = work / CHOICES_FILE
     if record.is_file():
         before = json.loads(record.read_text(encoding="utf-8"))
         changed = {k: (before.get(k), v) for k, v in choices.items() if before.get(k) != v}
         if changed:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise ConfigError(f"{work} was made by a quickstart with other settings ({what}); pass --fresh to "
-                              "start over there, or another --work folder")
+            raise ConfigError(
+                f"{work} was made by a quickstart with other settings ({what}); pass --fresh to "
+                "start over there, or another --work folder"
+            )
     else:
         record.write_text(json.dumps(choices, indent=2), encoding="utf-8")
 
@@ -401,8 +476,10 @@ def _registered(folder: Path) -> bool:
 
 
 def _mark_registered(folder: Path, model: Any) -> None:
-    (folder / "registered.json").write_text(json.dumps({"name": model.name, "version": model.version,
-                                                        "alias": "champion", "uri": model.uri}), encoding="utf-8")
+    (folder / "registered.json").write_text(
+        json.dumps({"name": model.name, "version": model.version, "alias": "champion", "uri": model.uri}),
+        encoding="utf-8",
+    )
 
 
 def _nightly_current(store: Path, encoder: Path) -> bool:
@@ -419,8 +496,9 @@ def _nightly_current(store: Path, encoder: Path) -> bool:
     return metadata.get("encoder_version") == f"{registered['name']}/{registered['version']}"
 
 
-def _summary(paths: dict[str, Path], work: Path, log: StepLog, served: dict[str, Any], seconds: float
-             ) -> dict[str, Any]:
+def _summary(
+    paths: dict[str, Path], work: Path, log: StepLog, served: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     from recsys.metrics import score_topk_file
     from recsys.splits import Split
     from recsys.ties import tie_free_users
@@ -430,30 +508,42 @@ def _summary(paths: dict[str, Path], work: Path, log: StepLog, served: dict[str,
     tie_free = tie_free_users(split, "test").to_list()
     users = {"all": split.targets("test")["user_id"].n_unique(), "tie_free": len(tie_free)}
     order = ["mostpop", "itemknn", "frozen", "encoder", "ranker"]
-    for file in sorted(paths["lists"].glob("*.parquet"), key=lambda f: order.index(f.stem) if f.stem in order
-                       else len(order)):
+    for file in sorted(
+        paths["lists"].glob("*.parquet"), key=lambda f: order.index(f.stem) if f.stem in order else len(order)
+    ):
         metrics = score_topk_file(file, paths["split"], "test", ks=(10, 50))
         quality[file.stem] = {k: round(float(metrics[k]), 4) for k in ("ndcg@10", "hr@10", "mrr@10", "hr@50")}
         tie_free_metrics = score_topk_file(file, paths["split"], "test", ks=(10,), users=tie_free)
         quality[file.stem]["ndcg@10 tie-free"] = round(float(tie_free_metrics["ndcg@10"]), 4)
     home = Path(os.environ.get("RECSYS_HOME", work / "home"))
-    return {"work": str(work), "seconds": round(seconds, 1), "timings": log.timings, "reused": log.skipped,
-            "quality_test": quality, "test_users": users, "reports": [str(work / "ab-frozen-vs-lora" / "report.md"),
-                                                 str(work / "ab-encoder-vs-ranker" / "report.md")],
-            "lists": str(paths["lists"]), "served": served,
-            "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}"}
+    return {
+        "work": str(work),
+        "seconds": round(seconds, 1),
+        "timings": log.timings,
+        "reused": log.skipped,
+        "quality_test": quality,
+        "test_users": users,
+        "reports": [str(work / "ab-frozen-vs-lora" / "report.md"), str(work / "ab-encoder-vs-ranker" / "report.md")],
+        "lists": str(paths["lists"]),
+        "served": served,
+        "mlflow_ui": f"mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}",
+    }
 
 
 def _print_summary(summary: dict[str, Any], echo: Callable[[str], None]) -> None:
-    echo("\nquality on the test target (full catalog, seen items excluded; tie-free: users whose test target"
-         " is not in the same second as their validation target):")
+    echo(
+        "\nquality on the test target (full catalog, seen items excluded; tie-free: users whose test target"
+        " is not in the same second as their validation target):"
+    )
     users = summary.get("test_users") or {}
     if users:
         echo(f"  test users: {users['all']:,} all, {users['tie_free']:,} tie-free")
     echo(f"  {'system':<10} {'NDCG@10':>8} {'tie-free':>8} {'HR@10':>8} {'MRR@10':>8} {'HR@50':>8}")
     for name, m in summary["quality_test"].items():
-        echo(f"  {name:<10} {m['ndcg@10']:>8.4f} {m.get('ndcg@10 tie-free', float('nan')):>8.4f} "
-             f"{m['hr@10']:>8.4f} {m['mrr@10']:>8.4f} {m['hr@50']:>8.4f}")
+        echo(
+            f"  {name:<10} {m['ndcg@10']:>8.4f} {m.get('ndcg@10 tie-free', float('nan')):>8.4f} "
+            f"{m['hr@10']:>8.4f} {m['mrr@10']:>8.4f} {m['hr@50']:>8.4f}"
+        )
     echo(f"A/B reports: {', '.join(summary['reports'])}")
     echo(f"test top-50 lists: {summary['lists']}")
     echo(f"MLflow UI: {summary['mlflow_ui']}")

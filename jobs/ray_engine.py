@@ -35,8 +35,10 @@ from encoders.packaging import EncoderBundle
 from encoders.registry import LoadedEncoder
 from recsys.errors import ConfigError
 
-INSTALL_HINT = ("--engine ray needs Ray Data: install the distributed extra, pip install 'recsys[distributed]' "
-                "(or pip install 'ray[data]>=2.30')")
+INSTALL_HINT = (
+    "--engine ray needs Ray Data: install the distributed extra, pip install 'recsys[distributed]' "
+    "(or pip install 'ray[data]>=2.30')"
+)
 MAX_SHIPPED_BYTES = 2 << 30
 
 
@@ -55,23 +57,28 @@ def _bundle_files(folder: Path) -> dict[str, bytes]:
     files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
     total = sum(p.stat().st_size for p in files.values())
     if total > MAX_SHIPPED_BYTES:
-        raise ConfigError(f"encoder bundle {folder} is {total / 2**30:.1f} GiB; put it on a filesystem the "
-                          "workers share instead of shipping it through the object store")
+        raise ConfigError(
+            f"encoder bundle {folder} is {total / 2**30:.1f} GiB; put it on a filesystem the "
+            "workers share instead of shipping it through the object store"
+        )
     return {name: path.read_bytes() for name, path in files.items()}
 
 
 class EncodeActor:
     """A Ray Data actor: loads the bundle once, then turns `{"pos", "text"}` batches into vectors."""
 
-    def __init__(self, bundle_dir: str, shipped: list[Any] | None, int8: bool, batch_size: int | None,
-                 threads: int | None) -> None:
+    def __init__(
+        self, bundle_dir: str, shipped: list[Any] | None, int8: bool, batch_size: int | None, threads: int | None
+    ) -> None:
         if threads:
             torch.set_num_threads(int(threads))
         folder = Path(bundle_dir)
         if not folder.is_dir():
             if not shipped:
-                raise ConfigError(f"encoder bundle {bundle_dir} does not exist on this Ray node; use a shared "
-                                  "filesystem or ship_bundle=True")
+                raise ConfigError(
+                    f"encoder bundle {bundle_dir} does not exist on this Ray node; use a shared "
+                    "filesystem or ship_bundle=True"
+                )
             folder = self._unpack(shipped[0])
         bundle = EncoderBundle.load(folder)
         encoder = bundle.encoder
@@ -105,9 +112,17 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, *, address: str | None = None, concurrency: int | None = None, batch_size: int | None = None,
-                 num_gpus: float | None = None, cpus_per_actor: float = 1.0, ship_bundle: bool | str = "auto",
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        num_gpus: float | None = None,
+        cpus_per_actor: float = 1.0,
+        ship_bundle: bool | str = "auto",
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         import_ray()  # fail before any encoder is loaded
         if concurrency is not None and concurrency < 1:
             raise ConfigError(f"--concurrency must be a positive integer, got {concurrency}")
@@ -138,11 +153,20 @@ class RayEngine:
             return {"num_gpus": num_gpus, "num_cpus": 1.0, "concurrency": concurrency, "threads": None}
         cpus = float(resources.get("CPU", 1))
         concurrency = self.concurrency or max(1, int(cpus // self.cpus_per_actor))
-        return {"num_gpus": 0.0, "num_cpus": self.cpus_per_actor, "concurrency": concurrency,
-                "threads": max(1, int(self.cpus_per_actor))}
+        return {
+            "num_gpus": 0.0,
+            "num_cpus": self.cpus_per_actor,
+            "concurrency": concurrency,
+            "threads": max(1, int(self.cpus_per_actor)),
+        }
 
-    def encode(self, loaded: LoadedEncoder, texts: Sequence[str], shard_size: int,
-               on_batch: Callable[[int], object] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def encode(
+        self,
+        loaded: LoadedEncoder,
+        texts: Sequence[str],
+        shard_size: int,
+        on_batch: Callable[[int], object] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield `(positions, vectors)` per finished actor batch (at most `shard_size` rows each)."""
         ray = self._connect()
         if not len(texts):
@@ -154,13 +178,22 @@ class RayEngine:
         shipped = [ray.put(_bundle_files(loaded.folder))] if ship else None
         # One block per shard: the actor pool gets work in shard-sized pieces, and each result block
         # comes back (and is stored) as soon as its actor finishes it.
-        table = pa.table({"pos": pa.array(np.arange(len(texts), dtype=np.int64)),
-                          "text": pa.array(list(texts), type=pa.large_string())})
+        table = pa.table(
+            {
+                "pos": pa.array(np.arange(len(texts), dtype=np.int64)),
+                "text": pa.array(list(texts), type=pa.large_string()),
+            }
+        )
         blocks = [table.slice(start, shard_size) for start in range(0, len(texts), shard_size)]
         dataset = ray.data.from_arrow(blocks).map_batches(
             EncodeActor,
-            fn_constructor_kwargs={"bundle_dir": str(loaded.folder), "shipped": shipped, "int8": loaded.int8,
-                                   "batch_size": self.batch_size, "threads": place["threads"]},
+            fn_constructor_kwargs={
+                "bundle_dir": str(loaded.folder),
+                "shipped": shipped,
+                "int8": loaded.int8,
+                "batch_size": self.batch_size,
+                "threads": place["threads"],
+            },
             batch_size=shard_size,
             batch_format="numpy",
             # A fixed pool (`concurrency=N` before Ray 2.51 deprecated it in favour of `compute`).
@@ -170,7 +203,8 @@ class RayEngine:
         )
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             positions = np.asarray(batch["pos"], dtype=np.int64)
-            vectors = np.asarray(np.stack(batch["vector"]) if batch["vector"].dtype == object else batch["vector"],
-                                 dtype=np.float32)
+            vectors = np.asarray(
+                np.stack(batch["vector"]) if batch["vector"].dtype == object else batch["vector"], dtype=np.float32
+            )
             for start in range(0, len(positions), shard_size):  # blocks may be merged; keep shards bounded
-                yield positions[start:start + shard_size], vectors[start:start + shard_size]
+                yield positions[start : start + shard_size], vectors[start : start + shard_size]

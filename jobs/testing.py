@@ -45,11 +45,27 @@ class World:
 def train_tiny_encoder(dataset: Dataset, out: Path, bert: Path, tower: str = "text") -> Path:
     """A `train_encoder` run over the tiny BERT: frozen text tower, or one LoRA step plus the user tower."""
     method = "lora" if tower == "sequence" else "frozen"
-    config = TextTrainConfig(method=method, max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
-                             item_tokens=16, checkpoint_every=1, threads=1)
-    train_encoder(dataset, leave_last_out(dataset.interactions), out, tower=tower, base_model=str(bert),
-                  text_config=config, sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
-                  sequence_train_config=SequenceTrainConfig(epochs=2, eval_every=1, threads=1), progress=False)
+    config = TextTrainConfig(
+        method=method,
+        max_steps=1,
+        batch_size=8,
+        eval_every=1,
+        history_tokens=48,
+        item_tokens=16,
+        checkpoint_every=1,
+        threads=1,
+    )
+    train_encoder(
+        dataset,
+        leave_last_out(dataset.interactions),
+        out,
+        tower=tower,
+        base_model=str(bert),
+        text_config=config,
+        sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
+        sequence_train_config=SequenceTrainConfig(epochs=2, eval_every=1, threads=1),
+        progress=False,
+    )
     return out
 
 
@@ -60,8 +76,15 @@ def embed_config(**overrides: Any) -> EmbedConfig:
     return EmbedConfig(**values)
 
 
-def build_world(root: str | Path, *, towers: tuple[str, ...] = ("text",), n_interactions: int = 1500,
-                n_users: int = 60, n_items: int = 120, seed: int = 3) -> World:
+def build_world(
+    root: str | Path,
+    *,
+    towers: tuple[str, ...] = ("text",),
+    n_interactions: int = 1500,
+    n_users: int = 60,
+    n_items: int = 120,
+    seed: int = 3,
+) -> World:
     """Dataset + tiny encoders (one a tower) + a nightly store published with the first tower's encoder."""
     torch.set_num_threads(1)
     root = Path(root)

@@ -62,10 +62,17 @@ class EncoderRun:
     tower_choice: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"tower": self.tower, "method": self.method, "valid": self.valid, "test": self.test,
-                "timings": self.timings, "text_report": self.text_report,
-                "sequence_report": self.sequence_report, "popularity_prior": self.prior_report,
-                "tower_choice": self.tower_choice}
+        return {
+            "tower": self.tower,
+            "method": self.method,
+            "valid": self.valid,
+            "test": self.test,
+            "timings": self.timings,
+            "text_report": self.text_report,
+            "sequence_report": self.sequence_report,
+            "popularity_prior": self.prior_report,
+            "tower_choice": self.tower_choice,
+        }
 
 
 @dataclass
@@ -117,15 +124,29 @@ def _targets(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select("user_id", "item_id")
 
 
-def _evaluate_vectors(view: CatalogView, users: list[str], histories: list[np.ndarray], user_vectors: np.ndarray,
-                      item_vectors: np.ndarray, targets: pl.DataFrame, item_counts: pl.DataFrame | None,
-                      k: int = 50, rankable: np.ndarray | None = None) -> tuple[dict[str, float], pl.DataFrame]:
+def _evaluate_vectors(
+    view: CatalogView,
+    users: list[str],
+    histories: list[np.ndarray],
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    targets: pl.DataFrame,
+    item_counts: pl.DataFrame | None,
+    k: int = 50,
+    rankable: np.ndarray | None = None,
+) -> tuple[dict[str, float], pl.DataFrame]:
     """Metrics and top-k lists; `rankable` (rows the tower can place at all) narrows the catalog."""
     wanted = set(targets["user_id"].to_list())
     keep = [i for i, u in enumerate(users) if u in wanted]
-    topk = dense_topk([users[i] for i in keep], user_vectors[keep], view.item_ids, item_vectors, k,
-                      exclude=[histories[i] for i in keep],
-                      allowed=view.allowed if rankable is None else view.allowed & rankable)
+    topk = dense_topk(
+        [users[i] for i in keep],
+        user_vectors[keep],
+        view.item_ids,
+        item_vectors,
+        k,
+        exclude=[histories[i] for i in keep],
+        allowed=view.allowed if rankable is None else view.allowed & rankable,
+    )
     catalog = pl.Series("item_id", [i for i, a in zip(view.item_ids, view.allowed, strict=True) if a])
     metrics = evaluate_topk(topk, targets, ks=(10, 50), catalog=catalog, item_counts=item_counts)
     return metrics, topk
@@ -162,15 +183,15 @@ def train_encoder(
     test_counts = split.history("test").group_by("item_id").agg(pl.len().alias("count"))
 
     started = time.perf_counter()
-    encoder = TextEncoder.from_pretrained(base_model, max_length=max(text_config.history_tokens,
-                                                                     text_config.item_tokens + 2), device="cpu")
+    encoder = TextEncoder.from_pretrained(
+        base_model, max_length=max(text_config.history_tokens, text_config.item_tokens + 2), device="cpu"
+    )
     trainer = TextTowerTrainer(encoder, view.texts, text_config)
 
     def evaluate_text(current: TextTowerTrainer) -> float:
         items = current.item_vectors(progress=progress)
         users = current.user_vectors(valid_hist, progress=progress)
         if current.train_prior is not None:  # early stopping sees what training optimises
-
             items, users = item_side(items, current.train_prior), user_side(users)
         metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, users, items, valid_targets, None, k=10)
         return metrics["ndcg@10"]
@@ -193,8 +214,9 @@ def train_encoder(
         # Mined once from the model as it starts (LoRA starts as the frozen model), over training items.
         trained_items = np.unique(np.concatenate(valid_hist)) if valid_hist else None
         pool = trainer.mine_hard_negatives(candidates=trained_items, progress=progress)
-    text_report = trainer.fit(seqs, evaluate, checkpoint=out / "checkpoint" / "text_stage.pt", progress=progress,
-                              hard_negative_pool=pool)
+    text_report = trainer.fit(
+        seqs, evaluate, checkpoint=out / "checkpoint" / "text_stage.pt", progress=progress, hard_negative_pool=pool
+    )
     timings["text_stage_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
@@ -210,53 +232,118 @@ def train_encoder(
     for name in candidates:
         started = time.perf_counter()
         if name == "sequence":
-            towers[name] = _train_sequence(view, item_vectors, split, valid_users, test_users,
-                                           sequence_config or SequenceConfig(),
-                                           sequence_train_config or SequenceTrainConfig(), out, progress)
+            towers[name] = _train_sequence(
+                view,
+                item_vectors,
+                split,
+                valid_users,
+                test_users,
+                sequence_config or SequenceConfig(),
+                sequence_train_config or SequenceTrainConfig(),
+                out,
+                progress,
+            )
         elif name == "text":
-            towers[name] = _text_tower(trainer, view, split, item_vectors, valid_users, valid_hist, test_hist,
-                                       valid_targets, out, text_config.popularity_prior, progress)
+            towers[name] = _text_tower(
+                trainer,
+                view,
+                split,
+                item_vectors,
+                valid_users,
+                valid_hist,
+                test_hist,
+                valid_targets,
+                out,
+                text_config.popularity_prior,
+                progress,
+            )
         else:
-            towers[name] = TowerVectors(pooled_user_vectors(valid_hist, item_vectors), item_vectors,
-                                        pooled_user_vectors(test_hist, item_vectors), item_vectors)
+            towers[name] = TowerVectors(
+                pooled_user_vectors(valid_hist, item_vectors),
+                item_vectors,
+                pooled_user_vectors(test_hist, item_vectors),
+                item_vectors,
+            )
         vectors = towers[name]
-        vectors.valid_metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, vectors.valid_users,
-                                                     vectors.valid_items, valid_targets, valid_counts,
-                                                     rankable=vectors.valid_rankable)
+        vectors.valid_metrics, _ = _evaluate_vectors(
+            view,
+            valid_users,
+            valid_hist,
+            vectors.valid_users,
+            vectors.valid_items,
+            valid_targets,
+            valid_counts,
+            rankable=vectors.valid_rankable,
+        )
         timings[f"{name}_tower_s"] = round(time.perf_counter() - started, 1)
     tower_choice: dict[str, Any] = {}
     if tower == AUTO:
         scores = {name: round(float(t.valid_metrics["ndcg@10"]), 5) for name, t in towers.items()}
         tower = max(scores, key=lambda name: scores[name])
-        tower_choice = {"valid_ndcg10": scores, "chosen": tower,
-                        "rule": "the user tower with the higher validation NDCG@10"}
+        tower_choice = {
+            "valid_ndcg10": scores,
+            "chosen": tower,
+            "rule": "the user tower with the higher validation NDCG@10",
+        }
         if tower != "text":
             (out / PRIOR_FILE).unlink(missing_ok=True)  # the prior belongs to the text tower's index
     chosen = towers[tower]
     chosen.report["query_check"] = _query_check(dataset, view, encoder, text_config.item_tokens, tower, chosen)
     valid_metrics = chosen.valid_metrics
-    test_metrics, topk = _evaluate_vectors(view, test_users, test_hist, chosen.test_users, chosen.test_items,
-                                           test_targets, test_counts, rankable=chosen.test_rankable)
+    test_metrics, topk = _evaluate_vectors(
+        view,
+        test_users,
+        test_hist,
+        chosen.test_users,
+        chosen.test_items,
+        test_targets,
+        test_counts,
+        rankable=chosen.test_rankable,
+    )
     topk.select("user_id", "item_id", "rank").write_parquet(out / "topk_test.parquet")
-    run = EncoderRun(out, tower, text_config.method, valid_metrics, test_metrics, timings,
-                     text_report=text_report.__dict__,
-                     sequence_report=towers["sequence"].report if "sequence" in towers else {},
-                     prior_report=towers["text"].report if "text" in towers else {}, tower_choice=tower_choice)
-    (out / "run.json").write_text(json.dumps({**run.summary(), "text_config": text_config.to_dict(),
-                                              "base_model": encoder.base_model}, indent=2, default=str))
+    run = EncoderRun(
+        out,
+        tower,
+        text_config.method,
+        valid_metrics,
+        test_metrics,
+        timings,
+        text_report=text_report.__dict__,
+        sequence_report=towers["sequence"].report if "sequence" in towers else {},
+        prior_report=towers["text"].report if "text" in towers else {},
+        tower_choice=tower_choice,
+    )
+    (out / "run.json").write_text(
+        json.dumps(
+            {**run.summary(), "text_config": text_config.to_dict(), "base_model": encoder.base_model},
+            indent=2,
+            default=str,
+        )
+    )
     return run
 
 
-def _text_tower(trainer: TextTowerTrainer, view: CatalogView, split: Split, item_vectors: np.ndarray,
-                valid_users: list[str], valid_hist: list[np.ndarray], test_hist: list[np.ndarray],
-                valid_targets: pl.DataFrame, out: Path, popularity_prior: bool, progress: bool) -> TowerVectors:
+def _text_tower(
+    trainer: TextTowerTrainer,
+    view: CatalogView,
+    split: Split,
+    item_vectors: np.ndarray,
+    valid_users: list[str],
+    valid_hist: list[np.ndarray],
+    test_hist: list[np.ndarray],
+    valid_targets: pl.DataFrame,
+    out: Path,
+    popularity_prior: bool,
+    progress: bool,
+) -> TowerVectors:
     """The text user tower's vectors, with the popularity prior chosen on validation when enabled."""
     valid_users_vec = trainer.user_vectors(valid_hist, progress=progress)
     test_users_vec = trainer.user_vectors(test_hist, progress=progress)
     if not popularity_prior:
         return TowerVectors(valid_users_vec, item_vectors, test_users_vec, item_vectors)
-    prior, report = _popularity_prior(view, split, item_vectors, valid_users, valid_hist, valid_users_vec,
-                                      valid_targets, out)
+    prior, report = _popularity_prior(
+        view, split, item_vectors, valid_users, valid_hist, valid_users_vec, valid_targets, out
+    )
     if prior is None:
         return TowerVectors(valid_users_vec, item_vectors, test_users_vec, item_vectors, report)
 
@@ -264,8 +351,9 @@ def _text_tower(trainer: TextTowerTrainer, view: CatalogView, split: Split, item
     return TowerVectors(user_side(valid_users_vec), items, user_side(test_users_vec), items, report)
 
 
-def _query_check(dataset: Dataset, view: CatalogView, encoder: TextEncoder, item_tokens: int, tower: str,
-                 vectors: TowerVectors) -> dict[str, Any]:
+def _query_check(
+    dataset: Dataset, view: CatalogView, encoder: TextEncoder, item_tokens: int, tower: str, vectors: TowerVectors
+) -> dict[str, Any]:
     """Free-text queries on the served tower (`encoders.query_check`); sets the text tower's query prior.
 
     Queries are 100 catalog titles; with a popularity prior the weight queries give it is chosen
@@ -281,8 +369,9 @@ def _query_check(dataset: Dataset, view: CatalogView, encoder: TextEncoder, item
     prior = None
     if tower == "sequence" and vectors.model is not None:
         with torch.inference_mode():
-            query_text = vectors.model.item_vectors(torch.as_tensor(query_text),
-                                                    torch.zeros(len(query_text), dtype=torch.long)).numpy()
+            query_text = vectors.model.item_vectors(
+                torch.as_tensor(query_text), torch.zeros(len(query_text), dtype=torch.long)
+            ).numpy()
     elif tower == "text" and vectors.report.get("beta", 0) > 0:  # the prior is the items' last column
         items, prior = items[:, :-1], items[:, -1]
     genres = genre_sets(dataset.items)
@@ -292,13 +381,23 @@ def _query_check(dataset: Dataset, view: CatalogView, encoder: TextEncoder, item
         item_genres = [by_id.get(item, frozenset()) for item in view.item_ids]
     report = relevance(query_text, items, prior, probe, item_genres, view.allowed)
     weight = choose_query_prior(report) if prior is not None else None
-    return {"queries": len(probe.queries), "by_query_prior": {str(w): r for w, r in report.items()},
-            "query_prior": weight}
+    return {
+        "queries": len(probe.queries),
+        "by_query_prior": {str(w): r for w, r in report.items()},
+        "query_prior": weight,
+    }
 
 
-def _popularity_prior(view: CatalogView, split: Split, item_vectors: np.ndarray, valid_users: list[str],
-                      valid_hist: list[np.ndarray], valid_users_vec: np.ndarray, valid_targets: pl.DataFrame,
-                      out: Path) -> tuple[np.ndarray | None, dict[str, Any]]:
+def _popularity_prior(
+    view: CatalogView,
+    split: Split,
+    item_vectors: np.ndarray,
+    valid_users: list[str],
+    valid_hist: list[np.ndarray],
+    valid_users_vec: np.ndarray,
+    valid_targets: pl.DataFrame,
+    out: Path,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Choose the text tower's popularity prior on the validation targets (`encoders.item_prior`).
 
     Returns (per-row prior, or None when beta 0 wins; report). A winning prior is written to
@@ -309,8 +408,9 @@ def _popularity_prior(view: CatalogView, split: Split, item_vectors: np.ndarray,
     users = user_side(valid_users_vec)
 
     def valid_ndcg(prior: np.ndarray) -> float:
-        metrics, _ = _evaluate_vectors(view, valid_users, valid_hist, users, item_side(item_vectors, prior),
-                                       valid_targets, None, k=10)
+        metrics, _ = _evaluate_vectors(
+            view, valid_users, valid_hist, users, item_side(item_vectors, prior), valid_targets, None, k=10
+        )
         return metrics["ndcg@10"]
 
     beta, grid = select_beta(log_count, valid_ndcg)
@@ -321,9 +421,17 @@ def _popularity_prior(view: CatalogView, split: Split, item_vectors: np.ndarray,
     return beta * log_count, report
 
 
-def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, valid_users: list[str],
-                    test_users: list[str], config: SequenceConfig, train_config: SequenceTrainConfig, out: Path,
-                    progress: bool) -> TowerVectors:
+def _train_sequence(
+    view: CatalogView,
+    item_vectors: np.ndarray,
+    split: Split,
+    valid_users: list[str],
+    test_users: list[str],
+    config: SequenceConfig,
+    train_config: SequenceTrainConfig,
+    out: Path,
+    progress: bool,
+) -> TowerVectors:
     """Train the sequence tower on cached item vectors (saved under `out/sequence`).
 
     Validation vectors come from the model early-stopped on the validation targets (trained on the
@@ -341,8 +449,9 @@ def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, v
     fit_hist = without_tail(train_hist, tail)
     warm = test_warm = _warm_rows(fit_hist, len(text))
     valid_target_rows = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
-    model, report = train_sequence_tower(train_hist, valid_target_rows, text, warm, allowed, config, train_config,
-                                         progress=progress, fit_hist=fit_hist)
+    model, report = train_sequence_tower(
+        train_hist, valid_target_rows, text, warm, allowed, config, train_config, progress=progress, fit_hist=fit_hist
+    )
     by_user_valid = dict(zip(train_hist.user_ids, range(len(train_hist.user_ids)), strict=True))
     valid_vec = user_vectors(model, train_hist, config.max_len)[[by_user_valid[u] for u in valid_users]]
     valid_matrix = item_matrix(model)[1:]
@@ -357,17 +466,18 @@ def _train_sequence(view: CatalogView, item_vectors: np.ndarray, split: Split, v
             np.save(folder / HOLDOUT_MATRIX, valid_matrix)
             stacking = {"holdout_tail": tail, "weights": HOLDOUT_WEIGHTS}
         test_warm = _warm_rows(test_seq, len(text))
-        model, report = refit_sequence_tower(test_seq, text, test_warm, config, train_config, report,
-                                             progress=progress)
+        model, report = refit_sequence_tower(test_seq, text, test_warm, config, train_config, report, progress=progress)
     by_user_test = dict(zip(test_seq.user_ids, range(len(test_seq.user_ids)), strict=True))
     test_vec = user_vectors(model, test_seq, config.max_len)[[by_user_test[u] for u in test_users]]
     test_items = item_matrix(model)[1:]
     np.save(folder / "item_matrix.npy", test_items)
     torch.save(model.state_dict(), folder / "model.pt")
-    (folder / "config.json").write_text(json.dumps({"model": config.to_dict(), "train": train_config.to_dict(),
-                                                    "stacking": stacking}, indent=2))
-    vectors = TowerVectors(valid_vec, valid_matrix, test_vec, test_items, {**report.to_dict(), "stacking": stacking},
-                           model=model)
+    (folder / "config.json").write_text(
+        json.dumps({"model": config.to_dict(), "train": train_config.to_dict(), "stacking": stacking}, indent=2)
+    )
+    vectors = TowerVectors(
+        valid_vec, valid_matrix, test_vec, test_items, {**report.to_dict(), "stacking": stacking}, model=model
+    )
     if not config.uses_text:  # id-only: an item without an id embedding has no vector to rank
         vectors.valid_rankable, vectors.test_rankable = warm[1:], test_warm[1:]
     return vectors

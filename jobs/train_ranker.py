@@ -56,10 +56,12 @@ class RankerRun:
     timings: dict[str, float]
 
     def summary_line(self) -> str:
-        return (f"ranker test NDCG@10 {self.test['ndcg@10']:.4f} (encoder alone {self.test_encoder['ndcg@10']:.4f}), "
-                f"HR@10 {self.test['hr@10']:.4f}, HR@50 {self.test['hr@50']:.4f}; "
-                f"{self.report['train_queries']} training queries, best iteration {self.report['best_iteration']}, "
-                f"{sum(self.timings.values()):.0f} s")
+        return (
+            f"ranker test NDCG@10 {self.test['ndcg@10']:.4f} (encoder alone {self.test_encoder['ndcg@10']:.4f}), "
+            f"HR@10 {self.test['hr@10']:.4f}, HR@50 {self.test['hr@50']:.4f}; "
+            f"{self.report['train_queries']} training queries, best iteration {self.report['best_iteration']}, "
+            f"{sum(self.timings.values()):.0f} s"
+        )
 
 
 def catalog_texts(dataset: Dataset, item_ids: list[str]) -> list[str]:
@@ -69,8 +71,9 @@ def catalog_texts(dataset: Dataset, item_ids: list[str]) -> list[str]:
     return [text_of[i] for i in item_ids]
 
 
-def item_space(loaded: LoadedEncoder, item_ids: list[str], texts: list[str], out: Path | None,
-               name: str = "item_vectors") -> np.ndarray:
+def item_space(
+    loaded: LoadedEncoder, item_ids: list[str], texts: list[str], out: Path | None, name: str = "item_vectors"
+) -> np.ndarray:
     """Every item's vector in the encoder's retrieval space, cached in `out` per encoder version."""
     key = {"encoder_version": loaded.version, "items": len(item_ids)}
     if out is not None:
@@ -85,9 +88,17 @@ def item_space(loaded: LoadedEncoder, item_ids: list[str], texts: list[str], out
     return vectors
 
 
-def stage_queries(loaded: LoadedEncoder, context: BehaviorContext, split: Split, stage: str, vectors: np.ndarray,
-                  texts: list[str], config: RankerConfig, label_of: dict[tuple[str, int], int] | None = None,
-                  progress: bool = True) -> LabeledQueries:
+def stage_queries(
+    loaded: LoadedEncoder,
+    context: BehaviorContext,
+    split: Split,
+    stage: str,
+    vectors: np.ndarray,
+    texts: list[str],
+    config: RankerConfig,
+    label_of: dict[tuple[str, int], int] | None = None,
+    progress: bool = True,
+) -> LabeledQueries:
     """A stage's queries end to end: targets, histories, user vectors, retrieval over the split's catalog.
 
     The one path training, evaluation and the A/B model systems (`jobs.ab_systems`) all take.
@@ -102,9 +113,15 @@ def stage_queries(loaded: LoadedEncoder, context: BehaviorContext, split: Split,
     return labeled_queries(context, users, positions, user_vectors, vectors, allowed, config, label_of or {})
 
 
-def encode_histories(loaded: LoadedEncoder, context: BehaviorContext, histories: list[np.ndarray],
-                     seconds: list[np.ndarray], item_vectors: np.ndarray, texts: list[str],
-                     progress: bool = True) -> np.ndarray:
+def encode_histories(
+    loaded: LoadedEncoder,
+    context: BehaviorContext,
+    histories: list[np.ndarray],
+    seconds: list[np.ndarray],
+    item_vectors: np.ndarray,
+    texts: list[str],
+    progress: bool = True,
+) -> np.ndarray:
     """User vectors of histories (item rows and seconds, oldest first): `EncoderBundle.user_vectors`.
 
     `pooled` reuses `item_vectors` (the context's rows) instead of encoding the texts again.
@@ -128,8 +145,7 @@ def encode_histories(loaded: LoadedEncoder, context: BehaviorContext, histories:
     return out
 
 
-def build_queries(context: BehaviorContext, split: Split, stage: str,
-                  extra_cuts: int) -> tuple[list[str], list[int]]:
+def build_queries(context: BehaviorContext, split: Split, stage: str, extra_cuts: int) -> tuple[list[str], list[int]]:
     """(users, target positions in each user's full sequence) for a stage: train | valid | test."""
     targets = split.targets("valid" if stage == "train" else cast("Stage", stage))  # Split.targets checks it
     users, positions = [], []
@@ -138,9 +154,11 @@ def build_queries(context: BehaviorContext, split: Split, stage: str,
         offset = 1 if stage == "test" else 2
         position = len(rows) - offset
         if position < 0 or context.item_ids[rows[position]] != item:
-            raise DataError(f"user {user!r}: the split's {stage} target {item!r} is not at position {position} "
-                            "of the interaction log ordered by (ts, item_id); was the split made from this data?",
-                            column="item_id")
+            raise DataError(
+                f"user {user!r}: the split's {stage} target {item!r} is not at position {position} "
+                "of the interaction log ordered by (ts, item_id); was the split made from this data?",
+                column="item_id",
+            )
         if stage == "train":
             for cut in range(1, extra_cuts + 1):
                 if position - cut >= 2:  # keep at least two items of history
@@ -152,9 +170,16 @@ def build_queries(context: BehaviorContext, split: Split, stage: str,
     return users, positions
 
 
-def labeled_queries(context: BehaviorContext, users: list[str], positions: list[int], user_vectors: np.ndarray,
-                    item_vectors: np.ndarray, allowed: np.ndarray, config: RankerConfig,
-                    label_of: dict[tuple[str, int], int]) -> LabeledQueries:
+def labeled_queries(
+    context: BehaviorContext,
+    users: list[str],
+    positions: list[int],
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    allowed: np.ndarray,
+    config: RankerConfig,
+    label_of: dict[tuple[str, int], int],
+) -> LabeledQueries:
     """Retrieve each query's top `retrieval_k` and wrap it with its target and label."""
     from ranking.candidates import Query
     from ranking.training import LabeledQueries
@@ -173,9 +198,17 @@ def labeled_queries(context: BehaviorContext, users: list[str], positions: list[
             top = np.argpartition(-row_scores, k - 1)[:k] if k else np.zeros(0, np.int64)
             top = top[np.lexsort((top, -row_scores[top]))]
             top = top[np.isfinite(row_scores[top])]
-            queries.append(Query(history=history, t=int(seconds[position]), retrieved=top,
-                                 interest=row_scores[top].astype(np.float64), history_seconds=history_seconds,
-                                 allowed=allowed, user_vector=user_vectors[start + j]))
+            queries.append(
+                Query(
+                    history=history,
+                    t=int(seconds[position]),
+                    retrieved=top,
+                    interest=row_scores[top].astype(np.float64),
+                    history_seconds=history_seconds,
+                    allowed=allowed,
+                    user_vector=user_vectors[start + j],
+                )
+            )
             targets.append(int(rows[position]))
             labels.append(label_of.get((user, position), 1))
     return LabeledQueries(queries, np.asarray(targets, np.int64), np.asarray(labels, np.int64), list(users))
@@ -189,8 +222,7 @@ def graded_labels(dataset: Dataset, graded: bool) -> tuple[dict[tuple[str, int],
     if not graded or "weight" not in log.columns or log["weight"].n_unique() < 2:
         return {}, "binary: the next interaction is the positive"
     threshold = float(cast(float, log["weight"].median()))
-    ordered = chronological(log).with_columns(
-        pl.int_range(pl.len()).over("user_id").alias("position"))
+    ordered = chronological(log).with_columns(pl.int_range(pl.len()).over("user_id").alias("position"))
     strong = ordered.filter(pl.col("weight") >= threshold)
     label_of = {(u, p): 2 for u, p in zip(strong["user_id"].to_list(), strong["position"].to_list(), strict=True)}
     return label_of, f"graded: 2 when weight >= {threshold:g} (the log's median), else 1"
@@ -207,8 +239,14 @@ def topk_frame(users: list[str], ranked: list[tuple[np.ndarray, np.ndarray]], it
     return pl.DataFrame({"user_id": out_u, "item_id": out_i, "rank": pl.Series(out_r, dtype=pl.Int32)})
 
 
-def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Path,
-                 config: RankerConfig | None = None, progress: bool = True) -> RankerRun:
+def train_ranker(
+    dataset: Dataset,
+    split: Split,
+    loaded: LoadedEncoder,
+    out: Path,
+    config: RankerConfig | None = None,
+    progress: bool = True,
+) -> RankerRun:
     """Run the whole flow (module doc); returns metrics and writes the output folder."""
     import polars as pl
 
@@ -232,8 +270,11 @@ def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Pat
     # (`EncoderBundle.ranker_training_view`); test queries and the service see the served one.
     fitting = replace(loaded, bundle=loaded.bundle.ranker_training_view())
     stacking = _stacking_report(fitting, config)
-    fitting_vectors = vectors if fitting.bundle is loaded.bundle else item_space(
-        fitting, context.item_ids, texts, out, name="item_vectors_holdout")
+    fitting_vectors = (
+        vectors
+        if fitting.bundle is loaded.bundle
+        else item_space(fitting, context.item_ids, texts, out, name="item_vectors_holdout")
+    )
     space = {"train": fitting_vectors, "valid": fitting_vectors, "test": vectors}
     encoder_of = {"train": fitting, "valid": fitting, "test": loaded}
     timings["item_vectors_s"] = round(time.perf_counter() - started, 1)
@@ -243,22 +284,32 @@ def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Pat
         return lambda rows: space[stage][rows]
 
     started = time.perf_counter()
-    sets = {stage: stage_queries(encoder_of[stage], context, split, stage, space[stage], texts, config, label_of,
-                                 progress)
-            for stage in ("train", "valid", "test")}
+    sets = {
+        stage: stage_queries(encoder_of[stage], context, split, stage, space[stage], texts, config, label_of, progress)
+        for stage in ("train", "valid", "test")
+    }
     timings["user_vectors_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
-    features = {stage: featurize(context, sets[stage], config, vectors_of(stage), desc=f"{stage} features",
-                                 progress=progress) for stage in sets}
+    features = {
+        stage: featurize(context, sets[stage], config, vectors_of(stage), desc=f"{stage} features", progress=progress)
+        for stage in sets
+    }
     timings["features_s"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     booster, report = train_booster(features["train"], features["valid"], config)
     timings["train_s"] = round(time.perf_counter() - started, 1)
 
     report["stacking"] = stacking
-    meta = {"config": config.to_dict(), "categories": context.categories, "encoder_version": loaded.version,
-            "encoder_ref": loaded.ref, "dataset": dataset.name, "labels": label_rule, "report": report}
+    meta = {
+        "config": config.to_dict(),
+        "categories": context.categories,
+        "encoder_version": loaded.version,
+        "encoder_ref": loaded.ref,
+        "dataset": dataset.name,
+        "labels": label_rule,
+        "report": report,
+    }
     folder = save_ranker(out / "ranker", booster, meta)
     model = RankerModel.load(folder, context)
 
@@ -277,21 +328,31 @@ def train_ranker(dataset: Dataset, split: Split, loaded: LoadedEncoder, out: Pat
             encoder_lists = [(q.retrieved[:TOP_K], q.interest[:TOP_K]) for q in labeled.queries]
             encoder_topk = topk_frame(labeled.user_ids, encoder_lists, context.item_ids)
             encoder_topk.write_parquet(out / "topk_test_encoder.parquet")
-            metrics["test_encoder"] = evaluate_topk(encoder_topk, targets, ks=(10, 50), catalog=split.catalog(),
-                                                    item_counts=counts)
+            metrics["test_encoder"] = evaluate_topk(
+                encoder_topk, targets, ks=(10, 50), catalog=split.catalog(), item_counts=counts
+            )
     timings["evaluate_s"] = round(time.perf_counter() - started, 1)
     importance = dict(zip(booster.feature_name(), booster.feature_importance("gain").tolist(), strict=True))
     plot_importance(importance, out / "importance.png")
     run = RankerRun(out, metrics["test"], metrics["test_encoder"], metrics["valid"], report, timings)
-    record = {"test": run.test, "test_encoder": run.test_encoder, "valid": run.valid, "report": report,
-              "timings": timings, "config": config.to_dict(), "encoder_version": loaded.version,
-              "encoder_ref": loaded.ref, "labels": label_rule, "importance_gain": importance,
-              "queries": {stage: len(labeled) for stage, labeled in sets.items()},
-              "candidate_recall": {stage: float(len(f.groups_with_target()) / max(len(sets[stage]), 1))
-                                   for stage, f in features.items()}}
+    record = {
+        "test": run.test,
+        "test_encoder": run.test_encoder,
+        "valid": run.valid,
+        "report": report,
+        "timings": timings,
+        "config": config.to_dict(),
+        "encoder_version": loaded.version,
+        "encoder_ref": loaded.ref,
+        "labels": label_rule,
+        "importance_gain": importance,
+        "queries": {stage: len(labeled) for stage, labeled in sets.items()},
+        "candidate_recall": {
+            stage: float(len(f.groups_with_target()) / max(len(sets[stage]), 1)) for stage, f in features.items()
+        },
+    }
     (out / "run.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    pl.DataFrame({"feature": list(importance), "gain": list(importance.values())}).write_csv(
-        out / "importance.csv")
+    pl.DataFrame({"feature": list(importance), "gain": list(importance.values())}).write_csv(out / "importance.csv")
     return run
 
 
@@ -299,10 +360,17 @@ def _stacking_report(fitting: LoadedEncoder, config: RankerConfig) -> dict[str, 
     """Which tower the ranker's training queries saw, and how many of their cuts were out of sample."""
     tail = fitting.bundle.holdout_tail
     out_of_sample = min(config.extra_cuts, tail)
-    return {"holdout_tail": tail, "out_of_sample_cuts": out_of_sample, "training_cuts": config.extra_cuts,
-            "rule": ("training and validation queries scored by the holdout tower (trained without them), "
-                     "test queries by the served tower") if tail else
-                    "no holdout tower in this encoder: training queries scored in sample"}
+    return {
+        "holdout_tail": tail,
+        "out_of_sample_cuts": out_of_sample,
+        "training_cuts": config.extra_cuts,
+        "rule": (
+            "training and validation queries scored by the holdout tower (trained without them), "
+            "test queries by the served tower"
+        )
+        if tail
+        else "no holdout tower in this encoder: training queries scored in sample",
+    }
 
 
 def plot_importance(importance: dict[str, float], path: Path) -> None:

@@ -110,8 +110,15 @@ class CovisitPairs:
     window: int
 
     @classmethod
-    def build(cls, user_rows: np.ndarray, item_rows: np.ndarray, seconds: np.ndarray, n_items: int,
-              window: int = DEFAULT_COVISIT_WINDOW, directed: bool = False) -> CovisitPairs:
+    def build(
+        cls,
+        user_rows: np.ndarray,
+        item_rows: np.ndarray,
+        seconds: np.ndarray,
+        n_items: int,
+        window: int = DEFAULT_COVISIT_WINDOW,
+        directed: bool = False,
+    ) -> CovisitPairs:
         """From events sorted by (user, time, item): pairs at distance 1..window in each user's sequence.
 
         `directed=True` keeps only (earlier, later) pairs: "b came after a", the order signal.
@@ -151,8 +158,9 @@ class CovisitPairs:
         values = self.events.total(pos_safe, end)
         return np.where(found, values, 0.0)
 
-    def neighbours(self, items: np.ndarray, end: int, weights: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def neighbours(
+        self, items: np.ndarray, end: int, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Partners of `items` before `end` and their summed strength (optionally weighted per item).
 
         Returns (partner rows, strengths) sorted by strength descending, then row ascending.
@@ -165,7 +173,7 @@ class CovisitPairs:
                 continue
             scale = 1.0 if weights is None else float(weights[i])
             partners.append(self.partner[rows])
-            values.append(np.diff(cumulative[rows.start:rows.stop + 1]) * scale)
+            values.append(np.diff(cumulative[rows.start : rows.stop + 1]) * scale)
         if not partners:
             return np.zeros(0, np.int64), np.zeros(0)
         uniq, inverse = np.unique(np.concatenate(partners), return_inverse=True)

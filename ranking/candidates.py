@@ -77,8 +77,9 @@ class Candidates:
         return len(self.item)
 
 
-def generate(context: BehaviorContext, queries: list[Query], config: CandidateConfig,
-             item_vectors: ItemVectors | None = None) -> Candidates:
+def generate(
+    context: BehaviorContext, queries: list[Query], config: CandidateConfig, item_vectors: ItemVectors | None = None
+) -> Candidates:
     """Candidates for every query (see module doc), deduplicated, first source kept."""
     parts: list[tuple[np.ndarray, ...]] = []
     for q_index, query in enumerate(queries):
@@ -89,8 +90,9 @@ def generate(context: BehaviorContext, queries: list[Query], config: CandidateCo
     return Candidates(*(np.concatenate([p[i] for p in parts]) for i in range(5)))
 
 
-def _one(context: BehaviorContext, q_index: int, query: Query, config: CandidateConfig,
-         item_vectors: ItemVectors | None) -> tuple[np.ndarray, ...]:
+def _one(
+    context: BehaviorContext, q_index: int, query: Query, config: CandidateConfig, item_vectors: ItemVectors | None
+) -> tuple[np.ndarray, ...]:
     banned = set(np.asarray(query.history, np.int64).tolist())
     if query.exclude is not None:
         banned.update(np.asarray(query.exclude, np.int64).tolist())

@@ -59,8 +59,9 @@ class BehaviorContext:
     _genre_cache: tuple | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, dataset: Dataset, covisit_window: int = DEFAULT_COVISIT_WINDOW,
-              interactions: pl.DataFrame | None = None) -> BehaviorContext:
+    def build(
+        cls, dataset: Dataset, covisit_window: int = DEFAULT_COVISIT_WINDOW, interactions: pl.DataFrame | None = None
+    ) -> BehaviorContext:
         """Index `interactions` (default: the dataset's whole log) over the dataset's item catalogue."""
         items = dataset.items
         item_ids = items["item_id"].to_list()
@@ -69,16 +70,26 @@ class BehaviorContext:
         log = chronological(log)
         unknown = log.filter(~pl.col("item_id").is_in(items["item_id"].implode()))
         if unknown.height:
-            raise DataError(f"{unknown.height} interactions name items missing from the catalogue "
-                            f"(first: {unknown['item_id'][0]!r})", column="item_id", count=unknown.height)
+            raise DataError(
+                f"{unknown.height} interactions name items missing from the catalogue "
+                f"(first: {unknown['item_id'][0]!r})",
+                column="item_id",
+                count=unknown.height,
+            )
         item_rows = log["item_id"].replace_strict(row_of, return_dtype=pl.Int64).to_numpy()
         user_codes = log["user_id"].rank("dense").to_numpy().astype(np.int64)
         seconds = to_seconds(log["ts"], _ORIGIN)
-        grouped = log.with_columns(row=pl.Series(item_rows), sec=pl.Series(seconds)) \
-            .group_by("user_id", maintain_order=True).agg("row", "sec")
-        user_events = {user: (np.asarray(rows, np.int64), np.asarray(secs, np.int64))
-                       for user, rows, secs in zip(grouped["user_id"].to_list(), grouped["row"].to_list(),
-                                                   grouped["sec"].to_list(), strict=True)}
+        grouped = (
+            log.with_columns(row=pl.Series(item_rows), sec=pl.Series(seconds))
+            .group_by("user_id", maintain_order=True)
+            .agg("row", "sec")
+        )
+        user_events = {
+            user: (np.asarray(rows, np.int64), np.asarray(secs, np.int64))
+            for user, rows, secs in zip(
+                grouped["user_id"].to_list(), grouped["row"].to_list(), grouped["sec"].to_list(), strict=True
+            )
+        }
         n = len(item_ids)
         year, category, categories, genres = _item_metadata(items)
         context = cls(

@@ -62,8 +62,9 @@ PROFILE_ITEMS = 50
 _EPOCH_1900 = -2_208_988_800  # 1900-01-01 in Unix seconds
 
 
-def compute(context: BehaviorContext, queries: list[Query], candidates: Candidates,
-            item_vectors: ItemVectors | None = None) -> np.ndarray:
+def compute(
+    context: BehaviorContext, queries: list[Query], candidates: Candidates, item_vectors: ItemVectors | None = None
+) -> np.ndarray:
     """Feature matrix [len(candidates), len(FEATURES)] in `FEATURES` order (module doc)."""
     n = len(candidates)
     q, item = candidates.query, candidates.item
@@ -126,8 +127,9 @@ def compute(context: BehaviorContext, queries: list[Query], candidates: Candidat
     else:
         out["impressions"] = np.full(n, np.nan)
         out["ctr"] = np.full(n, np.nan)
-    return np.column_stack([out[name].astype(np.float64) for name in FEATURE_NAMES]) if n else \
-        np.zeros((0, len(FEATURES)))
+    return (
+        np.column_stack([out[name].astype(np.float64) for name in FEATURE_NAMES]) if n else np.zeros((0, len(FEATURES)))
+    )
 
 
 def _user_features(queries: list[Query]) -> dict[str, np.ndarray]:

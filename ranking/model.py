@@ -51,8 +51,10 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"unreadable ranker metadata: {exc}", file=str(path)) from exc
     if meta.get("features") != FEATURE_NAMES:
-        raise ConfigError(f"{path}: trained with features {meta.get('features')}, this code computes "
-                          f"{FEATURE_NAMES}; retrain the ranker with this version")
+        raise ConfigError(
+            f"{path}: trained with features {meta.get('features')}, this code computes "
+            f"{FEATURE_NAMES}; retrain the ranker with this version"
+        )
     return meta
 
 
@@ -80,8 +82,15 @@ class RankerModel:
         if version is None:
             digest = hashlib.sha256(model_file.read_bytes() + (folder / META_FILE).read_bytes()).hexdigest()
             version = f"local:{digest[:12]}"
-        model = cls(booster, meta, context, version, meta.get("encoder_version"), list(FEATURE_NAMES),
-                    CandidateConfig.from_dict((meta.get("config") or {}).get("candidates")))
+        model = cls(
+            booster,
+            meta,
+            context,
+            version,
+            meta.get("encoder_version"),
+            list(FEATURE_NAMES),
+            CandidateConfig.from_dict((meta.get("config") or {}).get("candidates")),
+        )
         model._category_map = category_map(meta.get("categories") or [], context.categories)
         return model
 
@@ -91,8 +100,9 @@ class RankerModel:
         return self.context.item_ids
 
     # ------------------------------------------------------------------------------ scoring
-    def score(self, queries: list[Query], item_vectors: ItemVectors | None = None) -> tuple[Candidates, np.ndarray,
-                                                                                             np.ndarray]:
+    def score(
+        self, queries: list[Query], item_vectors: ItemVectors | None = None
+    ) -> tuple[Candidates, np.ndarray, np.ndarray]:
         """(candidates, feature matrix, scores) for queries: the path both evaluation and serving take."""
         candidates = generate(self.context, queries, self.candidate_config, item_vectors)
         features = compute(self.context, queries, candidates, item_vectors)
@@ -126,23 +136,36 @@ class RankerModel:
                 return matrix[rows]
         else:
             vectors = _request_vectors(request, context)
-        query = Query(history=history, t=t, retrieved=context.rows(retrieved_ids),
-                      interest=np.asarray(interest, dtype=np.float64), history_seconds=seconds,
-                      exclude=context.rows(list(request.exclude)), allowed=allowed,
-                      user_vector=None if request.user_vector is None else np.asarray(request.user_vector,
-                                                                                       dtype=np.float32))
+        query = Query(
+            history=history,
+            t=t,
+            retrieved=context.rows(retrieved_ids),
+            interest=np.asarray(interest, dtype=np.float64),
+            history_seconds=seconds,
+            exclude=context.rows(list(request.exclude)),
+            allowed=allowed,
+            user_vector=None if request.user_vector is None else np.asarray(request.user_vector, dtype=np.float32),
+        )
         candidates, features, scores = self.score([query], vectors)
         order = np.lexsort((candidates.item, -scores))[: request.k]
         items = candidates.item[order]
-        result = RankResult(item_ids=[context.item_ids[r] for r in items.tolist()],
-                            scores=[float(s) for s in scores[order]],
-                            sources=[SOURCES[s] for s in candidates.source[order].tolist()])
+        result = RankResult(
+            item_ids=[context.item_ids[r] for r in items.tolist()],
+            scores=[float(s) for s in scores[order]],
+            sources=[SOURCES[s] for s in candidates.source[order].tolist()],
+        )
         if explain:
             result.explanations = self.explain(query, candidates, features, order, vectors)
         return result
 
-    def explain(self, query: Query, candidates: Candidates, features: np.ndarray, rows: np.ndarray,
-                item_vectors: ItemVectors | None = None) -> list[dict[str, Any]]:
+    def explain(
+        self,
+        query: Query,
+        candidates: Candidates,
+        features: np.ndarray,
+        rows: np.ndarray,
+        item_vectors: ItemVectors | None = None,
+    ) -> list[dict[str, Any]]:
         """Top feature contributions (SHAP values from `pred_contrib`) and the best-explaining history item."""
         if not len(rows):
             return []
@@ -153,11 +176,13 @@ class RankerModel:
         for i in range(len(rows)):
             values = contrib[i, :-1]
             top = np.argsort(-np.abs(values))[:TOP_CONTRIBUTIONS]
-            out.append({
-                "contributions": {self.feature_names[j]: round(float(values[j]), 5) for j in top},
-                "bias": round(float(contrib[i, -1]), 5),
-                "because_of": because[i],
-            })
+            out.append(
+                {
+                    "contributions": {self.feature_names[j]: round(float(values[j]), 5) for j in top},
+                    "bias": round(float(contrib[i, -1]), 5),
+                    "because_of": because[i],
+                }
+            )
         return out
 
     def _because_of(self, query: Query, items: np.ndarray, item_vectors: ItemVectors | None) -> list[str | None]:
@@ -174,8 +199,10 @@ class RankerModel:
             similarity = item_vectors(recent) @ item_vectors(items).T
             best = np.where(has_link, best, similarity.argmax(axis=0))
             has_link[:] = True
-        return [self.context.item_ids[recent[j]] if ok else None
-                for j, ok in zip(best.tolist(), has_link.tolist(), strict=True)]
+        return [
+            self.context.item_ids[recent[j]] if ok else None
+            for j, ok in zip(best.tolist(), has_link.tolist(), strict=True)
+        ]
 
 
 def category_map(trained: list[str], current: list[str]) -> np.ndarray:

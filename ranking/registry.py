@@ -26,8 +26,14 @@ if TYPE_CHECKING:
 BUNDLE_ARTIFACT = "ranker_bundle"
 
 
-def load_ranker(ref: str | Path, *, dataset: Dataset | None = None, context: BehaviorContext | None = None,
-                settings: Settings | None = None, cache_dir: str | Path | None = None) -> RankerModel:
+def load_ranker(
+    ref: str | Path,
+    *,
+    dataset: Dataset | None = None,
+    context: BehaviorContext | None = None,
+    settings: Settings | None = None,
+    cache_dir: str | Path | None = None,
+) -> RankerModel:
     """Load the ranker named by `ref` against `context` (built from `dataset` when not given)."""
     text = str(ref).strip()
     if not text:
@@ -67,12 +73,15 @@ def _download(run_id: str | None, name: str, version: int, cache_dir: str | Path
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         try:
-            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=BUNDLE_ARTIFACT,
-                                                             dst_path=str(work)))
+            local = Path(
+                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=BUNDLE_ARTIFACT, dst_path=str(work))
+            )
         except Exception as exc:  # MLflow raises several types for a missing artifact
             shutil.rmtree(work, ignore_errors=True)
-            raise ConfigError(f"{name} version {version}: no '{BUNDLE_ARTIFACT}' artifact ({exc}); "
-                              "log rankers with jobs/log_ranker.py") from exc
+            raise ConfigError(
+                f"{name} version {version}: no '{BUNDLE_ARTIFACT}' artifact ({exc}); "
+                "log rankers with jobs/log_ranker.py"
+            ) from exc
         shutil.rmtree(target, ignore_errors=True)
         os.replace(local, target)
         shutil.rmtree(work, ignore_errors=True)

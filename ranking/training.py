@@ -120,28 +120,41 @@ class FeatureSet:
         return self.features[keep][order], self.labels[keep][order], sizes
 
 
-def featurize(context: BehaviorContext, labeled: LabeledQueries, config: RankerConfig,
-              item_vectors: ItemVectors | None, desc: str = "candidates + features", chunk: int = 256,
-              progress: bool = True) -> FeatureSet:
+def featurize(
+    context: BehaviorContext,
+    labeled: LabeledQueries,
+    config: RankerConfig,
+    item_vectors: ItemVectors | None,
+    desc: str = "candidates + features",
+    chunk: int = 256,
+    progress: bool = True,
+) -> FeatureSet:
     """Candidates + features for all queries, in chunks (bounded memory, a progress bar)."""
     parts_c: list[Candidates] = []
     parts_x: list[np.ndarray] = []
     parts_y: list[np.ndarray] = []
     starts = range(0, len(labeled), chunk)
     for start in track(starts, desc, total=len(starts), enabled=progress):
-        queries = labeled.queries[start:start + chunk]
+        queries = labeled.queries[start : start + chunk]
         cands = generate(context, queries, config.candidates, item_vectors)
         x = compute(context, queries, cands, item_vectors)
-        target = labeled.targets[start:start + chunk][cands.query]
-        y = np.where(cands.item == target, labeled.labels[start:start + chunk][cands.query], 0)
+        target = labeled.targets[start : start + chunk][cands.query]
+        y = np.where(cands.item == target, labeled.labels[start : start + chunk][cands.query], 0)
         cands.query = cands.query + start
         parts_c.append(cands)
         parts_x.append(x)
         parts_y.append(y.astype(np.int32))
-    candidates = Candidates(*(np.concatenate([getattr(c, name) for c in parts_c])
-                              for name in ("query", "item", "source", "interest", "retrieval_rank")))
-    return FeatureSet(candidates, np.concatenate(parts_x) if parts_x else np.zeros((0, len(FEATURE_NAMES))),
-                      np.concatenate(parts_y) if parts_y else np.zeros(0, np.int32))
+    candidates = Candidates(
+        *(
+            np.concatenate([getattr(c, name) for c in parts_c])
+            for name in ("query", "item", "source", "interest", "retrieval_rank")
+        )
+    )
+    return FeatureSet(
+        candidates,
+        np.concatenate(parts_x) if parts_x else np.zeros((0, len(FEATURE_NAMES))),
+        np.concatenate(parts_y) if parts_y else np.zeros(0, np.int32),
+    )
 
 
 def train_booster(train: FeatureSet, valid: FeatureSet, config: RankerConfig) -> tuple[lgb.Booster, dict[str, Any]]:
@@ -151,18 +164,25 @@ def train_booster(train: FeatureSet, valid: FeatureSet, config: RankerConfig) ->
     config.check()
     train_groups, valid_groups = train.groups_with_target(), valid.groups_with_target()
     if len(train_groups) < 2 or len(valid_groups) < 1:
-        raise DataError(f"too few queries with the target among their candidates to train a ranker "
-                        f"({len(train_groups)} train, {len(valid_groups)} valid): more data or more candidates")
+        raise DataError(
+            f"too few queries with the target among their candidates to train a ranker "
+            f"({len(train_groups)} train, {len(valid_groups)} valid): more data or more candidates"
+        )
     x, y, sizes = train.restricted(train_groups)
     xv, yv, sizes_v = valid.restricted(valid_groups)
-    train_set = lgb.Dataset(x, y, group=sizes, feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL,
-                            free_raw_data=False)
+    train_set = lgb.Dataset(
+        x, y, group=sizes, feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL, free_raw_data=False
+    )
     valid_set = lgb.Dataset(xv, yv, group=sizes_v, reference=train_set)
     curve: dict[str, Any] = {}
-    booster = lgb.train(config.lightgbm_params(), train_set, num_boost_round=config.max_rounds,
-                        valid_sets=[valid_set], valid_names=["valid"],
-                        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False),
-                                   lgb.record_evaluation(curve)])
+    booster = lgb.train(
+        config.lightgbm_params(),
+        train_set,
+        num_boost_round=config.max_rounds,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(curve)],
+    )
     report = {
         "train_queries": len(train_groups),
         "valid_queries": len(valid_groups),
@@ -183,6 +203,6 @@ def top_k(scores: np.ndarray, candidates: Candidates, k: int) -> list[tuple[np.n
     q_sorted = candidates.query[order]
     bounds = np.searchsorted(q_sorted, np.arange(int(candidates.query.max()) + 2))
     for qi in range(int(candidates.query.max()) + 1):
-        rows = order[bounds[qi]:bounds[qi + 1]][:k]
+        rows = order[bounds[qi] : bounds[qi + 1]][:k]
         out.append((candidates.item[rows], scores[rows]))
     return out

@@ -51,8 +51,9 @@ def _check_history(history: pl.DataFrame) -> pl.DataFrame:
             raise DataError("history table is missing a required column", column=column)
         nulls = history[column].is_null()
         if nulls.any():
-            raise DataError("null id in history", column=column, row=int(nulls.arg_true()[0]) + 1,
-                            count=int(nulls.sum()))
+            raise DataError(
+                "null id in history", column=column, row=int(nulls.arg_true()[0]) + 1, count=int(nulls.sum())
+            )
     if history.height == 0:
         raise DataError("history is empty: there is nothing to learn from")
     return history.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
@@ -148,9 +149,9 @@ class _RankingBaseline:
             }
         )
         # rows come out per user in rank order (see _top_k), so the rank is the position within the user
-        return result.with_columns(
-            pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("user_id").alias("rank")
-        ).select("user_id", "item_id", "rank", "score")
+        return result.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("user_id").alias("rank")).select(
+            "user_id", "item_id", "rank", "score"
+        )
 
     def _candidates(self, catalog: pl.Series | None) -> pl.DataFrame:
         """Candidate items in tie-break order (popularity desc, item_id asc), `_pos` = column position."""
@@ -259,9 +260,7 @@ class ItemKNN(_RankingBaseline):
         if not isinstance(shrink, int | float) or shrink < 0:
             raise ConfigError(f"itemknn: shrink must be a number >= 0, got {shrink!r}")
         if similarity not in SIMILARITIES:
-            raise ConfigError(
-                f"itemknn: similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}"
-            )
+            raise ConfigError(f"itemknn: similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
         self.neighbors = neighbors
         self.shrink = float(shrink)
         self.similarity = similarity
@@ -280,8 +279,7 @@ class ItemKNN(_RankingBaseline):
         assert self._items is not None  # set by _fit_items above
         n_users, n_items = users.height, self._items.len()
         matrix = sp.csr_matrix(
-            (np.ones(indexed.height, dtype=np.float32),
-             (indexed["_user"].to_numpy(), indexed["_item"].to_numpy())),
+            (np.ones(indexed.height, dtype=np.float32), (indexed["_user"].to_numpy(), indexed["_item"].to_numpy())),
             shape=(n_users + 1, n_items),  # last row stays empty: the profile of unknown users
         )
         self._users = users

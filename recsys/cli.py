@@ -20,8 +20,10 @@ app = typer.Typer(
 data_app = typer.Typer(help="Convert, validate, split and synthesise datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-FORMAT_HELP = ("Source format: movielens, mind, generic (CSV/TSV/parquet/JSONL + --map), amazon (Amazon Reviews "
-               "2018/2023: --reviews + --metadata) or dataset (a converted folder).")
+FORMAT_HELP = (
+    "Source format: movielens, mind, generic (CSV/TSV/parquet/JSONL + --map), amazon (Amazon Reviews "
+    "2018/2023: --reviews + --metadata) or dataset (a converted folder)."
+)
 
 
 def _console():
@@ -44,24 +46,41 @@ def data_convert(
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write (items/interactions parquet)."),
     fmt: str = typer.Option("movielens", "--format", "-f", help=FORMAT_HELP),
     path: Path | None = typer.Option(None, "--path", help="Source folder (movielens, mind)."),
-    items: Path | None = typer.Option(None, "--items", "--metadata",
-                                      help="Items file (generic), or product metadata JSONL (amazon)."),
-    interactions: Path | None = typer.Option(None, "--interactions", "--reviews",
-                                             help="Interactions file (generic), or reviews JSONL (amazon)."),
+    items: Path | None = typer.Option(
+        None, "--items", "--metadata", help="Items file (generic), or product metadata JSONL (amazon)."
+    ),
+    interactions: Path | None = typer.Option(
+        None, "--interactions", "--reviews", help="Interactions file (generic), or reviews JSONL (amazon)."
+    ),
     impressions: Path | None = typer.Option(None, "--impressions", help="Impressions file (generic)."),
-    mapping: list[str] | None = typer.Option(None, "--map", help="Column mapping SOURCE=TARGET; repeatable. A dotted "
-                                             "SOURCE reads a nested JSON field: --map details.publisher=brand."),
+    mapping: list[str] | None = typer.Option(
+        None,
+        "--map",
+        help="Column mapping SOURCE=TARGET; repeatable. A dotted "
+        "SOURCE reads a nested JSON field: --map details.publisher=brand.",
+    ),
     delimiter: str | None = typer.Option(None, "--delimiter", help="CSV delimiter (default ',' or tab for .tsv)."),
     template: str | None = typer.Option(None, "--template", help='Item text template, e.g. "{title} | {genres}".'),
-    drop_unknown_items: bool = typer.Option(False, "--drop-unknown-items", help="Drop (and count) interactions "
-                                            "on items missing from the catalog instead of failing (amazon: always)."),
-    dedupe_items: str | None = typer.Option(None, "--dedupe-items", help="Repeated item ids: first or last keeps "
-                                            "that copy and counts the rest, error refuses the file (default error; "
-                                            "amazon: first)."),
-    clean_html: bool | None = typer.Option(None, "--clean-html/--no-clean-html", help="Strip HTML tags and unescape "
-                                           "entities in item text (default: on for JSON items and amazon)."),
-    list_joiner: str | None = typer.Option(None, "--list-joiner", help='Joins list values in the item text '
-                                           '(default ", ").'),
+    drop_unknown_items: bool = typer.Option(
+        False,
+        "--drop-unknown-items",
+        help="Drop (and count) interactions on items missing from the catalog instead of failing (amazon: always).",
+    ),
+    dedupe_items: str | None = typer.Option(
+        None,
+        "--dedupe-items",
+        help="Repeated item ids: first or last keeps "
+        "that copy and counts the rest, error refuses the file (default error; "
+        "amazon: first).",
+    ),
+    clean_html: bool | None = typer.Option(
+        None,
+        "--clean-html/--no-clean-html",
+        help="Strip HTML tags and unescape entities in item text (default: on for JSON items and amazon).",
+    ),
+    list_joiner: str | None = typer.Option(
+        None, "--list-joiner", help='Joins list values in the item text (default ", ").'
+    ),
 ) -> None:
     """Read a source, validate it, and write a canonical dataset folder.
 
@@ -71,13 +90,25 @@ def data_convert(
     from recsys.data.readers import parse_mapping
 
     catalog = CatalogOptions(duplicates=dedupe_items, clean_html=clean_html, list_joiner=list_joiner)  # type: ignore[arg-type]  # typer gives str; callee checks it
-    dataset = load_source(fmt, path, items, interactions, impressions, parse_mapping(mapping), delimiter,  # type: ignore[arg-type]  # typer gives str; callee checks it
-                          template, drop_unknown_items, catalog)
+    dataset = load_source(
+        fmt,
+        path,
+        items,
+        interactions,
+        impressions,
+        parse_mapping(mapping),
+        delimiter,  # type: ignore[arg-type]  # typer gives str; callee checks it
+        template,
+        drop_unknown_items,
+        catalog,
+    )
     dataset.save(out)
     _print_summary(f"dataset written to {out}", dataset.summary())
-    for note, what in (("dropped_unknown_items", "interactions on unknown items"),
-                       ("duplicate_items_dropped", "repeated item rows"),
-                       ("duplicate_reviews_dropped", "repeated reviews")):
+    for note, what in (
+        ("dropped_unknown_items", "interactions on unknown items"),
+        ("duplicate_items_dropped", "repeated item rows"),
+        ("duplicate_reviews_dropped", "repeated reviews"),
+    ):
         count = dataset.notes.get(note)
         if count:
             typer.echo(f"warning: dropped {count} {what}", err=True)
@@ -115,8 +146,18 @@ def data_show(
     """Print what the model will read: a few items' text with token counts, and one user's history text."""
     from jobs.data_show import ShowOptions, show_dataset
 
-    show_dataset(data, ShowOptions(items=items, user=user, item_tokens=item_tokens, history_tokens=history_tokens,
-                                   base_model=base_model, seed=seed), echo=typer.echo)
+    show_dataset(
+        data,
+        ShowOptions(
+            items=items,
+            user=user,
+            item_tokens=item_tokens,
+            history_tokens=history_tokens,
+            base_model=base_model,
+            seed=seed,
+        ),
+        echo=typer.echo,
+    )
 
 
 @data_app.command("split")
@@ -160,10 +201,16 @@ def quickstart_command(
     work: Path = typer.Option(Path(".recsys/quickstart"), "--work", "-w", help="Folder for all state."),
     dataset: str = typer.Option("synthetic", "--dataset", help="synthetic or movielens-small."),
     path: Path | None = typer.Option(None, "--path", help="The ml-latest-small folder (for movielens-small)."),
-    data: Path | None = typer.Option(None, "--data", "-d", help="Your own data: a dataset folder from "
-                                     "`recsys data convert` (budgets are picked from its size and printed)."),
-    steps: int | None = typer.Option(None, "--steps", help="LoRA steps (default: picked from the data size; "
-                                     "30 synthetic, 200 MovieLens)."),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="Your own data: a dataset folder from "
+        "`recsys data convert` (budgets are picked from its size and printed).",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="LoRA steps (default: picked from the data size; 30 synthetic, 200 MovieLens)."
+    ),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the API and send sample requests."),
     users: int = typer.Option(3, "--users", help="Users whose recommendations are printed."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
@@ -176,8 +223,20 @@ def quickstart_command(
     """
     from jobs.quickstart import QuickstartConfig, run_quickstart
 
-    run_quickstart(QuickstartConfig(work=work, dataset=dataset, path=path, steps=steps, serve=serve, data=data,
-                                    users_to_show=users, threads=threads, fresh=fresh, echo=typer.echo))
+    run_quickstart(
+        QuickstartConfig(
+            work=work,
+            dataset=dataset,
+            path=path,
+            steps=steps,
+            serve=serve,
+            data=data,
+            users_to_show=users,
+            threads=threads,
+            fresh=fresh,
+            echo=typer.echo,
+        )
+    )
 
 
 @data_app.command("fetch")
@@ -237,44 +296,76 @@ def train_encoder_command(
     item_tokens: int = typer.Option(32, "--item-tokens", help="Token budget of one item's text."),
     lr: float | None = typer.Option(None, "--lr", help="Default 1e-3 for adapters, 3e-5 for full."),
     eval_every: int = typer.Option(100, "--eval-every", help="Steps between validation passes."),
-    hard_negatives: int = typer.Option(0, "--hard-negatives",
-                                       help="Per example, negatives drawn from the target's 50 nearest items "
-                                       "under the frozen model (0: off)."),
-    catalog_negatives: bool = typer.Option(True, "--catalog-negatives/--sampled-negatives",
-                                           help="Softmax over the whole catalog (a detached item bank refreshed at "
-                                           "each evaluation) instead of in-batch + random negatives."),
-    popularity_prior: bool = typer.Option(True, "--popularity-prior/--no-popularity-prior",
-                                          help="Text tower: add beta*log(1+count) per item, beta chosen on the "
-                                          "validation targets (0 allowed)."),
-    train_prior: float = typer.Option(0.05, "--train-prior", min=0.0,
-                                      help="Beta of a popularity prior inside the training logits (0: off), so "
-                                      "the encoder learns what popularity does not explain."),
-    seq_epochs: int = typer.Option(40, "--seq-epochs",
-                                   help="Sequence tower: epochs of the cosine schedule (early-stopped on validation)."),
-    seq_items: str = typer.Option("hybrid", "--seq-items",
-                                  help="Sequence tower item vectors: hybrid (text projection + id embedding of "
-                                  "warm items), id (SASRec), or text."),
+    hard_negatives: int = typer.Option(
+        0,
+        "--hard-negatives",
+        help="Per example, negatives drawn from the target's 50 nearest items under the frozen model (0: off).",
+    ),
+    catalog_negatives: bool = typer.Option(
+        True,
+        "--catalog-negatives/--sampled-negatives",
+        help="Softmax over the whole catalog (a detached item bank refreshed at "
+        "each evaluation) instead of in-batch + random negatives.",
+    ),
+    popularity_prior: bool = typer.Option(
+        True,
+        "--popularity-prior/--no-popularity-prior",
+        help="Text tower: add beta*log(1+count) per item, beta chosen on the validation targets (0 allowed).",
+    ),
+    train_prior: float = typer.Option(
+        0.05,
+        "--train-prior",
+        min=0.0,
+        help="Beta of a popularity prior inside the training logits (0: off), so "
+        "the encoder learns what popularity does not explain.",
+    ),
+    seq_epochs: int = typer.Option(
+        40, "--seq-epochs", help="Sequence tower: epochs of the cosine schedule (early-stopped on validation)."
+    ),
+    seq_items: str = typer.Option(
+        "hybrid",
+        "--seq-items",
+        help="Sequence tower item vectors: hybrid (text projection + id embedding of "
+        "warm items), id (SASRec), or text.",
+    ),
     seq_max_len: int = typer.Option(200, "--seq-max-len", help="Sequence tower: most recent items it reads."),
     seq_dim: int = typer.Option(64, "--seq-dim", help="Sequence tower width."),
     seq_layers: int = typer.Option(2, "--seq-layers", help="Sequence tower transformer layers."),
     seq_dropout: float = typer.Option(0.5, "--seq-dropout", help="Sequence tower dropout."),
     seq_lr: float = typer.Option(2e-3, "--seq-lr", help="Sequence tower learning rate (Adam)."),
-    seq_patience: int = typer.Option(8, "--seq-patience", help="Sequence tower: epochs without a better "
-                                     "validation NDCG@10 before stopping."),
-    seq_refit: bool = typer.Option(True, "--seq-refit/--no-seq-refit",
-                                   help="Retrain the sequence tower on train + validation for the chosen epochs."),
+    seq_patience: int = typer.Option(
+        8, "--seq-patience", help="Sequence tower: epochs without a better validation NDCG@10 before stopping."
+    ),
+    seq_refit: bool = typer.Option(
+        True,
+        "--seq-refit/--no-seq-refit",
+        help="Retrain the sequence tower on train + validation for the chosen epochs.",
+    ),
     seq_minutes: float | None = typer.Option(None, "--seq-minutes", help="Sequence tower: wall-clock cap."),
-    seq_id_dropout: float = typer.Option(0.0, "--seq-id-dropout", min=0.0, max=1.0,
-                                         help="Hybrid items: share of id embeddings dropped per training step, so "
-                                         "the text part learns to score items alone (cold items)."),
-    seq_text_loss: float | None = typer.Option(None, "--seq-text-loss", min=0.0,
-                                        help="Hybrid items: weight of a text-only softmax that teaches the text "
-                                        "part to score items alone, with a softmax over items seen in training: "
-                                        "the cold-item mode (1.0 measured; default off)."),
-    seq_holdout_tail: int = typer.Option(8, "--seq-holdout-tail", min=0,
-                                         help="With a refit: items per user the early-stopped tower leaves out, so "
-                                         "the ranker trains on scores it did not fit (keep >= the ranker's "
-                                         "--extra-cuts; 0 turns stacking off)."),
+    seq_id_dropout: float = typer.Option(
+        0.0,
+        "--seq-id-dropout",
+        min=0.0,
+        max=1.0,
+        help="Hybrid items: share of id embeddings dropped per training step, so "
+        "the text part learns to score items alone (cold items).",
+    ),
+    seq_text_loss: float | None = typer.Option(
+        None,
+        "--seq-text-loss",
+        min=0.0,
+        help="Hybrid items: weight of a text-only softmax that teaches the text "
+        "part to score items alone, with a softmax over items seen in training: "
+        "the cold-item mode (1.0 measured; default off).",
+    ),
+    seq_holdout_tail: int = typer.Option(
+        8,
+        "--seq-holdout-tail",
+        min=0,
+        help="With a refit: items per user the early-stopped tower leaves out, so "
+        "the ranker trains on scores it did not fit (keep >= the ranker's "
+        "--extra-cuts; 0 turns stacking off).",
+    ),
     seed: int = typer.Option(0, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     register: bool = typer.Option(True, "--register/--no-register", help="Log and register in MLflow."),
@@ -294,23 +385,58 @@ def train_encoder_command(
     from recsys.data.dataset import Dataset
     from recsys.splits import Split
 
-    text_config = TextTrainConfig(method=method, max_steps=steps, batch_size=batch_size,
-                                  history_tokens=history_tokens, item_tokens=item_tokens, lr=lr,
-                                  eval_every=eval_every, seed=seed, threads=threads, hard_negatives=hard_negatives,
-                                  catalog_negatives=catalog_negatives, popularity_prior=popularity_prior,
-                                  train_prior_beta=train_prior)
-    seq_train = replace(SequenceTrainConfig(), epochs=seq_epochs, lr=seq_lr, patience=seq_patience, refit=seq_refit,
-                        seed=seed, threads=threads, max_seconds=None if seq_minutes is None else seq_minutes * 60,
-                        holdout_tail=seq_holdout_tail)
+    text_config = TextTrainConfig(
+        method=method,
+        max_steps=steps,
+        batch_size=batch_size,
+        history_tokens=history_tokens,
+        item_tokens=item_tokens,
+        lr=lr,
+        eval_every=eval_every,
+        seed=seed,
+        threads=threads,
+        hard_negatives=hard_negatives,
+        catalog_negatives=catalog_negatives,
+        popularity_prior=popularity_prior,
+        train_prior_beta=train_prior,
+    )
+    seq_train = replace(
+        SequenceTrainConfig(),
+        epochs=seq_epochs,
+        lr=seq_lr,
+        patience=seq_patience,
+        refit=seq_refit,
+        seed=seed,
+        threads=threads,
+        max_seconds=None if seq_minutes is None else seq_minutes * 60,
+        holdout_tail=seq_holdout_tail,
+    )
     if seq_text_loss is not None:
         seq_train = replace(seq_train, text_loss=seq_text_loss)
-    seq_model = SequenceConfig(dim=seq_dim, layers=seq_layers, max_len=seq_max_len, dropout=seq_dropout,
-                               items=seq_items, id_dropout=seq_id_dropout)
-    run = train_encoder(Dataset.load(data), Split.load(split), out, tower=tower, base_model=base_model,
-                        text_config=text_config, sequence_config=seq_model, sequence_train_config=seq_train)
+    seq_model = SequenceConfig(
+        dim=seq_dim,
+        layers=seq_layers,
+        max_len=seq_max_len,
+        dropout=seq_dropout,
+        items=seq_items,
+        id_dropout=seq_id_dropout,
+    )
+    run = train_encoder(
+        Dataset.load(data),
+        Split.load(split),
+        out,
+        tower=tower,
+        base_model=base_model,
+        text_config=text_config,
+        sequence_config=seq_model,
+        sequence_train_config=seq_train,
+    )
     columns = ("ndcg@10", "hr@10", "mrr@10", "hr@50")
-    typer.echo(f"{tower}/{method} test " + " ".join(f"{c}={run.test[c]:.4f}" for c in columns)
-               + f" | valid ndcg@10={run.valid['ndcg@10']:.4f} | timings {run.timings} | wrote {out}")
+    typer.echo(
+        f"{tower}/{method} test "
+        + " ".join(f"{c}={run.test[c]:.4f}" for c in columns)
+        + f" | valid ndcg@10={run.valid['ndcg@10']:.4f} | timings {run.timings} | wrote {out}"
+    )
     if register:
         from jobs.log_encoder import log_encoder_run
 
@@ -322,8 +448,9 @@ def train_encoder_command(
 def train_ranker_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder."),
     split: Path = typer.Option(..., "--split", "-s", help="Split folder (leave-last-out)."),
-    encoder: str = typer.Option(..., "--encoder", "-e",
-                                help="Encoder: champion, models:/<prefix>-encoder@alias or a local folder."),
+    encoder: str = typer.Option(
+        ..., "--encoder", "-e", help="Encoder: champion, models:/<prefix>-encoder@alias or a local folder."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder for the model, top-K lists and metrics."),
     retrieval_k: int = typer.Option(200, "--retrieval-k", help="Candidates from the encoder per query."),
     covisit_k: int = typer.Option(100, "--covisit-k", help="Co-visitation candidates per query."),
@@ -349,10 +476,15 @@ def train_ranker_command(
     from recsys.data.dataset import Dataset
     from recsys.splits import Split
 
-    config = RankerConfig(candidates=CandidateConfig(retrieval_k=retrieval_k, covisit_k=covisit_k,
-                                                     popular_k=popular_k),
-                          extra_cuts=extra_cuts, graded=graded, learning_rate=learning_rate,
-                          num_leaves=num_leaves, seed=seed, threads=threads)
+    config = RankerConfig(
+        candidates=CandidateConfig(retrieval_k=retrieval_k, covisit_k=covisit_k, popular_k=popular_k),
+        extra_cuts=extra_cuts,
+        graded=graded,
+        learning_rate=learning_rate,
+        num_leaves=num_leaves,
+        seed=seed,
+        threads=threads,
+    )
     config.check()
     if threads:
         import torch
@@ -371,9 +503,13 @@ def train_ranker_command(
 @app.command("ab")
 def ab(
     split: Path = typer.Option(..., "--split", "-s", help="Split folder both systems are scored on."),
-    a: str = typer.Option(..., "--a", help="System A: mostpop, itemknn, a top-K parquet (user_id,item_id,rank), "
-                          "a train-encoder/train-ranker run folder, or a model: encoder:<ref>, ranker:<ref>, "
-                          "models:/recsys-ranker@champion."),
+    a: str = typer.Option(
+        ...,
+        "--a",
+        help="System A: mostpop, itemknn, a top-K parquet (user_id,item_id,rank), "
+        "a train-encoder/train-ranker run folder, or a model: encoder:<ref>, ranker:<ref>, "
+        "models:/recsys-ranker@champion.",
+    ),
     b: str = typer.Option(..., "--b", help="System B (same forms as A)."),
     data: Path | None = typer.Option(None, "--data", "-d", help="Dataset folder (needed when a system is a model)."),
     stage: str = typer.Option("test", "--stage", help="valid or test."),
@@ -395,9 +531,17 @@ def ab(
         def log_fn(result, folder):
             return log_ab_result(result, folder)
 
-    result = run_ab(split, a, b, stage=stage,  # type: ignore[arg-type]  # typer gives str; callee checks it
-                    stats=StatsConfig(n_bootstrap=bootstrap, primary=test, seed=seed),  # type: ignore[arg-type]  # typer gives str; callee checks it
-                    ope=OPEConfig(impressions=impressions, clip=clip), out=out, log_fn=log_fn, data=data)
+    result = run_ab(
+        split,
+        a,
+        b,
+        stage=stage,  # type: ignore[arg-type]  # typer gives str; callee checks it
+        stats=StatsConfig(n_bootstrap=bootstrap, primary=test, seed=seed),  # type: ignore[arg-type]  # typer gives str; callee checks it
+        ope=OPEConfig(impressions=impressions, clip=clip),
+        out=out,
+        log_fn=log_fn,
+        data=data,
+    )
     for line in result.verdicts():
         typer.echo(line)
     typer.echo(f"report: {out / 'report.md'}")
@@ -406,15 +550,22 @@ def ab(
 @app.command("embed")
 def embed_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (items + interactions)."),
-    encoder: str = typer.Option("champion", "--encoder", "-e", help="Registry reference (champion, "
-                                "models:/recsys-encoder@champion, models:/recsys-encoder/3) or a bundle/run folder."),
+    encoder: str = typer.Option(
+        "champion",
+        "--encoder",
+        "-e",
+        help="Registry reference (champion, "
+        "models:/recsys-encoder@champion, models:/recsys-encoder/3) or a bundle/run folder.",
+    ),
     store: Path = typer.Option(..., "--store", help="Nightly store folder: embeddings/, index/ (CURRENT), encoders/."),
-    active_days: float = typer.Option(30.0, "--active-days", help="Encode users active within this many days of "
-                                      "the newest interaction."),
+    active_days: float = typer.Option(
+        30.0, "--active-days", help="Encode users active within this many days of the newest interaction."
+    ),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors)."),
     int8: bool = typer.Option(False, "--int8", help="Dynamic int8 encoder on CPU (vectors kept apart from fp32)."),
-    batch_size: int | None = typer.Option(None, "--batch-size",
-                                          help="Texts a forward pass (default 128 CPU, 512 CUDA)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Texts a forward pass (default 128 CPU, 512 CUDA)."
+    ),
     keep: int = typer.Option(3, "--keep", help="Index versions to keep."),
     shard_size: int = typer.Option(4096, "--shard-size", help="Items a store shard (the resume unit)."),
     fp16: bool = typer.Option(False, "--fp16", help="Store item vectors as fp16 (half the disk)."),
@@ -431,9 +582,20 @@ def embed_command(
     from jobs.nightly_embed import EmbedConfig, Engine, LocalEngine, run_nightly
     from recsys.errors import ConfigError
 
-    config = EmbedConfig(active_days=active_days, int8=int8, batch_size=batch_size, shard_size=shard_size, keep=keep,
-                         store_dtype="float16" if fp16 else "float32", index={"kind": index_kind}, device=device,
-                         threads=threads, progress=progress, log=log, log_index_files=log_index)
+    config = EmbedConfig(
+        active_days=active_days,
+        int8=int8,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        keep=keep,
+        store_dtype="float16" if fp16 else "float32",
+        index={"kind": index_kind},
+        device=device,
+        threads=threads,
+        progress=progress,
+        log=log,
+        log_index_files=log_index,
+    )
     chosen: Engine
     if engine == "ray":
         from jobs.ray_engine import RayEngine
@@ -451,15 +613,23 @@ def embed_command(
 def serve_command(
     store: Path = typer.Option(..., "--store", help="Nightly store folder (index/ with CURRENT, encoders/)."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder: titles, filters, histories, popularity."),
-    encoder: str = typer.Option("champion", "--encoder", "-e", help="Registry reference (champion, "
-                                "models:/recsys-encoder@champion) or an encoder folder; an alias is followed."),
+    encoder: str = typer.Option(
+        "champion",
+        "--encoder",
+        "-e",
+        help="Registry reference (champion, "
+        "models:/recsys-encoder@champion) or an encoder folder; an alias is followed.",
+    ),
     ranker: str = typer.Option("champion", "--ranker", help="Ranker alias/reference, or 'none' for retrieval order."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     workers: int = typer.Option(1, "--workers", help="uvicorn worker processes (each loads its own models)."),
     poll_interval: float = typer.Option(5.0, "--poll-interval", help="Seconds between hot-swap checks."),
-    api_key: list[str] | None = typer.Option(None, "--api-key", help="Accepted API key; repeatable. Also read "
-                                             "from RECSYS_API_KEYS (comma-separated). None: /v1/ is open."),
+    api_key: list[str] | None = typer.Option(
+        None,
+        "--api-key",
+        help="Accepted API key; repeatable. Also read from RECSYS_API_KEYS (comma-separated). None: /v1/ is open.",
+    ),
     candidates: int = typer.Option(200, "--candidates", help="FAISS candidates handed to the ranker."),
     max_k: int = typer.Option(1000, "--max-k", help="Largest k a request may ask for."),
     device: str | None = typer.Option(None, "--device", help="Encoder device (default: CUDA when available)."),
@@ -472,11 +642,24 @@ def serve_command(
     from recsys.serving.config import ServingConfig
     from recsys.serving.server import ENV_KEYS, ServeOptions, parse_keys, serve
 
-    config = ServingConfig(candidates=candidates, max_k=max_k, poll_interval=poll_interval, device=device,
-                           threads=threads)
+    config = ServingConfig(
+        candidates=candidates, max_k=max_k, poll_interval=poll_interval, device=device, threads=threads
+    )
     keys = parse_keys(*(api_key or []), os.environ.get(ENV_KEYS))
-    serve(ServeOptions(store=store, data=data, encoder=encoder, ranker=ranker, host=host, port=port, workers=workers,
-                       api_keys=keys, config=config, log_level=log_level))
+    serve(
+        ServeOptions(
+            store=store,
+            data=data,
+            encoder=encoder,
+            ranker=ranker,
+            host=host,
+            port=port,
+            workers=workers,
+            api_keys=keys,
+            config=config,
+            log_level=log_level,
+        )
+    )
 
 
 def main() -> None:

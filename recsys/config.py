@@ -53,8 +53,9 @@ class Settings:
                 f"(set it with {PREFIX_ENV} or --prefix)"
             )
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
-        if self.tracking_uri is not None and (not self.tracking_uri.strip()
-                                              or self.tracking_uri.strip() == self._embedded_uri()):
+        if self.tracking_uri is not None and (
+            not self.tracking_uri.strip() or self.tracking_uri.strip() == self._embedded_uri()
+        ):
             # `configure_mlflow` exports the embedded store's URI to MLFLOW_TRACKING_URI (MLflow does, for
             # child processes); read back, it is still the embedded store, not an external server, so
             # experiments keep their artifacts under `home` rather than in ./mlruns.

@@ -84,8 +84,10 @@ def folder_sha256(folder: str | Path, skip_dirs: Sequence[str] = _UNHASHED_DIRS)
         raise ConfigError(f"{root}: not a folder")
     digest = hashlib.sha256()
     files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
         and p.relative_to(root).parts[0] not in skip_dirs
     )
     for path in files:
@@ -253,10 +255,10 @@ class EmbeddingPlan:
 
     item_ids: list[str]
     text_hashes: list[str]
-    cached_rows: np.ndarray       # int64 positions found in the store
-    cached_vectors: np.ndarray    # float32 [len(cached_rows), dim] (empty [0, 0] when nothing is cached)
-    todo_rows: np.ndarray         # int64 positions to encode, in catalog order
-    stored_rows: int              # rows the store holds for this encoder (duplicates and stale ones included)
+    cached_rows: np.ndarray  # int64 positions found in the store
+    cached_vectors: np.ndarray  # float32 [len(cached_rows), dim] (empty [0, 0] when nothing is cached)
+    todo_rows: np.ndarray  # int64 positions to encode, in catalog order
+    stored_rows: int  # rows the store holds for this encoder (duplicates and stale ones included)
 
     @property
     def dim(self) -> int | None:
@@ -309,46 +311,74 @@ class EmbeddingStore:
             try:
                 frame = pl.read_parquet(path, columns=["item_id", "text_sha256", "vector"])
             except Exception as exc:  # polars raises several types for a damaged file
-                raise DataError(f"unreadable embedding shard ({exc}); delete it to re-encode its items",
-                                file=str(path)) from exc
+                raise DataError(
+                    f"unreadable embedding shard ({exc}); delete it to re-encode its items", file=str(path)
+                ) from exc
             width = cast("pl.Array", frame["vector"].dtype).size  # shards are written as fixed-size arrays
             frames.append(frame.with_columns(pl.col("vector").cast(pl.Array(pl.Float32, width))))
         widths = {cast("pl.Array", f["vector"].dtype).size for f in frames}
         if len(widths) != 1:
-            raise DataError(f"embedding shards disagree on the vector size ({sorted(widths)})",
-                            file=str(self.folder(encoder_version, variant)))
+            raise DataError(
+                f"embedding shards disagree on the vector size ({sorted(widths)})",
+                file=str(self.folder(encoder_version, variant)),
+            )
         return pl.concat(frames).unique(["item_id", "text_sha256"], keep="last", maintain_order=True)
 
-    def plan(self, encoder_version: str, item_ids: Sequence[str], texts: Sequence[str] | None = None, *,
-             text_hashes: Sequence[str] | None = None, variant: str | None = None) -> EmbeddingPlan:
+    def plan(
+        self,
+        encoder_version: str,
+        item_ids: Sequence[str],
+        texts: Sequence[str] | None = None,
+        *,
+        text_hashes: Sequence[str] | None = None,
+        variant: str | None = None,
+    ) -> EmbeddingPlan:
         """Split a catalog into cached rows (with their vectors) and rows to encode."""
         ids = [str(i) for i in item_ids]
         hashes = list(text_hashes) if text_hashes is not None else text_sha256(_strings(texts, "text"))
         if len(hashes) != len(ids):
             raise DataError(f"{len(ids)} item ids but {len(hashes)} texts", column="text")
         stored = self._read(encoder_version, variant)
-        catalog = pl.DataFrame({"item_id": ids, "text_sha256": hashes,
-                                "row": np.arange(len(ids), dtype=np.int64)})
+        catalog = pl.DataFrame({"item_id": ids, "text_sha256": hashes, "row": np.arange(len(ids), dtype=np.int64)})
         found = catalog.join(stored, on=["item_id", "text_sha256"], how="inner").sort("row")
         cached_rows = found["row"].to_numpy().astype(np.int64)
-        cached = (found["vector"].to_numpy().astype(np.float32, copy=False) if found.height
-                  else np.zeros((0, 0), dtype=np.float32))
+        cached = (
+            found["vector"].to_numpy().astype(np.float32, copy=False)
+            if found.height
+            else np.zeros((0, 0), dtype=np.float32)
+        )
         todo = np.setdiff1d(np.arange(len(ids), dtype=np.int64), cached_rows, assume_unique=True)
         return EmbeddingPlan(ids, hashes, cached_rows, cached, todo, stored.height)
 
-    def vectors(self, encoder_version: str, item_ids: Sequence[str], texts: Sequence[str] | None = None, *,
-                text_hashes: Sequence[str] | None = None, variant: str | None = None) -> np.ndarray:
+    def vectors(
+        self,
+        encoder_version: str,
+        item_ids: Sequence[str],
+        texts: Sequence[str] | None = None,
+        *,
+        text_hashes: Sequence[str] | None = None,
+        variant: str | None = None,
+    ) -> np.ndarray:
         """float32 vectors of exactly these (item, text) pairs; `DataError` naming any that is missing."""
         plan = self.plan(encoder_version, item_ids, texts, text_hashes=text_hashes, variant=variant)
         if len(plan.todo_rows):
             missing = ", ".join(plan.item_ids[i] for i in plan.todo_rows[:5])
-            raise DataError(f"{len(plan.todo_rows)} items have no stored vector for this text and encoder "
-                            f"(first: {missing})", column="item_id")
+            raise DataError(
+                f"{len(plan.todo_rows)} items have no stored vector for this text and encoder (first: {missing})",
+                column="item_id",
+            )
         return plan.cached_vectors
 
     # -------------------------------------------------------------------------------- write
-    def write_shard(self, encoder_version: str, item_ids: Sequence[str], text_hashes: Sequence[str],
-                    vectors: np.ndarray, *, variant: str | None = None) -> Path:
+    def write_shard(
+        self,
+        encoder_version: str,
+        item_ids: Sequence[str],
+        text_hashes: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        variant: str | None = None,
+    ) -> Path:
         """Store one finished piece of work atomically; returns the shard's path.
 
         Vectors are stored in the store's dtype; `as_stored` gives what a later read returns.
@@ -365,18 +395,29 @@ class EmbeddingStore:
         if info.is_file():
             known = json.loads(info.read_text(encoding="utf-8"))
             if int(known["dim"]) != dim:
-                raise DataError(f"encoder {encoder_version!r} wrote {known['dim']}-d vectors before, now {dim}-d",
-                                file=str(info))
+                raise DataError(
+                    f"encoder {encoder_version!r} wrote {known['dim']}-d vectors before, now {dim}-d", file=str(info)
+                )
         else:
-            _atomic_json({"format_version": STORE_FORMAT, "encoder_version": encoder_version, "variant": variant,
-                          "dim": dim, "dtype": self.dtype,
-                          "created_at": datetime.now(timezone.utc).isoformat()}, info)
+            _atomic_json(
+                {
+                    "format_version": STORE_FORMAT,
+                    "encoder_version": encoder_version,
+                    "variant": variant,
+                    "dim": dim,
+                    "dtype": self.dtype,
+                    "created_at": datetime.now(timezone.utc).isoformat(),
+                },
+                info,
+            )
         inner = pl.Float16 if self.dtype == "float16" else pl.Float32
-        frame = pl.DataFrame({
-            "item_id": [str(i) for i in item_ids],
-            "text_sha256": list(text_hashes),
-            "vector": pl.Series("vector", self.as_stored(x), dtype=pl.Array(inner, dim)),
-        })
+        frame = pl.DataFrame(
+            {
+                "item_id": [str(i) for i in item_ids],
+                "text_sha256": list(text_hashes),
+                "vector": pl.Series("vector", self.as_stored(x), dtype=pl.Array(inner, dim)),
+            }
+        )
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         target = folder / f"part-{stamp}-{os.getpid()}-{_next_serial():06d}.parquet"
         _atomic_parquet(frame, target)
@@ -391,9 +432,16 @@ class EmbeddingStore:
         """What a later `plan`/`vectors` returns for freshly encoded `vectors` (float32)."""
         return self.as_stored(vectors).astype(np.float32)
 
-    def compact(self, encoder_version: str, item_ids: Sequence[str], text_hashes: Sequence[str], *,
-                variant: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-                min_waste: float = 0.25) -> int:
+    def compact(
+        self,
+        encoder_version: str,
+        item_ids: Sequence[str],
+        text_hashes: Sequence[str],
+        *,
+        variant: str | None = None,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        min_waste: float = 0.25,
+    ) -> int:
         """Rewrite the live rows (this catalog's) into fresh shards when dead rows (edited or removed
         items, duplicates) reach `min_waste` of the stored rows or the shards are many and small.
 
@@ -404,8 +452,9 @@ class EmbeddingStore:
             return 0
         stored_rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in shards)
         live = pl.DataFrame({"item_id": [str(i) for i in item_ids], "text_sha256": list(text_hashes)})
-        kept = live.join(self._read(encoder_version, variant), on=["item_id", "text_sha256"], how="inner",
-                         maintain_order="left")
+        kept = live.join(
+            self._read(encoder_version, variant), on=["item_id", "text_sha256"], how="inner", maintain_order="left"
+        )
         dead = stored_rows - kept.height
         wanted_shards = max(1, -(-kept.height // shard_size))
         if dead < min_waste * max(stored_rows, 1) and len(shards) <= 4 * wanted_shards:
@@ -414,8 +463,13 @@ class EmbeddingStore:
             vectors = kept["vector"].to_numpy()
             ids, hashes = kept["item_id"].to_list(), kept["text_sha256"].to_list()
             for start in range(0, kept.height, shard_size):
-                self.write_shard(encoder_version, ids[start:start + shard_size], hashes[start:start + shard_size],
-                                 vectors[start:start + shard_size], variant=variant)
+                self.write_shard(
+                    encoder_version,
+                    ids[start : start + shard_size],
+                    hashes[start : start + shard_size],
+                    vectors[start : start + shard_size],
+                    variant=variant,
+                )
         for path in shards:  # only after the survivors are safely written
             path.unlink(missing_ok=True)
         fsync_dir(self.folder(encoder_version, variant))
@@ -467,9 +521,16 @@ def _strings(values: Sequence[str] | None, column: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ user vectors
-def write_user_vectors(index_root: str | Path, user_ids: Sequence[str], vectors: np.ndarray, *,
-                       encoder_version: str, as_of: datetime, history_len: Sequence[int] | None = None,
-                       last_ts: Sequence[datetime] | None = None) -> dict[str, Any]:
+def write_user_vectors(
+    index_root: str | Path,
+    user_ids: Sequence[str],
+    vectors: np.ndarray,
+    *,
+    encoder_version: str,
+    as_of: datetime,
+    history_len: Sequence[int] | None = None,
+    last_ts: Sequence[datetime] | None = None,
+) -> dict[str, Any]:
     """Write the active users' vectors under `index_root/user_vectors/`; returns the metadata record.
 
     Columns: `user_id`, `vector` (fixed-size float32), `as_of` (the data's reference time, UTC),
@@ -503,8 +564,14 @@ def write_user_vectors(index_root: str | Path, user_ids: Sequence[str], vectors:
         os.fsync(handle.fileno())
     os.replace(tmp, target)
     fsync_dir(folder)
-    return {"path": f"{USER_VECTORS_DIR}/{target.name}", "sha256": digest, "count": len(user_ids),
-            "dim": int(x.shape[1]), "as_of": as_of.isoformat(), "encoder_version": encoder_version}
+    return {
+        "path": f"{USER_VECTORS_DIR}/{target.name}",
+        "sha256": digest,
+        "count": len(user_ids),
+        "dim": int(x.shape[1]),
+        "as_of": as_of.isoformat(),
+        "encoder_version": encoder_version,
+    }
 
 
 def read_user_vectors(index_root: str | Path, metadata: dict[str, Any], verify: bool = True) -> pl.DataFrame:

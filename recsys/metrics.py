@@ -62,8 +62,7 @@ def _require(df: pl.DataFrame, columns: Sequence[str], what: str, file: str | No
     for column in columns:
         if column not in df.columns:
             raise DataError(
-                f"{what} table is missing required column '{column}' "
-                f"(has: {', '.join(df.columns) or 'none'})",
+                f"{what} table is missing required column '{column}' (has: {', '.join(df.columns) or 'none'})",
                 file=file,
                 column=column,
             )
@@ -87,17 +86,22 @@ def _prepare_topk(topk: pl.DataFrame, file: str | None = None) -> pl.DataFrame:
     for column in ("user_id", "item_id", "rank"):
         nulls = topk[column].is_null()
         if nulls.any():
-            raise DataError("null value", file=file, column=column,
-                            row=_first_row(nulls), count=int(nulls.sum()))
+            raise DataError("null value", file=file, column=column, row=_first_row(nulls), count=int(nulls.sum()))
     bad_rank = topk["rank"] < 1
     if bad_rank.any():
-        raise DataError("rank must be >= 1 (ranks are 1-based)", file=file, column="rank",
-                        row=_first_row(bad_rank), count=int(bad_rank.sum()))
+        raise DataError(
+            "rank must be >= 1 (ranks are 1-based)",
+            file=file,
+            column="rank",
+            row=_first_row(bad_rank),
+            count=int(bad_rank.sum()),
+        )
     for key, label in (("item_id", "item listed twice for the same user"), ("rank", "rank used twice")):
         dup = topk.select(pl.struct("user_id", key).is_duplicated()).to_series()
         if dup.any():
-            raise DataError(f"{label} in one top-K list", file=file, column=key,
-                            row=_first_row(dup), count=int(dup.sum()))
+            raise DataError(
+                f"{label} in one top-K list", file=file, column=key, row=_first_row(dup), count=int(dup.sum())
+            )
     return topk.with_columns(pl.col("rank").cast(pl.Int64))
 
 
@@ -107,8 +111,9 @@ def _prepare_targets(targets: pl.DataFrame, file: str | None = None) -> pl.DataF
     for column in ("user_id", "item_id"):
         nulls = targets[column].is_null()
         if nulls.any():
-            raise DataError("null value in targets", file=file, column=column,
-                            row=_first_row(nulls), count=int(nulls.sum()))
+            raise DataError(
+                "null value in targets", file=file, column=column, row=_first_row(nulls), count=int(nulls.sum())
+            )
     if targets.height == 0:
         raise DataError("targets are empty: there is nothing to score", file=file)
     return targets.unique(["user_id", "item_id"])
@@ -159,9 +164,7 @@ def _per_user(topk: pl.DataFrame, relevant: pl.DataFrame, ks: list[int]) -> pl.D
     return table.select(columns).sort("user_id")
 
 
-def per_user_metrics(
-    topk: pl.DataFrame, targets: pl.DataFrame, ks: Iterable[int] = DEFAULT_KS
-) -> pl.DataFrame:
+def per_user_metrics(topk: pl.DataFrame, targets: pl.DataFrame, ks: Iterable[int] = DEFAULT_KS) -> pl.DataFrame:
     """One row per target user: `user_id`, `n_relevant`, then `hr@K, recall@K, ndcg@K, mrr@K, map@K` per K.
 
     Kept per user (not just averaged) because the A/B report needs paired per-user differences,
@@ -178,8 +181,10 @@ def _item_popularity(item_counts: pl.DataFrame, catalog: pl.Series | None) -> pl
     interaction, so a never-seen item has the largest finite novelty instead of infinity.
     """
     _require(item_counts, ("item_id", "count"), "item_counts", None)
-    counts = _as_str(item_counts.select("item_id", "count"), ("item_id",)).group_by("item_id").agg(
-        pl.col("count").sum().cast(pl.Float64)
+    counts = (
+        _as_str(item_counts.select("item_id", "count"), ("item_id",))
+        .group_by("item_id")
+        .agg(pl.col("count").sum().cast(pl.Float64))
     )
     if catalog is not None:
         items = pl.DataFrame({"item_id": catalog.cast(pl.String)}).unique()

@@ -237,8 +237,7 @@ def _registered_model(client: MlflowClient, name: str, settings: Settings) -> An
         names = sorted(m.name for m in client.search_registered_models(max_results=100))
         known = ", ".join(names) if names else "none yet (train and log one first, e.g. `recsys train-encoder`)"
         raise ConfigError(
-            f"registered model '{name}' does not exist in {_safe_uri(settings.mlflow_uri)}; "
-            f"registered models: {known}"
+            f"registered model '{name}' does not exist in {_safe_uri(settings.mlflow_uri)}; registered models: {known}"
         ) from None
 
 

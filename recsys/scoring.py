@@ -36,11 +36,11 @@ def dense_topk(
     items = np.asarray(item_vectors, dtype=np.float32)
     item_array = np.asarray(item_ids, dtype=object)
     for start in range(0, len(user_ids), batch_size):
-        scores = np.asarray(user_vectors[start:start + batch_size], dtype=np.float32) @ items.T
+        scores = np.asarray(user_vectors[start : start + batch_size], dtype=np.float32) @ items.T
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
         if exclude is not None:
-            for row, seen in enumerate(exclude[start:start + batch_size]):
+            for row, seen in enumerate(exclude[start : start + batch_size]):
                 if len(seen):
                     scores[row, seen] = -np.inf
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]

@@ -51,11 +51,7 @@ class Split:
 
     def catalog(self) -> pl.Series:
         """Every item with at least one interaction in any part (the full-ranking catalog)."""
-        return (
-            pl.concat([self.train["item_id"], self.valid["item_id"], self.test["item_id"]])
-            .unique()
-            .sort()
-        )
+        return pl.concat([self.train["item_id"], self.valid["item_id"], self.test["item_id"]]).unique().sort()
 
     def counts(self) -> dict[str, int]:
         return {
@@ -83,8 +79,7 @@ class Split:
         folder = Path(folder)
         manifest_path = folder / SPLIT_MANIFEST
         if not manifest_path.exists():
-            raise DataError("not a split folder (no split.json); create one with `recsys data split`",
-                            file=str(folder))
+            raise DataError("not a split folder (no split.json); create one with `recsys data split`", file=str(folder))
         manifest = json.loads(manifest_path.read_text())
         parts = {name: pl.read_parquet(folder / f"{name}.parquet") for name in ("train", "valid", "test")}
         return cls(**parts, kind=manifest["kind"], params=manifest.get("params", {}))

@@ -47,9 +47,15 @@ def _strict_json(text: str) -> dict:
 def test_run_ab_writes_a_complete_report(workspace, tmp_path):
     root = workspace["root"]
     calls = []
-    result = run_ab(root / "split", "mostpop", root / "topk_itemknn.parquet",
-                    ope=OPEConfig(impressions=root / "dataset"), out=tmp_path / "report",
-                    log_fn=lambda r, folder: calls.append((r, folder)), **FAST)
+    result = run_ab(
+        root / "split",
+        "mostpop",
+        root / "topk_itemknn.parquet",
+        ope=OPEConfig(impressions=root / "dataset"),
+        out=tmp_path / "report",
+        log_fn=lambda r, folder: calls.append((r, folder)),
+        **FAST,
+    )
     folder = tmp_path / "report"
     assert calls == [(result, folder)]
     for name in ("metrics_ci.png", "segment_deltas.png", "lift_by_history.png", "ope.png"):
@@ -61,9 +67,17 @@ def test_run_ab_writes_a_complete_report(workspace, tmp_path):
     markdown = (folder / "report.md").read_text()
     for line in result.verdicts():
         assert f"- {line}" in markdown
-    for section in ("## Metrics", "## Segments", "## Lift by history length", "## Coverage, novelty",
-                    "## Off-policy estimates", "](metrics_ci.png)", "](segment_deltas.png)",
-                    "](lift_by_history.png)", "](ope.png)"):
+    for section in (
+        "## Metrics",
+        "## Segments",
+        "## Lift by history length",
+        "## Coverage, novelty",
+        "## Off-policy estimates",
+        "](metrics_ci.png)",
+        "](segment_deltas.png)",
+        "](lift_by_history.png)",
+        "](ope.png)",
+    ):
         assert section in markdown
     assert "top-K file" in markdown and "MostPop" in markdown
 
@@ -75,8 +89,9 @@ def test_run_ab_writes_a_complete_report(workspace, tmp_path):
         saved = metrics[m.metric]
         assert saved["diff"] == pytest.approx(m.diff) and saved["ci_low"] == pytest.approx(m.ci_low)
         assert saved["p_holm"] == pytest.approx(m.p_holm)
-        assert m.verdict.startswith("B better" if m.significant and m.diff > 0 else
-                                    "A better" if m.significant else "no significant difference")
+        assert m.verdict.startswith(
+            "B better" if m.significant and m.diff > 0 else "A better" if m.significant else "no significant difference"
+        )
     reference = data["reference"]  # A, B and the reference baselines, scored on the same targets
     assert len(reference) == 4 and {"baseline mostpop", "baseline itemknn"} <= set(reference)
     a_key = next(k for k in reference if k.startswith("A: "))
@@ -93,8 +108,14 @@ def test_run_ab_writes_a_complete_report(workspace, tmp_path):
         assert lists["slots_with_seen_items"] == 0 and lists["slots_outside_catalog"] == 0
         assert lists["target_users_with_list"] == lists["target_users"]
     kinds = [(s["kind"], s["segment"]) for s in data["segments"]]
-    assert kinds == [("history", "cold"), ("history", "medium"), ("history", "heavy"),
-                     ("item", "head"), ("item", "tail"), ("item", "cold")]
+    assert kinds == [
+        ("history", "cold"),
+        ("history", "medium"),
+        ("history", "heavy"),
+        ("item", "head"),
+        ("item", "tail"),
+        ("item", "cold"),
+    ]
     bins = data["lift_bins"]
     assert sum(b["n_users"] for b in bins) == result.comparison.n_users
     assert all(b["low"] <= b["high"] < nxt["low"] for b, nxt in pairwise(bins))
@@ -106,9 +127,11 @@ def test_the_report_shows_all_users_and_tie_free_users_side_by_side(workspace, t
     # the synthetic log has no same-second events: tie the first 60 test users' targets to their valid ts
     tied = base.test["user_id"].head(60)
     valid_ts = base.valid.select("user_id", pl.col("ts").alias("valid_ts"))
-    test = base.test.join(valid_ts, on="user_id").with_columns(
-        pl.when(pl.col("user_id").is_in(tied.to_list())).then("valid_ts").otherwise("ts").alias("ts")
-    ).drop("valid_ts")
+    test = (
+        base.test.join(valid_ts, on="user_id")
+        .with_columns(pl.when(pl.col("user_id").is_in(tied.to_list())).then("valid_ts").otherwise("ts").alias("ts"))
+        .drop("valid_ts")
+    )
     split = Split(train=base.train, valid=base.valid, test=test, kind=base.kind)
     result = run_ab(split, "mostpop", workspace["topk"], out=tmp_path, reference_baselines=(), **FAST)
     expected = tie_free_users(split, "test").cast(pl.String)
@@ -118,7 +141,8 @@ def test_the_report_shows_all_users_and_tie_free_users_side_by_side(workspace, t
     assert [m.metric for m in result.tie_free.metrics] == [m.metric for m in result.comparison.metrics]
     # the tie-free numbers are the same comparison restricted to those users
     per_b = per_user_metrics(workspace["topk"], split.test, (10, 50)).join(
-        pl.DataFrame({"user_id": expected}), on="user_id", how="semi")
+        pl.DataFrame({"user_id": expected}), on="user_id", how="semi"
+    )
     assert result.tie_free.by_metric()["ndcg@10"].mean_b == pytest.approx(per_b["ndcg@10"].mean())
 
     markdown = (tmp_path / "report.md").read_text()
@@ -139,10 +163,18 @@ def test_the_report_shows_all_users_and_tie_free_users_side_by_side(workspace, t
 
 def test_the_older_flat_keywords_still_work_with_a_warning(workspace):
     with pytest.warns(DeprecationWarning, match="StatsConfig"):
-        old = run_ab(workspace["split"], "mostpop", "itemknn", n_bootstrap=1000, n_permutations=1000,
-                     head_share=0.3, reference_baselines=())
-    new = run_ab(workspace["split"], "mostpop", "itemknn", reference_baselines=(),
-                 segments=SegmentConfig(head_share=0.3), **FAST)
+        old = run_ab(
+            workspace["split"],
+            "mostpop",
+            "itemknn",
+            n_bootstrap=1000,
+            n_permutations=1000,
+            head_share=0.3,
+            reference_baselines=(),
+        )
+    new = run_ab(
+        workspace["split"], "mostpop", "itemknn", reference_baselines=(), segments=SegmentConfig(head_share=0.3), **FAST
+    )
     assert old.settings == new.settings and old.verdicts() == new.verdicts()
     with pytest.raises(TypeError, match="n_boot"):
         run_ab(workspace["split"], "mostpop", "itemknn", n_boot=1000)
@@ -151,8 +183,9 @@ def test_the_older_flat_keywords_still_work_with_a_warning(workspace):
 def test_a_baseline_against_its_own_list_file_shows_no_difference(workspace, tmp_path):
     """Same lists through two routes (fitted by name, read from parquet): every difference is exactly 0."""
     root = workspace["root"]
-    result = run_ab(workspace["split"], "itemknn", str(root / "topk_itemknn.parquet"), out=tmp_path,
-                    reference_baselines=(), **FAST)
+    result = run_ab(
+        workspace["split"], "itemknn", str(root / "topk_itemknn.parquet"), out=tmp_path, reference_baselines=(), **FAST
+    )
     assert all(m.diff == 0.0 and m.p_holm == 1.0 for m in result.comparison.metrics)
     assert all(line.startswith("no significant difference") for line in result.verdicts())
     assert result.ope is None and not (tmp_path / "ope.png").exists()

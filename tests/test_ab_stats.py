@@ -121,9 +121,7 @@ def test_a_system_compared_with_itself_has_exactly_zero_differences(split, mostp
     assert headline.startswith("no significant difference on NDCG@10: +0.000 (95% CI +0.000…+0.000)")
 
 
-def _plant_hits(
-    topk: pl.DataFrame, targets: pl.DataFrame, share: float, seed: int
-) -> tuple[pl.DataFrame, set[str]]:
+def _plant_hits(topk: pl.DataFrame, targets: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFrame, set[str]]:
     """B = A, except a random `share` of users get their target item inserted at rank 1."""
     users = targets["user_id"].unique().sort()
     rng = np.random.default_rng(seed)
@@ -211,8 +209,9 @@ def test_item_segments_head_is_the_top_fifth_of_seen_items(split):
 def test_segment_comparisons_partition_users_and_targets(split, mostpop_lists):
     targets = split.test
     lifted, _ = _plant_hits(mostpop_lists, targets, share=0.2, seed=9)
-    segments, info = segment_comparisons(mostpop_lists, lifted, targets, split.history("test"),
-                                         catalog=split.catalog(), **FAST)
+    segments, info = segment_comparisons(
+        mostpop_lists, lifted, targets, split.history("test"), catalog=split.catalog(), **FAST
+    )
     by_user = [s for s in segments if s.kind == "history"]
     by_item = [s for s in segments if s.kind == "item"]
     assert [s.segment for s in by_user] == ["cold", "medium", "heavy"]

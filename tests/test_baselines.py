@@ -40,8 +40,7 @@ def test_mostpop_orders_by_count_then_item_id():
     assert items_of(recs, "new") == ["b", "c", "a", "d", "e"]
     assert recs["score"].to_list() == [2.0, 2.0, 1.0, 1.0, 1.0]
     assert recs["rank"].to_list() == [1, 2, 3, 4, 5]
-    assert recs.schema == pl.Schema({"user_id": pl.String, "item_id": pl.String, "rank": pl.Int32,
-                                     "score": pl.Float64})
+    assert recs.schema == pl.Schema({"user_id": pl.String, "item_id": pl.String, "rank": pl.Int32, "score": pl.Float64})
 
 
 def test_mostpop_never_recommends_seen_items():
@@ -200,9 +199,7 @@ def test_make_baseline():
         make_baseline("mostpop", neighbors=3)
 
 
-@pytest.mark.parametrize(
-    "params", [{"neighbors": 0}, {"neighbors": 2.5}, {"shrink": -1.0}, {"similarity": "pearson"}]
-)
+@pytest.mark.parametrize("params", [{"neighbors": 0}, {"neighbors": 2.5}, {"shrink": -1.0}, {"similarity": "pearson"}])
 def test_itemknn_rejects_bad_params(params):
     with pytest.raises(ConfigError):
         ItemKNN(**params)

@@ -54,10 +54,13 @@ def inter_csv(folder: Path) -> Path:
 
 # --- list categories -------------------------------------------------------------------------
 def test_list_category_is_kept_as_clean_list_and_primary_is_first_non_empty(tmp_path: Path) -> None:
-    items = write_jsonl(tmp_path / "items.jsonl", [
-        {"item_id": "a", "title": "Heat", "category": ["", " Books ", None, "Crime"]},
-        {"item_id": "b", "title": "Up", "category": ["Kids"]},
-    ])
+    items = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"item_id": "a", "title": "Heat", "category": ["", " Books ", None, "Crime"]},
+            {"item_id": "b", "title": "Up", "category": ["Kids"]},
+        ],
+    )
     dataset = load_generic(items, inter_csv(tmp_path), text_template="{title} | {category}")
     assert dataset.items.schema["category"] == pl.List(pl.String)
     assert dataset.items["category"].to_list() == [["Books", "Crime"], ["Kids"]]
@@ -75,18 +78,22 @@ def list_category_world(tmp_path_factory: pytest.TempPathFactory, tiny_bert: str
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("list-category")
     source = generate(n_interactions=1500, n_users=60, n_items=120, seed=3)
-    rows = source.items.with_columns(pl.concat_list(pl.col("category"), pl.lit(""), pl.lit("all")).alias("category"),
-                                     pl.col("created_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ"))
+    rows = source.items.with_columns(
+        pl.concat_list(pl.col("category"), pl.lit(""), pl.lit("all")).alias("category"),
+        pl.col("created_at").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
+    )
     write_jsonl(root / "items.jsonl", rows.to_dicts())
     source.interactions.select("user_id", "item_id", pl.col("ts").dt.epoch("s")).write_csv(root / "inter.csv")
     dataset = load_generic(root / "items.jsonl", root / "inter.csv", text_template=source.text_template)
     dataset.save(root / "data")
     dataset = Dataset.load(root / "data")
     split = leave_last_out(dataset.interactions)
-    config = TextTrainConfig(method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
-                             item_tokens=16, threads=1)
-    train_encoder(dataset, split, root / "encoder", tower="text", base_model=tiny_bert, text_config=config,
-                  progress=False)
+    config = TextTrainConfig(
+        method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48, item_tokens=16, threads=1
+    )
+    train_encoder(
+        dataset, split, root / "encoder", tower="text", base_model=tiny_bert, text_config=config, progress=False
+    )
     return root, dataset, split, source
 
 
@@ -96,8 +103,15 @@ def test_train_ranker_runs_on_a_list_typed_category(list_category_world) -> None
     context = BehaviorContext.build(dataset)
     primary = [context.categories[c] for c in context.category]
     assert primary == source.items["category"].to_list()  # the first element, not "all"
-    ranker = RankerConfig(candidates=CandidateConfig(retrieval_k=40, covisit_k=20, popular_k=10), min_data_in_leaf=5,
-                          max_rounds=30, early_stopping_rounds=10, extra_cuts=2, covisit_window=5, threads=1)
+    ranker = RankerConfig(
+        candidates=CandidateConfig(retrieval_k=40, covisit_k=20, popular_k=10),
+        min_data_in_leaf=5,
+        max_rounds=30,
+        early_stopping_rounds=10,
+        extra_cuts=2,
+        covisit_window=5,
+        threads=1,
+    )
     loaded = resolve_encoder(root / "encoder", device="cpu")
     run = train_ranker(dataset, split, loaded, root / "ranker", ranker, progress=False)
     assert 0.0 <= run.test["ndcg@10"] <= 1.0
@@ -106,21 +120,26 @@ def test_train_ranker_runs_on_a_list_typed_category(list_category_world) -> None
 
 # --- types the pipeline cannot use ----------------------------------------------------------------
 def test_unusable_contract_column_type_is_refused_naming_the_column(tmp_path: Path) -> None:
-    items = write_jsonl(tmp_path / "items.jsonl", [{"item_id": "a", "title": ["Heat", "Alt"]},
-                                                   {"item_id": "b", "title": ["Up"]}])
+    items = write_jsonl(
+        tmp_path / "items.jsonl", [{"item_id": "a", "title": ["Heat", "Alt"]}, {"item_id": "b", "title": ["Up"]}]
+    )
     with pytest.raises(DataError) as info:
         load_generic(items, inter_csv(tmp_path), text_template="{title}")
     assert info.value.column == "title" and str(items) in str(info.value)
-    nested = write_jsonl(tmp_path / "nested.jsonl", [{"item_id": "a", "title": "Heat", "category": [{"x": 1}]},
-                                                     {"item_id": "b", "title": "Up", "category": [{"x": 2}]}])
+    nested = write_jsonl(
+        tmp_path / "nested.jsonl",
+        [
+            {"item_id": "a", "title": "Heat", "category": [{"x": 1}]},
+            {"item_id": "b", "title": "Up", "category": [{"x": 2}]},
+        ],
+    )
     with pytest.raises(DataError) as info:
         load_generic(nested, inter_csv(tmp_path), text_template="{title}")
     assert info.value.column == "category" and "list of" in str(info.value)
 
 
 def test_unusable_template_column_is_refused_and_unused_one_dropped(tmp_path: Path) -> None:
-    rows = [{"item_id": "a", "title": "Heat", "images": [{"url": "x"}]}, {"item_id": "b", "title": "Up",
-                                                                            "images": []}]
+    rows = [{"item_id": "a", "title": "Heat", "images": [{"url": "x"}]}, {"item_id": "b", "title": "Up", "images": []}]
     items = write_jsonl(tmp_path / "items.jsonl", rows)
     with pytest.raises(DataError) as info:
         load_generic(items, inter_csv(tmp_path), text_template="{title} | {images}")
@@ -132,8 +151,10 @@ def test_unusable_template_column_is_refused_and_unused_one_dropped(tmp_path: Pa
 # --- duplicates ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("rule", "title"), [("first", "Heat"), ("last", "Heat (1995)")])
 def test_dedupe_items_keeps_one_copy_and_counts_the_rest(tmp_path: Path, rule: str, title: str) -> None:
-    items = write_jsonl(tmp_path / "items.jsonl", [{"item_id": "a", "title": "Heat"}, {"item_id": "b", "title": "Up"},
-                                                   {"item_id": " a", "title": "Heat (1995)"}])
+    items = write_jsonl(
+        tmp_path / "items.jsonl",
+        [{"item_id": "a", "title": "Heat"}, {"item_id": "b", "title": "Up"}, {"item_id": " a", "title": "Heat (1995)"}],
+    )
     dataset = load_generic(items, inter_csv(tmp_path), text_template="{title}", duplicates=rule)  # type: ignore[arg-type]
     assert dataset.items["item_id"].to_list() in (["a", "b"], ["b", "a"])
     assert dataset.items.filter(pl.col("item_id") == "a")["title"].item() == title
@@ -148,21 +169,29 @@ def test_dedupe_items_error_is_the_default(tmp_path: Path) -> None:
 
 # --- list / struct rendering ------------------------------------------------------------------------
 def test_lists_and_structs_render_without_empty_elements_and_with_a_joiner() -> None:
-    frame = pl.DataFrame({
-        "item_id": ["1", "2"],
-        "title": ["Heat", "Up"],
-        "tags": [["crime", "", None, " la "], []],
-        "details": [{"Publisher": "Penguin", "Language": None, "Pages": 300}, {"Publisher": "", "Language": "en",
-                                                                             "Pages": None}],
-    })
+    frame = pl.DataFrame(
+        {
+            "item_id": ["1", "2"],
+            "title": ["Heat", "Up"],
+            "tags": [["crime", "", None, " la "], []],
+            "details": [
+                {"Publisher": "Penguin", "Language": None, "Pages": 300},
+                {"Publisher": "", "Language": "en", "Pages": None},
+            ],
+        }
+    )
     assert render_item_text(frame, "{title} | {tags} | {details}").to_list() == [
-        "Heat | crime, la | Publisher: Penguin, Pages: 300", "Up | Language: en"]
+        "Heat | crime, la | Publisher: Penguin, Pages: 300",
+        "Up | Language: en",
+    ]
     assert render_item_text(frame, "{title} | {tags}", joiner=" / ").to_list() == ["Heat | crime / la", "Up"]
 
 
 def test_list_joiner_is_kept_with_the_dataset(tmp_path: Path) -> None:
-    items = write_jsonl(tmp_path / "items.jsonl", [{"item_id": "a", "title": "Heat", "tags": ["x", "y"]},
-                                                   {"item_id": "b", "title": "Up", "tags": ["z"]}])
+    items = write_jsonl(
+        tmp_path / "items.jsonl",
+        [{"item_id": "a", "title": "Heat", "tags": ["x", "y"]}, {"item_id": "b", "title": "Up", "tags": ["z"]}],
+    )
     dataset = load_generic(items, inter_csv(tmp_path), text_template="{title} - {tags}", list_joiner="; ")
     again = Dataset.load(dataset.save(tmp_path / "out"))
     assert again.item_text()["text"].to_list() == ["Heat - x; y", "Up - z"]
@@ -170,11 +199,17 @@ def test_list_joiner_is_kept_with_the_dataset(tmp_path: Path) -> None:
 
 # --- HTML and whitespace ---------------------------------------------------------------------------
 def test_html_is_stripped_and_entities_unescaped_by_default_for_json(tmp_path: Path) -> None:
-    items = write_jsonl(tmp_path / "items.jsonl", [
-        {"item_id": "a", "title": '<span class="a-size-medium">Rock &amp; Roll</span>',
-         "description": ["<p>Loud.<br>Fun&#39;s here&nbsp;now</p>", "<b></b>"]},
-        {"item_id": "b", "title": "Up", "description": []},
-    ])
+    items = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {
+                "item_id": "a",
+                "title": '<span class="a-size-medium">Rock &amp; Roll</span>',
+                "description": ["<p>Loud.<br>Fun&#39;s here&nbsp;now</p>", "<b></b>"],
+            },
+            {"item_id": "b", "title": "Up", "description": []},
+        ],
+    )
     dataset = load_generic(items, inter_csv(tmp_path), text_template="{title} | {description}")
     assert dataset.items["title"].to_list() == ["Rock & Roll", "Up"]
     assert dataset.items["description"].to_list() == [["Loud. Fun's here now"], []]
@@ -184,7 +219,7 @@ def test_html_is_stripped_and_entities_unescaped_by_default_for_json(tmp_path: P
 
 
 def test_plain_text_is_untouched_by_html_cleaning() -> None:
-    plain = ["AT&T: a < b and 5 > 3", "Fish & Chips; R&D", "x <- y (R code)", "100% <3", "Tom's \"quote\""]
+    plain = ["AT&T: a < b and 5 > 3", "Fish & Chips; R&D", "x <- y (R code)", "100% <3", 'Tom\'s "quote"']
     frame = pl.DataFrame({"item_id": [str(i) for i in range(len(plain))], "title": plain})
     assert clean_items(frame, strip_html=True)["title"].to_list() == plain
 
@@ -221,12 +256,19 @@ def test_errors_in_a_compressed_file_name_the_compressed_file(tmp_path: Path) ->
 
 # --- dotted paths --------------------------------------------------------------------------------
 def test_dotted_map_reads_nested_fields(tmp_path: Path) -> None:
-    items = write_jsonl(tmp_path / "items.jsonl", [
-        {"product": {"id": "a"}, "title": "Heat", "details": {"Publisher": "Penguin", "Pages": 300}},
-        {"product": {"id": "b"}, "title": "Up", "details": {"Publisher": None, "Pages": 90}},
-    ])
-    dataset = load_generic(items, inter_csv(tmp_path), mapping=["product.id=item_id", "details.publisher=brand"],
-                           text_template="{title} | {brand}")
+    items = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"product": {"id": "a"}, "title": "Heat", "details": {"Publisher": "Penguin", "Pages": 300}},
+            {"product": {"id": "b"}, "title": "Up", "details": {"Publisher": None, "Pages": 90}},
+        ],
+    )
+    dataset = load_generic(
+        items,
+        inter_csv(tmp_path),
+        mapping=["product.id=item_id", "details.publisher=brand"],
+        text_template="{title} | {brand}",
+    )
     assert dataset.items["item_id"].to_list() == ["a", "b"]
     assert dataset.items["brand"].to_list() == ["Penguin", None]
     assert dataset.item_text()["text"].to_list() == ["Heat | Penguin", "Up"]

@@ -27,9 +27,15 @@ def test_help_is_fast_and_lists_commands():
         assert command in result.stdout
     # Startup must not import torch/mlflow/polars: check what the CLI module pulls in.
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, recsys.cli; print(','.join(sorted(m for m in "
-         "('torch','mlflow','polars','transformers','faiss','lightgbm') if m in sys.modules)))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, recsys.cli; print(','.join(sorted(m for m in "
+            "('torch','mlflow','polars','transformers','faiss','lightgbm') if m in sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert probe.stdout.strip() == "", f"heavy modules imported at CLI start: {probe.stdout}"
     assert elapsed < 10  # generous: the real budget (<1 s) is measured in benchmarks, not asserted here
@@ -54,9 +60,28 @@ def test_ab_writes_a_report_with_all_and_tie_free_users(tmp_path):
     data, split, report = tmp_path / "data", tmp_path / "split", tmp_path / "report"
     assert run("data", "synth", "--out", str(data), "--interactions", "3000", "--seed", "1").returncode == 0
     assert run("data", "split", "--data", str(data), "--out", str(split)).returncode == 0
-    result = run("ab", "--split", str(split), "--a", "mostpop", "--b", "itemknn", "--out", str(report),
-                 "--bootstrap", "300", "--test", "ttest", "--seed", "3", "--impressions", str(data),
-                 "--clip", "20", "--no-log")
+    result = run(
+        "ab",
+        "--split",
+        str(split),
+        "--a",
+        "mostpop",
+        "--b",
+        "itemknn",
+        "--out",
+        str(report),
+        "--bootstrap",
+        "300",
+        "--test",
+        "ttest",
+        "--seed",
+        "3",
+        "--impressions",
+        str(data),
+        "--clip",
+        "20",
+        "--no-log",
+    )
     assert result.returncode == 0, result.stderr
     assert "NDCG@10" in result.stdout and "report.md" in result.stdout
     saved = json.loads((report / "report.json").read_text())

@@ -16,8 +16,14 @@ RECSYS = [sys.executable, "-m", "recsys.cli"]
 
 def _dataset(root: Path) -> Path:
     long = "word " * 80
-    items = pl.DataFrame({"item_id": ["a", "b", "c"], "title": ["Heat", "Up", "Alien"],
-                          "tags": [["crime", ""], [], ["space"]], "description": ["", long.strip(), None]})
+    items = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "title": ["Heat", "Up", "Alien"],
+            "tags": [["crime", ""], [], ["space"]],
+            "description": ["", long.strip(), None],
+        }
+    )
     ts = pl.Series([1, 2, 3, 4], dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
     interactions = pl.DataFrame({"user_id": ["u1", "u1", "u1", "u2"], "item_id": ["a", "b", "c", "a"], "ts": ts})
     return Dataset(items, interactions, text_template="{title} | {tags} | {description}").save(root / "data")
@@ -35,7 +41,8 @@ def test_show_prints_items_with_token_counts_and_a_cut_history(tmp_path: Path) -
 
 def test_cli_show_runs_on_a_converted_folder(tmp_path: Path) -> None:
     folder = _dataset(tmp_path)
-    result = subprocess.run([*RECSYS, "data", "show", "--data", str(folder), "--items", "2"], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [*RECSYS, "data", "show", "--data", str(folder), "--items", "2"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\nitem ") == 2 and "user " in result.stdout

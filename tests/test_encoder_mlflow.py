@@ -24,8 +24,16 @@ from recsys.registry import resolve, set_alias
 
 
 def _text_config(**overrides):
-    config = dict(method="lora", max_steps=2, batch_size=8, eval_every=2, history_tokens=48, item_tokens=16,
-                  checkpoint_every=2, threads=1)
+    config = dict(
+        method="lora",
+        max_steps=2,
+        batch_size=8,
+        eval_every=2,
+        history_tokens=48,
+        item_tokens=16,
+        checkpoint_every=2,
+        threads=1,
+    )
     config.update(overrides)
     return TextTrainConfig(**config)
 
@@ -37,9 +45,17 @@ def trained(tmp_path_factory, tiny_bert, small_data):
     dataset, split = small_data
     runs = {}
     for tower in ("sequence", "text"):
-        train_encoder(dataset, split, root / tower, tower=tower, base_model=tiny_bert, text_config=_text_config(),
-                      sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
-                      sequence_train_config=SequenceTrainConfig(epochs=2, eval_every=1, threads=1), progress=False)
+        train_encoder(
+            dataset,
+            split,
+            root / tower,
+            tower=tower,
+            base_model=tiny_bert,
+            text_config=_text_config(),
+            sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
+            sequence_train_config=SequenceTrainConfig(epochs=2, eval_every=1, threads=1),
+            progress=False,
+        )
         runs[tower] = root / tower
     return runs
 
@@ -47,8 +63,13 @@ def trained(tmp_path_factory, tiny_bert, small_data):
 @pytest.fixture(scope="module")
 def champion(trained, mlflow_store):
     """Version 1 of recsys-encoder, logged from the sequence run and aliased `champion`."""
-    return log_encoder_run(trained["sequence"], mlflow_store, alias="champion", params={"note": "first"},
-                           metrics={"extra": {"seconds": 1.5}})
+    return log_encoder_run(
+        trained["sequence"],
+        mlflow_store,
+        alias="champion",
+        params={"note": "first"},
+        metrics={"extra": {"seconds": 1.5}},
+    )
 
 
 def _items(run) -> pl.DataFrame:
@@ -69,8 +90,9 @@ def test_champion_alias_loads_a_model_that_reproduces_training_vectors(trained, 
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
     # The sequence tower's index vectors are the item matrix the tower was evaluated with.
-    index = model.predict(pd.DataFrame({"item_id": items["item_id"].to_list(), "text": items["text"].to_list()}),
-                          params={"kind": "index"})
+    index = model.predict(
+        pd.DataFrame({"item_id": items["item_id"].to_list(), "text": items["text"].to_list()}), params={"kind": "index"}
+    )
     assert np.allclose(index, np.load(trained["sequence"] / "sequence" / "item_matrix.npy"), atol=1e-5)
 
 
@@ -82,8 +104,14 @@ def test_logged_model_is_code_plus_safetensors_without_pickles(mlflow_store, cha
     pickled = [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt"))]
     assert pickled == [] and "python_model.pkl" not in {f.rsplit("/", 1)[-1] for f in files}
     assert "mlflow_model.py" in files  # models-from-code: the script, not a pickled instance
-    for needed in ("encoder/adapter_model.safetensors", "encoder/encoder.json", "encoder/tokenizer/tokenizer.json",
-                   "base/model.safetensors", "sequence/model.safetensors", "bundle.json"):
+    for needed in (
+        "encoder/adapter_model.safetensors",
+        "encoder/encoder.json",
+        "encoder/tokenizer/tokenizer.json",
+        "base/model.safetensors",
+        "sequence/model.safetensors",
+        "bundle.json",
+    ):
         assert f"artifacts/bundle/{needed}" in files, needed
     mlmodel = (tmp_path / "MLmodel").read_text()
     assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel
@@ -126,8 +154,9 @@ def test_sequence_user_vectors_through_the_pyfunc(trained, champion):
 
     model = mlflow.pyfunc.load_model(champion.uri, model_config={"device": "cpu"})
     ids = _items(trained["sequence"])["item_id"].to_list()
-    users = model.predict(pd.DataFrame({"history_ids": [ids[:5], ids[5:0:-1], ["not-an-item"]]}),
-                          params={"kind": "user"})
+    users = model.predict(
+        pd.DataFrame({"history_ids": [ids[:5], ids[5:0:-1], ["not-an-item"]]}), params={"kind": "user"}
+    )
     assert users.shape == (3, 16) and np.isfinite(users).all()
     assert not np.allclose(users[0], users[1])  # same items, different order
     assert not users[2].any()  # nothing known: zero vector, the caller's cold-start case
@@ -164,8 +193,10 @@ def test_text_tower_bundle_follows_the_training_history_rule(trained, tmp_path):
     run = trained["text"]
     texts = _items(run)["text"].to_list()
     expected = np.load(run / "item_vectors.npy")
-    for bundle in (EncoderBundle.load(run, device="cpu"),
-                   EncoderBundle.load(package_run(run, tmp_path / "bundle"), device="cpu")):
+    for bundle in (
+        EncoderBundle.load(run, device="cpu"),
+        EncoderBundle.load(package_run(run, tmp_path / "bundle"), device="cpu"),
+    ):
         assert bundle.tower == "text" and bundle.sequence is None
         assert np.allclose(bundle.encode_items(texts), expected, atol=1e-6)
         # `[CLS] item [SEP]` is both a one-item history and the item itself (no prompt configured).

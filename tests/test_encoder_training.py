@@ -21,8 +21,16 @@ from recsys.data.order import chronological
 
 
 def _text_config(**overrides):
-    base = dict(method="lora", max_steps=4, batch_size=8, eval_every=2, history_tokens=48, item_tokens=16,
-                checkpoint_every=2, threads=1)
+    base = dict(
+        method="lora",
+        max_steps=4,
+        batch_size=8,
+        eval_every=2,
+        history_tokens=48,
+        item_tokens=16,
+        checkpoint_every=2,
+        threads=1,
+    )
     base.update(overrides)
     return TextTrainConfig(**base)
 
@@ -66,10 +74,17 @@ def test_catalog_info_nce_is_the_full_ranking_softmax_without_the_history():
 @pytest.mark.parametrize("tower", ["sequence", "text", "pooled", "auto"])
 def test_train_encoder_each_tower(tmp_path, tiny_bert, small_data, tower):
     dataset, split = small_data
-    run = train_encoder(dataset, split, tmp_path / tower, tower=tower, base_model=tiny_bert,
-                        text_config=_text_config(), sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
-                        sequence_train_config=SequenceTrainConfig(epochs=4, eval_every=2, threads=1),
-                        progress=False)
+    run = train_encoder(
+        dataset,
+        split,
+        tmp_path / tower,
+        tower=tower,
+        base_model=tiny_bert,
+        text_config=_text_config(),
+        sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
+        sequence_train_config=SequenceTrainConfig(epochs=4, eval_every=2, threads=1),
+        progress=False,
+    )
     assert run.test["users"] == split.test["user_id"].n_unique()
     assert 0.0 <= run.test["ndcg@10"] <= 1.0
     assert (tmp_path / tower / "encoder" / "encoder.json").exists()
@@ -83,8 +98,9 @@ def test_train_encoder_each_tower(tmp_path, tiny_bert, small_data, tower):
         assert set(choice["valid_ndcg10"]) == {"text", "sequence"}
         assert saved["tower"] == choice["chosen"] == max(choice["valid_ndcg10"], key=choice["valid_ndcg10"].get)
         assert saved["valid"]["ndcg@10"] == pytest.approx(choice["valid_ndcg10"][saved["tower"]], abs=1e-5)
-        assert (tmp_path / tower / "item_prior.parquet").exists() == (saved["tower"] == "text" and
-                                                                      saved["popularity_prior"]["beta"] > 0)
+        assert (tmp_path / tower / "item_prior.parquet").exists() == (
+            saved["tower"] == "text" and saved["popularity_prior"]["beta"] > 0
+        )
     else:
         assert saved["tower"] == tower
 
@@ -92,11 +108,25 @@ def test_train_encoder_each_tower(tmp_path, tiny_bert, small_data, tower):
 def test_text_stage_resumes_from_checkpoint(tmp_path, tiny_bert, small_data):
     dataset, split = small_data
     out = tmp_path / "run"
-    first = train_encoder(dataset, split, out, tower="pooled", base_model=tiny_bert,
-                          text_config=_text_config(max_steps=4, patience=99), progress=False)
+    first = train_encoder(
+        dataset,
+        split,
+        out,
+        tower="pooled",
+        base_model=tiny_bert,
+        text_config=_text_config(max_steps=4, patience=99),
+        progress=False,
+    )
     assert first.text_report["resumed_from"] == 0
-    again = train_encoder(dataset, split, out, tower="pooled", base_model=tiny_bert,
-                          text_config=_text_config(max_steps=6, patience=99), progress=False)
+    again = train_encoder(
+        dataset,
+        split,
+        out,
+        tower="pooled",
+        base_model=tiny_bert,
+        text_config=_text_config(max_steps=6, patience=99),
+        progress=False,
+    )
     assert again.text_report["resumed_from"] == 4 and again.text_report["steps"] == 6
 
 
@@ -118,8 +148,15 @@ def test_hard_negatives_are_the_frozen_models_nearest_other_items(tmp_path, tiny
         best = set(eligible[np.argsort(-scores)[:5]].tolist())
         assert set(pool[row].tolist()) == best
     # The job mines the pool and trains with it.
-    run = train_encoder(dataset, split, tmp_path / "hard", tower="text", base_model=tiny_bert,
-                        text_config=_text_config(hard_negatives=2, max_steps=2), progress=False)
+    run = train_encoder(
+        dataset,
+        split,
+        tmp_path / "hard",
+        tower="text",
+        base_model=tiny_bert,
+        text_config=_text_config(hard_negatives=2, max_steps=2),
+        progress=False,
+    )
     assert run.text_report["steps"] == 2
     assert json.loads((tmp_path / "hard" / "run.json").read_text())["text_config"]["hard_negatives"] == 2
 
@@ -132,10 +169,12 @@ def test_catalog_negatives_train_and_leave_the_item_cache_intact(tiny_bert, smal
     row_of = {item: i for i, item in enumerate(dataset.item_text()["item_id"].to_list())}
     history = chronological(split.history("valid"))
     grouped = history.group_by("user_id", maintain_order=True).agg("item_id")
-    seqs = Sequences(grouped["user_id"].to_list(),
-                     [np.array([row_of[i] for i in items]) for items in grouped["item_id"].to_list()])
-    trainer = TextTowerTrainer(encoder, texts, _text_config(catalog_negatives=True, max_steps=4, eval_every=2,
-                                                            patience=99))
+    seqs = Sequences(
+        grouped["user_id"].to_list(), [np.array([row_of[i] for i in items]) for items in grouped["item_id"].to_list()]
+    )
+    trainer = TextTowerTrainer(
+        encoder, texts, _text_config(catalog_negatives=True, max_steps=4, eval_every=2, patience=99)
+    )
     seen_by_eval = []
 
     def evaluate(current):
@@ -162,8 +201,9 @@ def test_text_run_reports_the_prior_it_chose_on_validation(tmp_path, tiny_bert, 
     """The chosen beta's validation score is the run's validation NDCG@10; the file exists iff beta > 0."""
     dataset, split = small_data
     out = tmp_path / "prior"
-    run = train_encoder(dataset, split, out, tower="text", base_model=tiny_bert, text_config=_text_config(),
-                        progress=False)
+    run = train_encoder(
+        dataset, split, out, tower="text", base_model=tiny_bert, text_config=_text_config(), progress=False
+    )
     prior = run.prior_report
     assert prior["valid_ndcg10_by_beta"][prior["beta"]] == pytest.approx(run.valid["ndcg@10"], abs=1e-9)
     assert max(prior["valid_ndcg10_by_beta"].values()) == pytest.approx(run.valid["ndcg@10"], abs=1e-9)
@@ -174,18 +214,32 @@ def test_text_run_reports_the_prior_it_chose_on_validation(tmp_path, tiny_bert, 
         top = counts.sort("len", descending=True)["item_id"][0]
         assert saved.height == dataset.items.height
         assert saved.filter(pl.col("item_id") == top)["prior"][0] == pytest.approx(
-            prior["beta"] * np.log1p(counts["len"].max()), rel=1e-5)
-    off = train_encoder(dataset, split, out, tower="text", base_model=tiny_bert,
-                        text_config=_text_config(popularity_prior=False), progress=False)
+            prior["beta"] * np.log1p(counts["len"].max()), rel=1e-5
+        )
+    off = train_encoder(
+        dataset,
+        split,
+        out,
+        tower="text",
+        base_model=tiny_bert,
+        text_config=_text_config(popularity_prior=False),
+        progress=False,
+    )
     assert "beta" not in off.prior_report and not (out / PRIOR_FILE).exists()  # a rerun drops the stale prior
 
 
 def test_prior_inside_the_training_logits(tmp_path, tiny_bert, small_data):
     """`train_prior_beta` puts beta*log(1+count) in both losses; validation then scores with it too."""
     dataset, split = small_data
-    run = train_encoder(dataset, split, tmp_path / "train-prior", tower="text", base_model=tiny_bert,
-                        text_config=_text_config(train_prior_beta=0.05, catalog_negatives=True, max_steps=2,
-                                                 eval_every=2), progress=False)
+    run = train_encoder(
+        dataset,
+        split,
+        tmp_path / "train-prior",
+        tower="text",
+        base_model=tiny_bert,
+        text_config=_text_config(train_prior_beta=0.05, catalog_negatives=True, max_steps=2, eval_every=2),
+        progress=False,
+    )
     curve = run.text_report["curve"]
     assert run.text_report["steps"] == 2 and np.isfinite(curve[-1]["loss"])
     saved = json.loads((tmp_path / "train-prior" / "run.json").read_text())

@@ -19,9 +19,9 @@ from recsys.errors import ConfigError, DataError
 REPO = Path(__file__).resolve().parents[1]
 FILES = {
     "ml-latest-small/movies.csv": "movieId,title,genres\r\n1,Toy Story (1995),Adventure|Animation\r\n"
-                                  "2,Jumanji (1995),Adventure|Fantasy\r\n",
+    "2,Jumanji (1995),Adventure|Fantasy\r\n",
     "ml-latest-small/ratings.csv": "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,2,3.5,964982931\r\n"
-                                   "2,1,5.0,964983000\r\n",
+    "2,1,5.0,964983000\r\n",
     "ml-latest-small/tags.csv": "userId,movieId,tag,timestamp\r\n1,1,pixar,964982703\r\n",
     "ml-latest-small/links.csv": "movieId,imdbId,tmdbId\r\n1,0114709,862\r\n2,0113497,8844\r\n",
 }
@@ -67,9 +67,25 @@ def test_fetch_downloads_checks_and_unpacks_then_converts(mirror, tmp_path):
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["ml-latest-small"]  # no temporary leftovers
     # Already there: returned without a download (the mirror URL is not even reachable now).
     assert fetch_dataset("movielens-small", tmp_path / "data", url="http://127.0.0.1:9/none.zip") == folder
-    converted = subprocess.run([sys.executable, "-m", "recsys.cli", "data", "convert", "--format", "movielens",
-                                "--path", str(folder), "--out", str(tmp_path / "ds")], capture_output=True,
-                               text=True, cwd=REPO, timeout=120)
+    converted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "data",
+            "convert",
+            "--format",
+            "movielens",
+            "--path",
+            str(folder),
+            "--out",
+            str(tmp_path / "ds"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert converted.returncode == 0, converted.stderr
 
 
@@ -88,9 +104,24 @@ def test_corrupt_or_hostile_archives_unpack_nothing(mirror, tmp_path):
 
 
 def test_cli_reports_a_failed_download_in_one_line(mirror, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "recsys.cli", "data", "fetch", "movielens-small", "--out",
-                             str(tmp_path), "--url", f"{mirror}/corrupt.zip"], capture_output=True, text=True,
-                            cwd=REPO, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "data",
+            "fetch",
+            "movielens-small",
+            "--out",
+            str(tmp_path),
+            "--url",
+            f"{mirror}/corrupt.zip",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 2 and "checksum mismatch" in result.stderr and "Traceback" not in result.stderr
 
 

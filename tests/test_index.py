@@ -23,8 +23,9 @@ def clustered(n: int, dim: int, seed: int, queries: int = 0, spread: float = 1.0
     return (x[:n], x[n:]) if queries else x
 
 
-def brute_force(x: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray | None = None,
-                exclude: list[set[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(
+    x: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray | None = None, exclude: list[set[int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     scores = q @ x.T
     if allowed is not None:
         scores[:, ~allowed] = -np.inf

@@ -174,7 +174,9 @@ def test_sigkill_during_publish_keeps_a_complete_current_version(tmp_path, stage
 
     proc = subprocess.Popen(
         [sys.executable, str(script), str(root), stage, "2", str(REPO)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _wait_for_line(proc, "STAGE")
     os.kill(proc.pid, signal.SIGKILL)
@@ -201,8 +203,10 @@ def test_sigkill_during_publish_keeps_a_complete_current_version(tmp_path, stage
     clean = tmp_path / "uninterrupted"
     expected_checksum = new_index.save(clean, encoder_version="enc-new")
     assert store.metadata(rerun)["checksum"] == expected_checksum
-    assert json.loads((root / "versions" / rerun / "manifest.json").read_text())["files"] == \
-        json.loads((clean / "manifest.json").read_text())["files"]
+    assert (
+        json.loads((root / "versions" / rerun / "manifest.json").read_text())["files"]
+        == json.loads((clean / "manifest.json").read_text())["files"]
+    )
     assert len(store.versions()) == 2  # keep=2: a killed run's finished version is pruned like any other
     _, served, _ = store.current()
     np.testing.assert_array_equal(served.search(q, 10).rows, new_index.search(q, 10).rows)

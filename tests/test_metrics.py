@@ -112,8 +112,7 @@ def test_coverage_novelty_and_popularity_bias_by_hand():
     topk = lists({"u": ["x", "y", "z"], "v": ["x", "q", "y"], "outsider": ["w"]})
     catalog = pl.Series(["x", "y", "z", "q", "w"])
     counts = pl.DataFrame({"item_id": ["x", "y", "z", "q"], "count": [4, 2, 1, 1]})  # total 8; w unseen
-    result = evaluate_topk(topk, targets([("u", "z"), ("v", "y")]), ks=[2, 10], catalog=catalog,
-                           item_counts=counts)
+    result = evaluate_topk(topk, targets([("u", "z"), ("v", "y")]), ks=[2, 10], catalog=catalog, item_counts=counts)
     # top-2 slots of target users: x, y, x, q (the outsider is not a target user)
     assert result["coverage@2"] == pytest.approx(3 / 5)
     assert result["coverage@10"] == pytest.approx(4 / 5)
@@ -134,8 +133,9 @@ def test_coverage_novelty_and_popularity_bias_by_hand():
 
 def test_never_seen_item_gets_finite_maximal_novelty():
     counts = pl.DataFrame({"item_id": ["x"], "count": [4]})
-    result = evaluate_topk(lists({"u": ["new"]}), targets([("u", "x")]), ks=[1],
-                           catalog=pl.Series(["x", "new"]), item_counts=counts)
+    result = evaluate_topk(
+        lists({"u": ["new"]}), targets([("u", "x")]), ks=[1], catalog=pl.Series(["x", "new"]), item_counts=counts
+    )
     assert result["novelty@1"] == pytest.approx(-math.log2(1 / 4))  # floored at one interaction
 
 
@@ -146,8 +146,13 @@ def test_list_metrics_absent_without_catalog_or_counts():
 
 def test_empty_topk_scores_zero():
     empty = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "rank": pl.Int64})
-    result = evaluate_topk(empty, targets([("u", "a"), ("v", "b")]), ks=[10], catalog=pl.Series(["a", "b"]),
-                           item_counts=pl.DataFrame({"item_id": ["a"], "count": [1]}))
+    result = evaluate_topk(
+        empty,
+        targets([("u", "a"), ("v", "b")]),
+        ks=[10],
+        catalog=pl.Series(["a", "b"]),
+        item_counts=pl.DataFrame({"item_id": ["a"], "count": [1]}),
+    )
     assert result["users"] == 2
     assert result["ndcg@10"] == result["hr@10"] == result["map@10"] == 0.0
     assert result["coverage@10"] == 0.0
@@ -161,10 +166,22 @@ def frame(**columns) -> pl.DataFrame:
 EMPTY_TARGETS = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String})
 BAD_INPUT = [
     # (case, topk (None: a valid list), targets (None: valid), ks, error, column named)
-    ("duplicate item in one list",
-     frame(user_id=["u", "u"], item_id=["a", "a"], rank=[1, 2]), None, [10], DataError, "item_id"),
-    ("duplicate rank in one list",
-     frame(user_id=["u", "u"], item_id=["a", "b"], rank=[1, 1]), None, [10], DataError, "rank"),
+    (
+        "duplicate item in one list",
+        frame(user_id=["u", "u"], item_id=["a", "a"], rank=[1, 2]),
+        None,
+        [10],
+        DataError,
+        "item_id",
+    ),
+    (
+        "duplicate rank in one list",
+        frame(user_id=["u", "u"], item_id=["a", "b"], rank=[1, 1]),
+        None,
+        [10],
+        DataError,
+        "rank",
+    ),
     ("rank zero", frame(user_id=["u"], item_id=["a"], rank=[0]), None, [10], DataError, "rank"),
     ("float rank", frame(user_id=["u"], item_id=["a"], rank=[1.0]), None, [10], DataError, "rank"),
     ("missing rank column", frame(user_id=["u"], item_id=["a"]), None, [10], DataError, "rank"),
@@ -177,8 +194,7 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("case", "topk", "tgt", "ks", "error", "column"), BAD_INPUT,
-                         ids=[c[0] for c in BAD_INPUT])
+@pytest.mark.parametrize(("case", "topk", "tgt", "ks", "error", "column"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 def test_malformed_input_is_named(case, topk, tgt, ks, error, column):
     topk = topk if topk is not None else lists({"u": ["a", "b"]})
     tgt = tgt if tgt is not None else targets([("u", "a")])
@@ -205,8 +221,13 @@ def _reference(topk: pl.DataFrame, tgt: pl.DataFrame, k: int) -> dict[str, dict[
         dcg = sum(1 / math.log2(r + 1) for r in hits)
         idcg = sum(1 / math.log2(p + 1) for p in range(1, min(len(rel), k) + 1))
         ap = sum((n + 1) / r for n, r in enumerate(hits)) / min(len(rel), k)
-        out[u] = {"hr": float(bool(hits)), "recall": len(hits) / len(rel), "ndcg": dcg / idcg,
-                  "mrr": 1 / hits[0] if hits else 0.0, "map": ap}
+        out[u] = {
+            "hr": float(bool(hits)),
+            "recall": len(hits) / len(rel),
+            "ndcg": dcg / idcg,
+            "mrr": 1 / hits[0] if hits else 0.0,
+            "map": ap,
+        }
     return out
 
 
@@ -220,8 +241,7 @@ def test_matches_loop_reference_on_random_data():
         ranks = sorted(rng.sample(range(1, 40), len(ranked)))  # holes in the ranks on purpose
         topk_rows += [(user, i, r) for i, r in zip(ranked, ranks, strict=True)]
         tgt_rows += [(user, i) for i in rng.sample(items, rng.randint(1, 4))]
-    topk = pl.DataFrame(topk_rows, schema={"user_id": pl.String, "item_id": pl.String, "rank": pl.Int64},
-                        orient="row")
+    topk = pl.DataFrame(topk_rows, schema={"user_id": pl.String, "item_id": pl.String, "rank": pl.Int64}, orient="row")
     tgt = targets(tgt_rows)
     table = per_user_metrics(topk, tgt, ks=[5, 10, 50])
     for k in (5, 10, 50):
@@ -237,8 +257,9 @@ def _tiny_split():
     rows = []
     for u, seq in {"u1": "abcd", "u2": "bcda", "u3": "cab"}.items():
         rows += [(u, item, start + timedelta(days=n)) for n, item in enumerate(seq)]
-    inter = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String,
-                                       "ts": pl.Datetime("us", "UTC")}, orient="row")
+    inter = pl.DataFrame(
+        rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")}, orient="row"
+    )
     return leave_last_out(inter)
 
 
@@ -247,8 +268,13 @@ def test_score_topk_file_matches_in_memory_scoring(tmp_path):
     split.save(tmp_path / "split")
     topk = lists({"u1": ["d", "a"], "u2": ["b", "a"], "u3": ["a", "c"]})
     topk.write_parquet(tmp_path / "topk.parquet")
-    expected = evaluate_topk(topk, split.targets("test"), ks=[1, 2], catalog=split.catalog(),
-                             item_counts=item_counts_from(split.history("test")))
+    expected = evaluate_topk(
+        topk,
+        split.targets("test"),
+        ks=[1, 2],
+        catalog=split.catalog(),
+        item_counts=item_counts_from(split.history("test")),
+    )
     got = score_topk_file(tmp_path / "topk.parquet", tmp_path / "split", stage="test", ks=[1, 2])
     assert got == pytest.approx(expected)
     # test targets: u1 -> d (rank 1), u2 -> a (rank 2), u3 -> b (missing)

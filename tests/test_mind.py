@@ -143,9 +143,7 @@ def test_unlabeled_test_file_has_no_impressions(tmp_path: Path) -> None:
     assert loaded.interactions["event"].to_list() == ["history", "history"]
 
 
-def test_unknown_news_in_history_is_an_error_or_dropped(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unknown_news_in_history_is_an_error_or_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rows = [*BEHAVIORS[:2], ["3", "U3", "11/15/2019 9:10:00 AM", "N1 N404", "N1-1"]]
     folder = make(tmp_path, behaviors=rows)
     with pytest.raises(DataError) as info:

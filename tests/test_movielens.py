@@ -14,9 +14,7 @@ from recsys.errors import ConfigError, DataError
 from recsys.splits import leave_last_out
 
 UTC = timezone.utc
-ML_LATEST_SMALL = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-latest-small"
-)
+ML_LATEST_SMALL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-latest-small"
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +35,11 @@ def test_split_equals_the_peers_split(real: Dataset) -> None:
         pytest.skip(f"peers' reference split not found at {peers}")
     split = leave_last_out(real.interactions)
     for stage in ("valid", "test"):
-        theirs = pl.read_parquet(peers / f"split_{stage}_targets.parquet").select(
-            pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).sort("user_id")
+        theirs = (
+            pl.read_parquet(peers / f"split_{stage}_targets.parquet")
+            .select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+            .sort("user_id")
+        )
         ours = split.targets(stage).select("user_id", "item_id").sort("user_id")
         assert ours.height == theirs.height == 610
         assert ours.equals(theirs), stage
@@ -113,9 +114,7 @@ def test_real_text_has_no_carriage_returns(real: Dataset) -> None:
 # --- ml-latest format fixture --------------------------------------------------------------
 
 
-RATINGS = (
-    "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,2,5.0,964981247\r\n2,2,0.5,1445714994\r\n"
-)
+RATINGS = "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,2,5.0,964981247\r\n2,2,0.5,1445714994\r\n"
 
 
 def write_latest(folder: Path, ratings: str | None = None, tags: str | None = None) -> Path:
@@ -224,9 +223,7 @@ def write_100k(folder: Path, u_data: str | None = None) -> Path:
         f"3|unknown||||{flags('unknown')}",
     ]
     (folder / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
-    (folder / "u.data").write_text(
-        u_data or "196\t1\t3\t881250949\n186\t2\t5\t891717742\n196\t2\t1\t881251000\n"
-    )
+    (folder / "u.data").write_text(u_data or "196\t1\t3\t881250949\n186\t2\t5\t891717742\n196\t2\t1\t881251000\n")
     (folder / "u.genre").write_text("unknown|0\nAction|1\n")
     return folder
 

@@ -68,9 +68,14 @@ def world(tmp_path_factory, small_data):
     dataset = small_data[0]  # N_ITEMS items
     dataset.save(root / "data")
     bert_a, bert_b = make_tiny_bert(root / "bert-a", seed=0), make_tiny_bert(root / "bert-b", seed=1)
-    return {"root": root, "data": root / "data", "dataset": dataset,
-            "enc_a": _train(dataset, root / "enc-a", bert_a, "text"),
-            "enc_b": _train(dataset, root / "enc-b", bert_b, "text"), "bert_a": bert_a}
+    return {
+        "root": root,
+        "data": root / "data",
+        "dataset": dataset,
+        "enc_a": _train(dataset, root / "enc-a", bert_a, "text"),
+        "enc_b": _train(dataset, root / "enc-b", bert_b, "text"),
+        "bert_a": bert_a,
+    }
 
 
 def _config(**overrides) -> EmbedConfig:
@@ -80,13 +85,32 @@ def _config(**overrides) -> EmbedConfig:
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*RECSYS, "embed", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
+    return subprocess.run(
+        [*RECSYS, "embed", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})},
+    )
 
 
 def _cli_args(data: Path, encoder: Path, store: Path) -> list[str]:
-    return ["--data", str(data), "--encoder", str(encoder), "--store", str(store), "--shard-size", str(SHARD),
-            "--active-days", str(ACTIVE_DAYS), "--threads", "1", "--no-log", "--no-progress"]
+    return [
+        "--data",
+        str(data),
+        "--encoder",
+        str(encoder),
+        "--store",
+        str(store),
+        "--shard-size",
+        str(SHARD),
+        "--active-days",
+        str(ACTIVE_DAYS),
+        "--threads",
+        "1",
+        "--no-log",
+        "--no-progress",
+    ]
 
 
 def _served(store: Path, **kwargs):
@@ -129,8 +153,9 @@ def test_cli_full_run_then_nothing_then_exactly_three_edits(world, tmp_path):
 
     first = _cli(*_cli_args(data, world["enc_a"], store))
     assert first.returncode == 0, first.stderr
-    assert re.search(rf"^embed: encoded {N_ITEMS}, skipped 0, removed 0, users \d+, .* texts/s, index \S+",
-                     first.stdout, re.M), first.stdout
+    assert re.search(
+        rf"^embed: encoded {N_ITEMS}, skipped 0, removed 0, users \d+, .* texts/s, index \S+", first.stdout, re.M
+    ), first.stdout
     v1, index1, meta1, extra1 = _served(store)
     assert extra1["encoded"] == N_ITEMS and extra1["shards_written"] == 4 and extra1["removed"] == 0
     assert meta1["encoder_version"] == local_encoder_version(world["enc_a"])
@@ -149,8 +174,7 @@ def test_cli_full_run_then_nothing_then_exactly_three_edits(world, tmp_path):
     text_of = dict(zip(*dataset.item_text().get_columns(), strict=True))
     sample = expected_users[:4]
     histories = [[text_of[i] for i in _history(dataset, u)] for u in sample]
-    np.testing.assert_allclose(np.stack(users["vector"].to_numpy()[:4]), bundle.user_vectors_text(histories),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.stack(users["vector"].to_numpy()[:4]), bundle.user_vectors_text(histories), atol=1e-5)
     assert users["history_len"].to_list()[:4] == [min(len(h), bundle.meta["history"]["items"]) for h in histories]
 
     second = _cli(*_cli_args(data, world["enc_a"], store))
@@ -162,8 +186,11 @@ def test_cli_full_run_then_nothing_then_exactly_three_edits(world, tmp_path):
 
     edited = dataset.items["item_id"].to_list()[5:8]
     dataset.items = dataset.items.with_columns(
-        pl.when(pl.col("item_id").is_in(edited)).then(pl.col("title") + " the last voyage").otherwise(pl.col("title"))
-        .alias("title"))
+        pl.when(pl.col("item_id").is_in(edited))
+        .then(pl.col("title") + " the last voyage")
+        .otherwise(pl.col("title"))
+        .alias("title")
+    )
     dataset.save(data)
     third = _cli(*_cli_args(data, world["enc_a"], store))
     assert third.returncode == 0, third.stderr
@@ -171,8 +198,9 @@ def test_cli_full_run_then_nothing_then_exactly_three_edits(world, tmp_path):
     _, index3, _, extra3 = _served(store)
     assert extra3["encoded"] == 3 and extra3["shards_written"] == 1
     new_texts = dict(zip(*dataset.item_text().get_columns(), strict=True))
-    np.testing.assert_allclose(index3.reconstruct(edited),
-                               bundle.index_vectors(edited, texts=[new_texts[i] for i in edited]), atol=1e-5)
+    np.testing.assert_allclose(
+        index3.reconstruct(edited), bundle.index_vectors(edited, texts=[new_texts[i] for i in edited]), atol=1e-5
+    )
     unchanged = [i for i in trained if i not in edited]
     np.testing.assert_array_equal(index3.reconstruct(unchanged), index1.reconstruct(unchanged))
     assert not np.allclose(index3.reconstruct(edited), index1.reconstruct(edited))
@@ -186,9 +214,12 @@ def test_removed_items_leave_the_index_and_a_new_encoder_reencodes_everything(wo
     assert first.encoded == N_ITEMS
 
     gone = dataset.items["item_id"].to_list()[:2]
-    smaller = Dataset(dataset.items.filter(~pl.col("item_id").is_in(gone)),
-                      dataset.interactions.filter(~pl.col("item_id").is_in(gone)), name=dataset.name,
-                      text_template=dataset.text_template)
+    smaller = Dataset(
+        dataset.items.filter(~pl.col("item_id").is_in(gone)),
+        dataset.interactions.filter(~pl.col("item_id").is_in(gone)),
+        name=dataset.name,
+        text_template=dataset.text_template,
+    )
     second = run_nightly(smaller, world["enc_a"], store, _config())
     assert (second.encoded, second.skipped, second.removed, second.items) == (0, N_ITEMS - 2, 2, N_ITEMS - 2)
     _, index, _, _ = _served(store)
@@ -204,8 +235,9 @@ def test_removed_items_leave_the_index_and_a_new_encoder_reencodes_everything(wo
     _, index_b, meta_b, _ = _served(store, encoder_version=third.encoder_version)
     bundle_b = EncoderBundle.load(world["enc_b"], device="cpu")
     ids = smaller.item_text()["item_id"].to_list()
-    np.testing.assert_allclose(index_b.reconstruct(ids), bundle_b.encode_items(smaller.item_text()["text"].to_list()),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        index_b.reconstruct(ids), bundle_b.encode_items(smaller.item_text()["text"].to_list()), atol=1e-5
+    )
     # Both encoders' vectors are kept while a kept index version uses them; users follow the encoder.
     keys = {e["key"] for e in EmbeddingStore(store / "embeddings").encoders()}
     assert keys == {encoder_key(first.encoder_version), encoder_key(third.encoder_version)}
@@ -261,22 +293,25 @@ def test_other_towers_index_and_user_vectors(world, tmp_path, tower):
         text_of = dict(zip(*dataset.item_text().get_columns(), strict=True))
         expected_users = bundle.user_vectors_pooled([[text_of[i] for i in h] for h in histories])
     np.testing.assert_allclose(np.stack(users["vector"].to_numpy()[:4]), expected_users, atol=1e-5)
-    _check_user_vectors(bundle, histories, [[ts.timestamp() for ts, _ in _events(dataset, u)] for u in sample],
-                        expected_users, index)
+    _check_user_vectors(
+        bundle, histories, [[ts.timestamp() for ts, _ in _events(dataset, u)] for u in sample], expected_users, index
+    )
 
 
-def _check_user_vectors(bundle: EncoderBundle, histories: list[list[str]], seconds: list[list[float]],
-                        expected: np.ndarray, index) -> None:
+def _check_user_vectors(
+    bundle: EncoderBundle, histories: list[list[str]], seconds: list[list[float]], expected: np.ndarray, index
+) -> None:
     """`EncoderBundle.user_vectors`, the one entry point: it cuts at `history_cap`, reads the bundle's own
     texts when given none, skips what it cannot place, and takes per-history None for "no times"."""
     cap = bundle.history_cap
     assert cap == (bundle.sequence_config.max_len + 1 if bundle.tower == "sequence" else 50)
     np.testing.assert_allclose(bundle.user_vectors(histories, seconds), expected, atol=1e-5)
-    long = [(h * (cap // len(h) + 2))[:cap + 7] for h in histories]
+    long = [(h * (cap // len(h) + 2))[: cap + 7] for h in histories]
     np.testing.assert_array_equal(bundle.user_vectors(long), bundle.user_vectors([h[:cap] for h in long]))
     mixed = bundle.user_vectors(histories[:2], [seconds[0], None])
     np.testing.assert_array_equal(mixed[1], bundle.user_vectors(histories[1:2])[0])
     if bundle.tower == "pooled":  # over vectors the caller has: NaN rows (ids it lacks) are skipped
+
         def lookup(ids):
             known = [i for i in ids if i != "no-such-item"]
             out = np.full((len(ids), index.dim), np.nan, dtype=np.float32)
@@ -284,9 +319,11 @@ def _check_user_vectors(bundle: EncoderBundle, histories: list[list[str]], secon
             return out
 
         np.testing.assert_allclose(bundle.user_vectors(histories, item_vectors=lookup), expected, atol=1e-5)
-        short = [h[:cap - 1] for h in histories]  # the cut comes first: the unknown id takes a place
-        np.testing.assert_array_equal(bundle.user_vectors([["no-such-item", *h] for h in short], item_vectors=lookup),
-                                      bundle.user_vectors(short, item_vectors=lookup))
+        short = [h[: cap - 1] for h in histories]  # the cut comes first: the unknown id takes a place
+        np.testing.assert_array_equal(
+            bundle.user_vectors([["no-such-item", *h] for h in short], item_vectors=lookup),
+            bundle.user_vectors(short, item_vectors=lookup),
+        )
         assert not bundle.user_vectors([["no-such-item"]], item_vectors=lookup).any()
 
 
@@ -331,8 +368,12 @@ def test_sigkill_mid_run_keeps_current_and_the_rerun_resumes(world, tmp_path):
     old = run_nightly(world["data"], world["enc_a"], store, _config())  # the version being served
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    proc = subprocess.Popen([sys.executable, str(script), str(REPO), *_cli_args(world["data"], world["enc_b"], store)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(REPO), *_cli_args(world["data"], world["enc_b"], store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for(proc, "SHARD 2")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -358,11 +399,13 @@ def test_sigkill_mid_run_keeps_current_and_the_rerun_resumes(world, tmp_path):
     np.testing.assert_allclose(index.reconstruct(ids), expected.reconstruct(ids), atol=1e-6, rtol=0)
     # Same shard boundaries, so the same batches: the very same index bytes (one thread on both sides).
     assert meta["checksum"] == expected_meta["checksum"]
-    users, expected_users = (read_user_vectors(s / "index", m) for s, m in ((store, meta),
-                                                                           (tmp_path / "uninterrupted", expected_meta)))
+    users, expected_users = (
+        read_user_vectors(s / "index", m) for s, m in ((store, meta), (tmp_path / "uninterrupted", expected_meta))
+    )
     assert users["user_id"].to_list() == expected_users["user_id"].to_list()
-    np.testing.assert_allclose(np.stack(users["vector"].to_numpy()), np.stack(expected_users["vector"].to_numpy()),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(users["vector"].to_numpy()), np.stack(expected_users["vector"].to_numpy()), atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -391,8 +434,10 @@ def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, 
     assert run.data.params["encoder_version"] == report.encoder_version and run.data.params["engine"] == "local"
     assert run.data.tags["index_version"] == report.index_version
     assert run.data.tags["index_checksum"] == meta["checksum"]
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "index")} == {"index/metadata.json",
-                                                                                "index/manifest.json"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "index")} == {
+        "index/metadata.json",
+        "index/manifest.json",
+    }
 
     # The bare alias form (the CLI default) resolves to the same pinned version and re-encodes nothing.
     again = run_nightly(world["data"], "champion", store, _config(), settings=settings)
@@ -400,15 +445,19 @@ def test_registry_alias_is_pinned_cached_and_the_run_is_logged(world, tmp_path, 
 
 
 def test_a_second_run_on_the_same_store_is_refused_while_one_runs(world, tmp_path):
-    with exclusive_lock(tmp_path / "store" / ".lock", "held by a test"), \
-            pytest.raises(ConfigError, match="in use by another process"):
+    with (
+        exclusive_lock(tmp_path / "store" / ".lock", "held by a test"),
+        pytest.raises(ConfigError, match="in use by another process"),
+    ):
         run_nightly(world["data"], world["enc_a"], tmp_path / "store", _config())
     assert run_nightly(world["data"], world["enc_a"], tmp_path / "store", _config()).encoded == N_ITEMS
 
 
 def test_bad_encoder_reference_is_one_clear_line(world, tmp_path):
-    result = _cli(*_cli_args(world["data"], tmp_path / "no-such-folder", tmp_path / "store"),
-                  env={"RECSYS_HOME": str(tmp_path / "home")})
+    result = _cli(
+        *_cli_args(world["data"], tmp_path / "no-such-folder", tmp_path / "store"),
+        env={"RECSYS_HOME": str(tmp_path / "home")},
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("error: --encoder") and "no such folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -422,8 +471,16 @@ def test_encode_chunks_keeps_order_overlaps_and_stops_cleanly(world):
     texts = world["dataset"].item_text()["text"].to_list()
     expected = encoder.encode(texts, batch_size=8)  # the encoder's own batching, for reference
     counted: list[int] = []
-    pieces = list(encode_chunks(encoder, [texts[:50], [], texts[50:]], max_length=encoder.max_length, batch_size=8,
-                                workers=2, on_batch=counted.append))
+    pieces = list(
+        encode_chunks(
+            encoder,
+            [texts[:50], [], texts[50:]],
+            max_length=encoder.max_length,
+            batch_size=8,
+            workers=2,
+            on_batch=counted.append,
+        )
+    )
     assert [len(p) for p in pieces] == [50, 0, N_ITEMS - 50] and sum(counted) == N_ITEMS
     np.testing.assert_allclose(np.concatenate(pieces), expected, atol=1e-5)
 
@@ -507,8 +564,9 @@ def test_embedding_store_fp16_and_bad_arguments(tmp_path):
 
 def test_user_vectors_file_is_verified_and_pruned(tmp_path):
     as_of = datetime(2024, 5, 1, tzinfo=timezone.utc)
-    info = write_user_vectors(tmp_path, ["u1", "u2"], np.eye(2, 4, dtype=np.float32), encoder_version="e/1",
-                              as_of=as_of, history_len=[3, 1])
+    info = write_user_vectors(
+        tmp_path, ["u1", "u2"], np.eye(2, 4, dtype=np.float32), encoder_version="e/1", as_of=as_of, history_len=[3, 1]
+    )
     assert info["count"] == 2 and info["path"].startswith("user_vectors/users-")
     table = read_user_vectors(tmp_path, {"extra": {"user_vectors": info}})
     assert table["user_id"].to_list() == ["u1", "u2"] and table["as_of"].to_list() == [as_of, as_of]
@@ -521,18 +579,27 @@ def test_user_vectors_file_is_verified_and_pruned(tmp_path):
     other = write_user_vectors(tmp_path, ["u3"], np.ones((1, 4), np.float32), encoder_version="e/1", as_of=as_of)
     assert prune_user_vectors(tmp_path, [other["path"]]) == [Path(info["path"]).name]
     with pytest.raises(ConfigError, match="timezone"):
-        write_user_vectors(tmp_path, ["u"], np.ones((1, 4), np.float32), encoder_version="e",
-                           as_of=datetime(2024, 1, 1))
+        write_user_vectors(
+            tmp_path, ["u"], np.ones((1, 4), np.float32), encoder_version="e", as_of=datetime(2024, 1, 1)
+        )
 
 
 def test_active_histories_window_order_and_catalog(tmp_path):
     t0 = datetime(2024, 1, 31, tzinfo=timezone.utc)
-    interactions = pl.DataFrame({
-        "user_id": ["old", "u", "u", "u", "v", "v"],
-        "item_id": ["a", "a", "c", "b", "gone", "a"],
-        "ts": [t0 - timedelta(days=40), t0 - timedelta(days=50), t0, t0, t0 - timedelta(days=1),
-               t0 - timedelta(days=100)],
-    })
+    interactions = pl.DataFrame(
+        {
+            "user_id": ["old", "u", "u", "u", "v", "v"],
+            "item_id": ["a", "a", "c", "b", "gone", "a"],
+            "ts": [
+                t0 - timedelta(days=40),
+                t0 - timedelta(days=50),
+                t0,
+                t0,
+                t0 - timedelta(days=1),
+                t0 - timedelta(days=100),
+            ],
+        }
+    )
     found = active_histories(interactions, ["a", "b", "c"], active_days=30, max_items=2)
     assert found.as_of == t0 and found.user_ids == ["u", "v"]
     assert found.item_ids == [["c", "b"], ["a"]]  # ties on ts: item_id descending; "gone" left out
@@ -554,7 +621,12 @@ def test_store_layout_is_one_definition(tmp_path):
     root = tmp_path / "store"
     layout = StoreLayout.nightly(root)
     assert (layout.embeddings, layout.index, layout.encoders, layout.rankers, layout.lock) == (
-        root / "embeddings", root / "index", root / "encoders", root / "rankers", root / ".lock")
+        root / "embeddings",
+        root / "index",
+        root / "encoders",
+        root / "rankers",
+        root / ".lock",
+    )
     assert StoreLayout.served(root) == layout  # nothing there yet: a nightly store to be
     bare = tmp_path / "bare"
     (bare / "versions").mkdir(parents=True)  # an IndexStore root itself: registry models go to a temporary cache

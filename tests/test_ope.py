@@ -29,10 +29,11 @@ def world():
         "alive": truth.available(top["ts"], items),
         "logging": truth.logging_probability_matrix(top["user_id"], top["ts"], items),
         "clicks": clicks,
-        "affinity": truth.affinity(np.repeat(top["user_id"].to_numpy(), items.len()),
-                                   np.tile(items.to_numpy(), top.height),
-                                   top["ts"].gather(np.repeat(np.arange(top.height), items.len())))
-        .reshape(top.height, items.len()),
+        "affinity": truth.affinity(
+            np.repeat(top["user_id"].to_numpy(), items.len()),
+            np.tile(items.to_numpy(), top.height),
+            top["ts"].gather(np.repeat(np.arange(top.height), items.len())),
+        ).reshape(top.height, items.len()),
     }
     world["uniform"] = _uniform(world)
     world["softmax"] = _softmax(world, 0.5)
@@ -43,11 +44,13 @@ def world():
 def _table(world, probabilities: np.ndarray, column: str = "target_probability") -> pl.DataFrame:
     """A (requests x items) matrix as `request_id, item_id, <column>` rows (zeros left out)."""
     rows, cols = np.nonzero(probabilities > 0)
-    return pl.DataFrame({
-        "request_id": world["top"]["request_id"].gather(rows),
-        "item_id": world["items"].gather(cols),
-        column: probabilities[rows, cols],
-    })
+    return pl.DataFrame(
+        {
+            "request_id": world["top"]["request_id"].gather(rows),
+            "item_id": world["items"].gather(cols),
+            column: probabilities[rows, cols],
+        }
+    )
 
 
 def _true_value(world, policy: np.ndarray) -> float:
@@ -94,8 +97,7 @@ def test_estimators_recover_the_true_value_of_a_new_policy(world, policy):
 def test_dr_with_the_true_click_model_is_tight_and_right(world):
     truth = _true_value(world, world["softmax"])
     oracle = _table(world, world["clicks"], column="q")  # q for every (request, item) the estimate needs
-    with_model = estimate_policy_value(world["log"], world["tables"]["softmax"], n_bootstrap=BOOT,
-                                       reward_model=oracle)
+    with_model = estimate_policy_value(world["log"], world["tables"]["softmax"], n_bootstrap=BOOT, reward_model=oracle)
     dr, ips = with_model.estimates["dr"], with_model.estimates["ips"]
     assert dr.ci_low <= truth <= dr.ci_high
     assert (dr.ci_high - dr.ci_low) < 0.85 * (ips.ci_high - ips.ci_low)  # the model removes variance
@@ -133,8 +135,9 @@ def test_paired_difference_of_two_policies(world):
 
 def test_policy_from_topk_builds_distributions():
     requests = pl.DataFrame({"request_id": ["r1", "r2", "r3"], "user_id": ["u1", "u2", "u9"]})
-    topk = pl.DataFrame({"user_id": ["u1"] * 3 + ["u2"] * 2, "item_id": ["a", "b", "c", "a", "d"],
-                         "rank": [1, 2, 3, 1, 2]})
+    topk = pl.DataFrame(
+        {"user_id": ["u1"] * 3 + ["u2"] * 2, "item_id": ["a", "b", "c", "a", "d"], "rank": [1, 2, 3, 1, 2]}
+    )
     uniform = policy_from_topk(requests, topk, k=2)
     assert set(uniform["request_id"]) == {"r1", "r2"}  # u9 has no list
     assert uniform.filter(pl.col("request_id") == "r1")["target_probability"].to_list() == [0.5, 0.5]
@@ -147,8 +150,9 @@ def test_policy_from_topk_builds_distributions():
 def test_bad_logs_and_policies_are_named(world):
     log = world["log"]
     target = world["tables"]["uniform"]
-    broken = log.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(0.0).otherwise(pl.col("propensity"))
-                              .alias("propensity"))
+    broken = log.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(0.0).otherwise(pl.col("propensity")).alias("propensity")
+    )
     with pytest.raises(DataError, match="propensity") as err:
         estimate_policy_value(broken, target, n_bootstrap=BOOT)
     assert err.value.row == 5 and err.value.column == "propensity"

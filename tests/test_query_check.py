@@ -9,8 +9,13 @@ from encoders.query_check import QueryProbe, catalog_probe, choose_query_prior, 
 
 
 def test_probe_draws_titled_items_with_their_genres():
-    items = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["Alpha", "", None, "Delta"],
-                          "genres": ["Drama|Comedy", "Drama", "Horror", ""]})
+    items = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "title": ["Alpha", "", None, "Delta"],
+            "genres": ["Drama|Comedy", "Drama", "Horror", ""],
+        }
+    )
     probe = catalog_probe(items, {"a": 0, "b": 1, "c": 2, "d": 3}, n=10)
     assert sorted(probe.queries) == ["Alpha", "Delta"]  # untitled items are not queries
     assert {q: int(r) for q, r in zip(probe.queries, probe.rows, strict=True)} == {"Alpha": 0, "Delta": 3}

@@ -31,9 +31,23 @@ def test_a_work_folder_from_another_dataset_or_budget_is_refused(tmp_path):
 
 
 def test_unknown_dataset_is_one_clear_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "recsys.cli", "quickstart", "--work", str(tmp_path / "w"),
-                             "--dataset", "imagenet", "--no-serve"], capture_output=True, text=True, cwd=REPO,
-                            timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "quickstart",
+            "--work",
+            str(tmp_path / "w"),
+            "--dataset",
+            "imagenet",
+            "--no-serve",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 2 and "unknown --dataset 'imagenet'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()
 
@@ -43,17 +57,22 @@ def _folder(root: Path, users: list[str], items: list[str], seconds: list[int]) 
     """A canonical dataset folder written by the real `Dataset.save`."""
     catalog = sorted(set(items))
     ts = pl.from_epoch(pl.Series(seconds), time_unit="s").dt.replace_time_zone("UTC").dt.cast_time_unit("us")
-    dataset = Dataset(items=pl.DataFrame({"item_id": catalog, "title": [f"Item {i}" for i in catalog]}),
-                      interactions=pl.DataFrame({"user_id": users, "item_id": items, "ts": ts}),
-                      text_template="{title}")
+    dataset = Dataset(
+        items=pl.DataFrame({"item_id": catalog, "title": [f"Item {i}" for i in catalog]}),
+        interactions=pl.DataFrame({"user_id": users, "item_id": items, "ts": ts}),
+        text_template="{title}",
+    )
     return dataset.save(root / "data")
 
 
-@pytest.mark.parametrize(("users", "items", "seconds", "message"), [
-    (["u1", "u1", "u2", "u2"], ["a", "b", "a", "c"], [1, 2, 3, 4], "no user has 3 or more interactions"),
-    (["u1", "u1", "u1", "u2"], ["a", "a", "a", "a"], [1, 2, 3, 4], "only 1 item has interactions"),
-    (["u1", "u1", "u1", "u2"], ["a", "b", "c", "a"], [5, 5, 5, 5], "same timestamp"),
-])
+@pytest.mark.parametrize(
+    ("users", "items", "seconds", "message"),
+    [
+        (["u1", "u1", "u2", "u2"], ["a", "b", "a", "c"], [1, 2, 3, 4], "no user has 3 or more interactions"),
+        (["u1", "u1", "u1", "u2"], ["a", "a", "a", "a"], [1, 2, 3, 4], "only 1 item has interactions"),
+        (["u1", "u1", "u1", "u2"], ["a", "b", "c", "a"], [5, 5, 5, 5], "same timestamp"),
+    ],
+)
 def test_thin_data_is_refused_before_anything_runs(tmp_path, users, items, seconds, message):
     folder = _folder(tmp_path, users, items, seconds)
     work = tmp_path / "work"
@@ -65,9 +84,23 @@ def test_thin_data_is_refused_before_anything_runs(tmp_path, users, items, secon
 
 def test_thin_data_is_one_clear_line_on_the_command_line(tmp_path):
     folder = _folder(tmp_path, ["u1", "u1", "u2"], ["a", "b", "a"], [1, 2, 3])
-    result = subprocess.run([sys.executable, "-m", "recsys.cli", "quickstart", "--work", str(tmp_path / "w"),
-                             "--data", str(folder), "--no-serve"], capture_output=True, text=True, cwd=REPO,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "quickstart",
+            "--work",
+            str(tmp_path / "w"),
+            "--data",
+            str(folder),
+            "--no-serve",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 2 and "no user has 3 or more interactions" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "w").exists()
 
@@ -78,13 +111,23 @@ def test_data_and_dataset_together_are_refused(tmp_path):
 
 
 def _profile(users: int, interactions: int) -> DataProfile:
-    return DataProfile(users=users, items=1000, items_with_interactions=900, interactions=interactions,
-                       eligible_users=users, distinct_times=interactions, median_history=interactions / users)
+    return DataProfile(
+        users=users,
+        items=1000,
+        items_with_interactions=900,
+        interactions=interactions,
+        eligible_users=users,
+        distinct_times=interactions,
+        median_history=interactions / users,
+    )
 
 
 def test_budgets_grow_with_the_data_and_stop_at_their_caps():
-    small, medium, large = (pick_budgets(_profile(300, 4_000)), pick_budgets(_profile(610, 100_000)),
-                            pick_budgets(_profile(60_000, 1_000_000)))
+    small, medium, large = (
+        pick_budgets(_profile(300, 4_000)),
+        pick_budgets(_profile(610, 100_000)),
+        pick_budgets(_profile(60_000, 1_000_000)),
+    )
     assert (small.lora_steps, small.history_tokens, small.ranker_cuts, small.sequence_seconds) == (30, 64, 8, None)
     assert (medium.lora_steps, medium.history_tokens, medium.ranker_cuts) == (200, 128, 8)
     assert (large.lora_steps, large.history_tokens, large.ranker_cuts) == (300, 128, 2)

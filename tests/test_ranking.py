@@ -35,8 +35,15 @@ from recsys.errors import ConfigError, DataError
 from recsys.splits import leave_last_out
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = RankerConfig(candidates=CandidateConfig(retrieval_k=40, covisit_k=20, popular_k=10), min_data_in_leaf=5,
-                     max_rounds=60, early_stopping_rounds=20, extra_cuts=3, covisit_window=5, threads=1)
+SMALL = RankerConfig(
+    candidates=CandidateConfig(retrieval_k=40, covisit_k=20, popular_k=10),
+    min_data_in_leaf=5,
+    max_rounds=60,
+    early_stopping_rounds=20,
+    extra_cuts=3,
+    covisit_window=5,
+    threads=1,
+)
 
 
 # ------------------------------------------------------------------------------ lookups
@@ -95,10 +102,12 @@ def world(tmp_path_factory, tiny_bert):
     dataset.save(root / "data")
     split = leave_last_out(dataset.interactions)
     split.save(root / "split")
-    config = TextTrainConfig(method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
-                             item_tokens=16, threads=1)
-    train_encoder(dataset, split, root / "encoder", tower="text", base_model=tiny_bert, text_config=config,
-                  progress=False)
+    config = TextTrainConfig(
+        method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48, item_tokens=16, threads=1
+    )
+    train_encoder(
+        dataset, split, root / "encoder", tower="text", base_model=tiny_bert, text_config=config, progress=False
+    )
     loaded = resolve_encoder(root / "encoder", device="cpu")
     run = train_ranker(dataset, split, loaded, root / "ranker-run", SMALL, progress=False)
     return {"root": root, "dataset": dataset, "split": split, "loaded": loaded, "run": run}
@@ -111,8 +120,14 @@ def _query(context: BehaviorContext, user: str, position: int, vectors: np.ndarr
     scores = vectors @ user_vector
     scores[history] = -np.inf
     top = np.argsort(-scores, kind="stable")[:30]
-    return Query(history=history, t=int(seconds[position]), retrieved=top, interest=scores[top],
-                 history_seconds=seconds[:position], user_vector=user_vector)
+    return Query(
+        history=history,
+        t=int(seconds[position]),
+        retrieved=top,
+        interest=scores[top],
+        history_seconds=seconds[:position],
+        user_vector=user_vector,
+    )
 
 
 # ------------------------------------------------------------------------------ leakage
@@ -136,22 +151,36 @@ def test_planted_future_events_change_no_feature(world):
         for when in (t, t + timedelta(seconds=1 + k), t + timedelta(days=2)):
             future += [("stranger", last_item, when - timedelta(microseconds=0)), ("stranger", item, when)]
     schema = dataset.interactions.schema
-    planted = pl.DataFrame({"user_id": [u for u, _, _ in future], "item_id": [i for _, i, _ in future],
-                            "ts": [w for _, _, w in future]}).with_columns(pl.col("ts").cast(schema["ts"]))
+    planted = pl.DataFrame(
+        {"user_id": [u for u, _, _ in future], "item_id": [i for _, i, _ in future], "ts": [w for _, _, w in future]}
+    ).with_columns(pl.col("ts").cast(schema["ts"]))
     extra = {c: pl.lit(None, dtype=schema[c]) for c in dataset.interactions.columns if c not in planted.columns}
-    leaky = replace(dataset, interactions=pl.concat([dataset.interactions,
-                                                     planted.with_columns(**extra).select(dataset.interactions.columns)]))
-    planted_impressions = pl.DataFrame({
-        "request_id": ["planted"] * len(planted_items), "user_id": ["stranger"] * len(planted_items),
-        "ts": [t] * len(planted_items), "item_id": planted_items,
-        "position": pl.Series(range(len(planted_items)), dtype=pl.Int32), "clicked": [True] * len(planted_items),
-    })
+    leaky = replace(
+        dataset,
+        interactions=pl.concat(
+            [dataset.interactions, planted.with_columns(**extra).select(dataset.interactions.columns)]
+        ),
+    )
+    planted_impressions = pl.DataFrame(
+        {
+            "request_id": ["planted"] * len(planted_items),
+            "user_id": ["stranger"] * len(planted_items),
+            "ts": [t] * len(planted_items),
+            "item_id": planted_items,
+            "position": pl.Series(range(len(planted_items)), dtype=pl.Int32),
+            "clicked": [True] * len(planted_items),
+        }
+    )
     imp_schema = dataset.impressions.schema
-    imp_extra = {c: pl.lit(None, dtype=imp_schema[c]) for c in dataset.impressions.columns
-                 if c not in planted_impressions.columns}
+    imp_extra = {
+        c: pl.lit(None, dtype=imp_schema[c])
+        for c in dataset.impressions.columns
+        if c not in planted_impressions.columns
+    }
     planted_impressions = planted_impressions.with_columns(pl.col("ts").cast(imp_schema["ts"]), **imp_extra)
-    leaky = replace(leaky, impressions=pl.concat([dataset.impressions,
-                                                  planted_impressions.select(dataset.impressions.columns)]))
+    leaky = replace(
+        leaky, impressions=pl.concat([dataset.impressions, planted_impressions.select(dataset.impressions.columns)])
+    )
     context_leaky = BehaviorContext.build(leaky, covisit_window=5)
     candidates_leaky = generate(context_leaky, [query], SMALL.candidates, lambda r: vectors[r])
     np.testing.assert_array_equal(candidates_leaky.item, candidates.item)
@@ -160,12 +189,19 @@ def test_planted_future_events_change_no_feature(world):
 
     # The same plant one minute *before* t is visible: the test above has teeth.
     early = planted.with_columns(pl.col("ts") - pl.duration(days=3))
-    seen = replace(dataset, interactions=pl.concat([dataset.interactions,
-                                                    early.with_columns(**extra).select(dataset.interactions.columns)]))
+    seen = replace(
+        dataset,
+        interactions=pl.concat(
+            [dataset.interactions, early.with_columns(**extra).select(dataset.interactions.columns)]
+        ),
+    )
     context_seen = BehaviorContext.build(seen, covisit_window=5)
     moved = compute(context_seen, [query], candidates, lambda r: vectors[r])
-    changed = {FEATURE_NAMES[j] for j in range(len(FEATURE_NAMES))
-               if not np.array_equal(np.nan_to_num(moved[:, j], nan=-7), np.nan_to_num(before[:, j], nan=-7))}
+    changed = {
+        FEATURE_NAMES[j]
+        for j in range(len(FEATURE_NAMES))
+        if not np.array_equal(np.nan_to_num(moved[:, j], nan=-7), np.nan_to_num(before[:, j], nan=-7))
+    }
     assert {"pop_all", "covisit_last", "covisit_sum"} <= changed
 
 
@@ -211,8 +247,13 @@ def test_train_and_serve_paths_give_the_same_features_and_scores(world):
             history=[context.item_ids[r] for r in query.history.tolist()],
             history_ts=[context.datetime_of(s) for s in query.history_seconds.tolist()],
             candidates=[context.item_ids[r] for r in query.retrieved.tolist()],
-            interest=query.interest.tolist(), k=20, user_id=user, now=context.datetime_of(query.t),
-            user_vector=query.user_vector.tolist(), item_vectors=lookup_ids)
+            interest=query.interest.tolist(),
+            k=20,
+            user_id=user,
+            now=context.datetime_of(query.t),
+            user_vector=query.user_vector.tolist(),
+            item_vectors=lookup_ids,
+        )
         served = model.rank(request, explain=True)
         assert served.item_ids == [context.item_ids[r] for r in candidates.item[order].tolist()]
         np.testing.assert_allclose(served.scores, scores[order], rtol=1e-12)
@@ -257,8 +298,11 @@ def test_logged_ranker_is_registered_native_and_loads_by_alias(world, tmp_path):
     assert version.tags["encoder_version"] == world["loaded"].version
     files = {Path(p).name for p in _artifact_files(client, version.run_id)}
     assert {"model.txt", "ranker.json", "importance.png"} <= files
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/recsys-ranker/{resolved.version}",
-                                                         dst_path=str(tmp_path / "model")))
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/recsys-ranker/{resolved.version}", dst_path=str(tmp_path / "model")
+        )
+    )
     model_files = {p.name for p in model_dir.rglob("*") if p.is_file()}
     assert {"model.lgb", "MLmodel"} <= model_files
     assert (model_dir / "model.lgb").read_text().startswith("tree")  # LightGBM's own text format
@@ -269,8 +313,9 @@ def test_logged_ranker_is_registered_native_and_loads_by_alias(world, tmp_path):
     model = load_ranker("champion", dataset=world["dataset"], settings=settings, cache_dir=tmp_path / "cache")
     assert model.version == f"recsys-ranker/{resolved.version}"
     local = load_ranker(world["root"] / "ranker-run", dataset=world["dataset"])
-    request = RankRequest(history=world["dataset"].interactions["item_id"][:5].to_list(), candidates=[],
-                          interest=[], k=10)
+    request = RankRequest(
+        history=world["dataset"].interactions["item_id"][:5].to_list(), candidates=[], interest=[], k=10
+    )
     assert model.rank(request).item_ids == local.rank(request).item_ids
     with pytest.raises(ConfigError):
         load_ranker("nope-alias", dataset=world["dataset"], settings=settings)
@@ -285,13 +330,30 @@ def _artifact_files(client, run_id: str, path: str | None = None) -> list[str]:
 
 def test_cli_trains_and_reports_one_line_errors(world, tmp_path):
     env = {"RECSYS_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
-    args = [sys.executable, "-m", "recsys.cli", "train-ranker", "--data", str(world["root"] / "data"),
-            "--split", str(world["root"] / "split"), "--out", str(tmp_path / "run")]
-    bad = subprocess.run([*args, "--encoder", str(tmp_path / "missing")], capture_output=True, text=True,
-                         env=env, cwd=REPO, timeout=120)
+    args = [
+        sys.executable,
+        "-m",
+        "recsys.cli",
+        "train-ranker",
+        "--data",
+        str(world["root"] / "data"),
+        "--split",
+        str(world["root"] / "split"),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    bad = subprocess.run(
+        [*args, "--encoder", str(tmp_path / "missing")], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
     assert bad.returncode == 2 and "no such folder" in bad.stderr and "Traceback" not in bad.stderr
-    bad_k = subprocess.run([*args, "--encoder", str(world["root"] / "encoder"), "--retrieval-k", "-1"],
-                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    bad_k = subprocess.run(
+        [*args, "--encoder", str(world["root"] / "encoder"), "--retrieval-k", "-1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert bad_k.returncode == 2 and "retrieval_k" in bad_k.stderr
 
 
@@ -301,17 +363,29 @@ def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path, monkey
 
     fast = StatsConfig(n_bootstrap=200, n_permutations=500)
     root = world["root"]
-    result = run_ab(root / "split", f"encoder:{root / 'encoder'}", f"ranker:{root / 'ranker-run'}",
-                    data=root / "data", stats=fast, reference_baselines=(),
-                    out=tmp_path / "report")
+    result = run_ab(
+        root / "split",
+        f"encoder:{root / 'encoder'}",
+        f"ranker:{root / 'ranker-run'}",
+        data=root / "data",
+        stats=fast,
+        reference_baselines=(),
+        out=tmp_path / "report",
+    )
     verdicts = result.verdicts()
     assert any("NDCG@10" in line or "ndcg@10" in line for line in verdicts)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert "ranker" in json.dumps(report) and "encoder" in json.dumps(report)
     # The ranker scored here equals the lists training saved for the same test queries.
     saved = pl.read_parquet(root / "ranker-run" / "topk_test.parquet")
-    again = run_ab(root / "split", root / "ranker-run", f"ranker:{root / 'ranker-run'}", data=root / "data",
-                   stats=fast, reference_baselines=())
+    again = run_ab(
+        root / "split",
+        root / "ranker-run",
+        f"ranker:{root / 'ranker-run'}",
+        data=root / "data",
+        stats=fast,
+        reference_baselines=(),
+    )
     ndcg = next(m for m in again.comparison.metrics if m.metric == "ndcg@10")
     assert ndcg.diff == pytest.approx(0.0, abs=1e-12)
     assert saved.height > 0
@@ -319,8 +393,7 @@ def test_ab_compares_models_by_reference_and_run_folders(world, tmp_path, monkey
         run_ab(root / "split", "mostpop", f"ranker:{root / 'ranker-run'}", reference_baselines=())
     # `frozen`: the zero-shot base encoder (real MiniLM), built once under RECSYS_HOME and reused.
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
-    frozen = run_ab(root / "split", "frozen", "mostpop", data=root / "data", stats=fast,
-                    reference_baselines=())
+    frozen = run_ab(root / "split", "frozen", "mostpop", data=root / "data", stats=fast, reference_baselines=())
     assert "encoder" in frozen.system_a
     assert len(list((tmp_path / "home" / "frozen").glob("*/run.json"))) == 1
 
@@ -335,8 +408,13 @@ def test_popular_ranking_at_an_earlier_time_never_reuses_a_later_one(world):
     context.popular(later + 1, 30, 20)  # fill the cache at the later time first
     np.testing.assert_array_equal(context.popular(earlier, 30, 20), fresh.popular(earlier, 30, 20))
     every = np.arange(len(context.item_ids))
-    expected = np.lexsort((every, -context.popularity.total(every, earlier),
-                           -context.popularity.total(every, earlier, earlier - 30 * 86_400)))
+    expected = np.lexsort(
+        (
+            every,
+            -context.popularity.total(every, earlier),
+            -context.popularity.total(every, earlier, earlier - 30 * 86_400),
+        )
+    )
     expected = expected[context.popularity.total(every, earlier)[expected] > 0][:20]
     np.testing.assert_array_equal(context.popular(earlier, 30, 20), expected)
 
@@ -351,11 +429,20 @@ def test_ranker_trains_on_the_holdout_tower_and_tests_on_the_served_one(world, t
     from encoders.sequence_training import SequenceTrainConfig
 
     root, dataset, split = world["root"], world["dataset"], world["split"]
-    config = TextTrainConfig(method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48,
-                             item_tokens=16, threads=1)
-    train_encoder(dataset, split, root / "seq-encoder", tower="sequence", base_model=tiny_bert, text_config=config,
-                  sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
-                  sequence_train_config=SequenceTrainConfig(epochs=2, threads=1, holdout_tail=3), progress=False)
+    config = TextTrainConfig(
+        method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48, item_tokens=16, threads=1
+    )
+    train_encoder(
+        dataset,
+        split,
+        root / "seq-encoder",
+        tower="sequence",
+        base_model=tiny_bert,
+        text_config=config,
+        sequence_config=SequenceConfig(dim=16, max_len=20, layers=1),
+        sequence_train_config=SequenceTrainConfig(epochs=2, threads=1, holdout_tail=3),
+        progress=False,
+    )
     loaded = resolve_encoder(root / "seq-encoder", device="cpu")
     assert loaded.bundle.holdout is not None
     out = root / "ranker-stacked"

@@ -37,9 +37,17 @@ def test_ray_engine_matches_the_local_engine(tmp_path, tiny_bert, small_data):
     torch.set_num_threads(1)
     dataset, split = small_data
     run = tmp_path / "enc"
-    train_encoder(dataset, split, run, tower="text", base_model=tiny_bert,
-                  text_config=TextTrainConfig(method="frozen", max_steps=1, batch_size=8, eval_every=1,
-                                              history_tokens=48, item_tokens=16, threads=1), progress=False)
+    train_encoder(
+        dataset,
+        split,
+        run,
+        tower="text",
+        base_model=tiny_bert,
+        text_config=TextTrainConfig(
+            method="frozen", max_steps=1, batch_size=8, eval_every=1, history_tokens=48, item_tokens=16, threads=1
+        ),
+        progress=False,
+    )
     config = dict(shard_size=SHARD, log=False, progress=False, threads=1, active_days=400.0)
     local = run_nightly(dataset, run, tmp_path / "local", EmbedConfig(**config))
 
@@ -65,5 +73,6 @@ def test_ray_engine_matches_the_local_engine(tmp_path, tiny_bert, small_data):
     users_a = read_user_vectors(tmp_path / "local" / "index", meta_a)
     users_b = read_user_vectors(tmp_path / "ray" / "index", meta_b)
     assert users_a["user_id"].to_list() == users_b["user_id"].to_list()
-    np.testing.assert_allclose(np.stack(users_b["vector"].to_numpy()), np.stack(users_a["vector"].to_numpy()),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack(users_b["vector"].to_numpy()), np.stack(users_a["vector"].to_numpy()), atol=1e-5
+    )

@@ -95,9 +95,7 @@ def test_null_item_id_names_first_row_and_count(tmp_path: Path) -> None:
 
 
 def test_null_user_id_in_interactions(tmp_path: Path, items: pl.DataFrame) -> None:
-    path = write(
-        tmp_path, "inter.csv", "user_id,item_id,ts\nu1,1,1700000000\nu2,2,1700000001\n,3,1700000002\n"
-    )
+    path = write(tmp_path, "inter.csv", "user_id,item_id,ts\nu1,1,1700000000\nu2,2,1700000001\n,3,1700000002\n")
     with pytest.raises(DataError) as info:
         read_table(path, "interactions", items=items)
     assert_located(info.value, path, "user_id", 3)
@@ -160,9 +158,7 @@ def test_missing_timestamp(tmp_path: Path, items: pl.DataFrame) -> None:
     assert "missing timestamp" in str(info.value)
 
 
-INTER_WITH_UNKNOWN = (
-    "user_id,item_id,ts\nu1,1,1700000000\nu1,99,1700000001\nu2,2,1700000002\nu2,98,1700000003\n"
-)
+INTER_WITH_UNKNOWN = "user_id,item_id,ts\nu1,1,1700000000\nu1,99,1700000001\nu2,2,1700000002\nu2,98,1700000003\n"
 
 
 def test_interaction_on_unknown_item_is_an_error(tmp_path: Path, items: pl.DataFrame) -> None:
@@ -182,9 +178,7 @@ def test_interaction_on_unknown_item_dropped_by_rule_with_count(tmp_path: Path, 
     assert table["item_id"].to_list() == ["1", "2"]
 
 
-def test_generic_drop_rule_counts_and_warns(
-    tmp_path: Path, items_csv: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_generic_drop_rule_counts_and_warns(tmp_path: Path, items_csv: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path, "inter.csv", INTER_WITH_UNKNOWN)
     with caplog.at_level(logging.WARNING, logger="recsys.data.generic"):
         dataset = load_generic(items_csv, path, unknown_items="drop")
@@ -236,9 +230,7 @@ def test_latin1_after_a_large_prefix_still_finds_the_line(tmp_path: Path) -> Non
 
 
 def test_latin1_in_jsonl(tmp_path: Path) -> None:
-    path = write(
-        tmp_path, "items.jsonl", b'{"item_id": "1", "title": "ok"}\n{"item_id": "2", "title": "Caf\xe9"}\n'
-    )
+    path = write(tmp_path, "items.jsonl", b'{"item_id": "1", "title": "ok"}\n{"item_id": "2", "title": "Caf\xe9"}\n')
     with pytest.raises(DataError) as info:
         read_table(path, "items")
     assert_located(info.value, path, None, 2)  # no header in JSON lines: row == line
@@ -352,9 +344,7 @@ def test_per_file_mapping_must_name_columns_of_that_file(tmp_path: Path, items_c
 
 
 def test_bad_number_in_weight(tmp_path: Path, items: pl.DataFrame) -> None:
-    path = write(
-        tmp_path, "inter.csv", "user_id,item_id,ts,rating\nu1,1,1700000000,4.5\nu1,2,1700000001,five\n"
-    )
+    path = write(tmp_path, "inter.csv", "user_id,item_id,ts,rating\nu1,1,1700000000,4.5\nu1,2,1700000001,five\n")
     with pytest.raises(DataError) as info:
         read_table(path, "interactions", items=items)
     assert_located(info.value, path, "weight", 2)  # `rating` becomes `weight` by rule
@@ -435,9 +425,7 @@ def test_utf8_bom_and_trailing_blank_lines(tmp_path: Path) -> None:
 
 def test_zero_padded_ids_keep_their_zeros(tmp_path: Path) -> None:
     items_path = write(tmp_path, "items.csv", "item_id,title\n007,Bond\n7,Seven\n0042,Answer\n")
-    inter = write(
-        tmp_path, "inter.csv", "user_id,item_id,ts\n0001,007,1700000000\n1,7,1700000001\n 01 ,0042,1\n"
-    )
+    inter = write(tmp_path, "inter.csv", "user_id,item_id,ts\n0001,007,1700000000\n1,7,1700000001\n 01 ,0042,1\n")
     dataset = load_generic(items_path, inter)
     assert dataset.items["item_id"].to_list() == ["007", "7", "0042"]
     assert dataset.interactions["item_id"].to_list() == ["007", "7", "0042"]
@@ -587,9 +575,7 @@ def test_template_joins_list_columns() -> None:
 
 
 def test_dataset_round_trip(tmp_path: Path, items_csv: Path) -> None:
-    inter = write(
-        tmp_path, "inter.csv", "user_id,item_id,ts,weight\nu1,1,1700000000,4\nu1,2,1700000001,3.5\n"
-    )
+    inter = write(tmp_path, "inter.csv", "user_id,item_id,ts,weight\nu1,1,1700000000,4\nu1,2,1700000001,3.5\n")
     dataset = load_generic(items_csv, inter, name="tiny")
     folder = dataset.save(tmp_path / "out")
     again = Dataset.load(folder)

@@ -25,7 +25,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _snippet() -> str:
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## MLflow"):]
+    section = text[text.index("## MLflow") :]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     found = [block for block in blocks if "pyfunc.load_model" in block]
     assert found, "the README's MLflow section lost its load_model snippet"
@@ -43,20 +43,24 @@ def test_readme_pyfunc_snippet_runs_as_written(tmp_path, tiny_path, small_data, 
     session.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(RECSYS_HOME=str(settings.home), MLFLOW_DISABLE_TELEMETRY="true")
-    result = subprocess.run([sys.executable, "-c", _snippet()], cwd=session, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _snippet()], cwd=session, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"\(1, \d+\)", result.stdout)  # one text, one vector
     assert not (session / "mlflow.db").exists() and not (session / "mlruns").exists()
 
 
 def test_settings_stay_embedded_after_configure_mlflow(tmp_path):
-    code = ("from recsys.registry import configure_mlflow, tracking_uri; from recsys.config import load_settings; "
-            "uri = configure_mlflow(); print(load_settings().embedded, uri == tracking_uri())")
+    code = (
+        "from recsys.registry import configure_mlflow, tracking_uri; from recsys.config import load_settings; "
+        "uri = configure_mlflow(); print(load_settings().embedded, uri == tracking_uri())"
+    )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(RECSYS_HOME=str(tmp_path / "h"), MLFLOW_DISABLE_TELEMETRY="true")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", "True"]
     external = load_settings(home=tmp_path / "h", tracking_uri="http://mlflow.internal:5000")

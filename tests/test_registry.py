@@ -163,7 +163,8 @@ def test_mlflow_project_folder_never_shadows_the_library():
 
 
 def test_ground_floor_imports_stay_light():
-    code = ("import recsys.registry, recsys.config, sys; "
-            "print(sorted(m for m in ('mlflow', 'torch') if m in sys.modules))")
+    code = (
+        "import recsys.registry, recsys.config, sys; print(sorted(m for m in ('mlflow', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -52,8 +52,9 @@ def _cycle_log(n_items: int = 30, n_users: int = 120, seed: int = 0) -> pl.DataF
         first, length = int(rng.integers(n_items)), int(rng.integers(6, 16))
         for step in range(length):
             rows.append((f"u{user}", str((first + step) % n_items), start + timedelta(hours=user * 100 + step)))
-    return pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")},
-                        orient="row")
+    return pl.DataFrame(
+        rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")}, orient="row"
+    )
 
 
 def _ndcg10(model: SequenceTower, hist: SequenceHistories, targets: dict[str, int]) -> float:
@@ -99,8 +100,9 @@ def test_learns_an_order_rule_and_scores_test_like_valid(items):
     config = SequenceConfig(dim=32, layers=1, max_len=16, dropout=0.1, items=items)
     train_config = SequenceTrainConfig(epochs=60, tokens_per_batch=256, lr=3e-3, patience=60, seed=0, threads=1)
     warm = np.ones(len(index) + 1, bool)
-    model, report = train_sequence_tower(train_hist, valid_targets, text, warm, allowed, config, train_config,
-                                         progress=False)
+    model, report = train_sequence_tower(
+        train_hist, valid_targets, text, warm, allowed, config, train_config, progress=False
+    )
     assert report.best_valid_ndcg10 > 0.8
     assert _ndcg10(model, train_hist, valid_targets) > 0.8
     assert _ndcg10(model, test_hist, test_targets) > 0.8  # no refit: the newest item still decides
@@ -132,8 +134,11 @@ def test_attention_is_causal_and_never_reads_padding():
 
 def test_windows_cover_every_target_once():
     rng = np.random.default_rng(0)
-    hist = SequenceHistories(["a", "b", "c"], [np.arange(1, 501), np.arange(1, 4), np.array([7])],
-                             [np.zeros(500, np.int64), np.zeros(3, np.int64), np.zeros(1, np.int64)])
+    hist = SequenceHistories(
+        ["a", "b", "c"],
+        [np.arange(1, 501), np.arange(1, 4), np.array([7])],
+        [np.zeros(500, np.int64), np.zeros(3, np.int64), np.zeros(1, np.int64)],
+    )
     windows = training_windows(hist, max_len=50)
     assert max(e for r, _, e in windows if r == 0) == 500  # the newest window ends at the newest item
     for _ in range(5):
@@ -159,10 +164,12 @@ def test_sampled_softmax_with_logq_is_finite_and_learns():
     train_hist = histories(split.history("valid"), index)
     valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
     config = SequenceConfig(dim=32, layers=1, max_len=16, dropout=0.1, items="id")
-    sampled = SequenceTrainConfig(epochs=30, tokens_per_batch=256, lr=3e-3, patience=30, full_softmax_max=10,
-                                  sampled_negatives=16, threads=1)
-    _, report = train_sequence_tower(train_hist, valid_targets, text, np.ones(31, bool), allowed, config,
-                                     sampled, progress=False)
+    sampled = SequenceTrainConfig(
+        epochs=30, tokens_per_batch=256, lr=3e-3, patience=30, full_softmax_max=10, sampled_negatives=16, threads=1
+    )
+    _, report = train_sequence_tower(
+        train_hist, valid_targets, text, np.ones(31, bool), allowed, config, sampled, progress=False
+    )
     assert all(np.isfinite(loss) for _, loss, _ in report.curve)
     assert report.best_valid_ndcg10 > 0.8
 
@@ -171,8 +178,7 @@ def test_sampled_loss_masks_the_positive_among_negatives():
     states = torch.randn(3, 4)
     matrix = torch.randn(6, 4)
     sampler = torch.full((5,), 0.2)
-    loss = next_item_loss(states, torch.tensor([1, 2, 3]), matrix,
-                          SequenceTrainConfig(sampled_negatives=64), sampler)
+    loss = next_item_loss(states, torch.tensor([1, 2, 3]), matrix, SequenceTrainConfig(sampled_negatives=64), sampler)
     assert torch.isfinite(loss)
 
 
@@ -219,18 +225,23 @@ def test_user_vectors_read_only_the_items_they_need_and_match_the_full_matrix():
     text = np.random.default_rng(2).normal(size=(40, 8)).astype(np.float32)
     warm = np.random.default_rng(3).random(40) > 0.3
     model = build_model(text, warm, SequenceConfig(dim=16, heads=2, max_len=10, items="hybrid")).eval()
-    hist = SequenceHistories(["a", "b"], [np.array([3, 9, 27, 5]), np.arange(1, 15)],
-                             [np.array([0, 2, 0, 5]), np.zeros(14, np.int64)])
+    hist = SequenceHistories(
+        ["a", "b"], [np.array([3, 9, 27, 5]), np.arange(1, 15)], [np.array([0, 2, 0, 5]), np.zeros(14, np.int64)]
+    )
     with torch.no_grad():
-        full = model.user_vectors(torch.as_tensor(right_aligned(hist.items, 10)),
-                                  torch.as_tensor(right_aligned(hist.gaps, 10)), model.item_matrix()).numpy()
+        full = model.user_vectors(
+            torch.as_tensor(right_aligned(hist.items, 10)),
+            torch.as_tensor(right_aligned(hist.gaps, 10)),
+            model.item_matrix(),
+        ).numpy()
     np.testing.assert_allclose(user_vectors(model, hist, 10), full, rtol=1e-5, atol=1e-6)
 
 
 def test_id_dropout_trains_items_on_their_text_alone_and_never_serves_that_way():
     text = np.random.default_rng(4).normal(size=(6, 8)).astype(np.float32)
-    model = build_model(text, np.ones(6, bool), SequenceConfig(dim=8, heads=2, max_len=4, items="hybrid",
-                                                               id_dropout=1.0))
+    model = build_model(
+        text, np.ones(6, bool), SequenceConfig(dim=8, heads=2, max_len=4, items="hybrid", id_dropout=1.0)
+    )
     with torch.no_grad():
         projected = model.text_proj(torch.as_tensor(text))
         model.train()
@@ -240,8 +251,11 @@ def test_id_dropout_trains_items_on_their_text_alone_and_never_serves_that_way()
 
 
 def test_without_tail_drops_the_newest_items_and_keeps_a_first_pair():
-    hist = SequenceHistories(["a", "b", "c"], [np.arange(1, 11), np.arange(1, 5), np.arange(1, 2)],
-                             [np.arange(10), np.arange(4), np.arange(1)])
+    hist = SequenceHistories(
+        ["a", "b", "c"],
+        [np.arange(1, 11), np.arange(1, 5), np.arange(1, 2)],
+        [np.arange(10), np.arange(4), np.arange(1)],
+    )
     cut = without_tail(hist, 4)
     assert [s.tolist() for s in cut.items] == [list(range(1, 7)), [1, 2], [1]]
     assert [len(g) for g in cut.gaps] == [6, 2, 1]
@@ -269,9 +283,17 @@ def test_holdout_run_never_trains_on_the_tail_it_will_score():
     valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
     allowed = np.r_[False, np.ones(30, bool)]
     config = SequenceConfig(dim=16, max_len=8, items="id", dropout=0.0)
-    _, report = train_sequence_tower(train_hist, valid_targets, text, np.r_[False, np.ones(30, bool)], allowed,
-                                     config, SequenceTrainConfig(epochs=3, tokens_per_batch=256, threads=1),
-                                     progress=False, fit_hist=fit_hist)
+    _, report = train_sequence_tower(
+        train_hist,
+        valid_targets,
+        text,
+        np.r_[False, np.ones(30, bool)],
+        allowed,
+        config,
+        SequenceTrainConfig(epochs=3, tokens_per_batch=256, threads=1),
+        progress=False,
+        fit_hist=fit_hist,
+    )
     assert report.best_epoch >= 1 and 0.0 <= report.best_valid_ndcg10 <= 1.0
 
 

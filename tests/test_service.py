@@ -57,22 +57,28 @@ def truth(world):
     store = IndexStore(world.store / "index")
     users = read_user_vectors(store.root, store.metadata(store.current_version()))
     cached = dict(zip(users["user_id"].to_list(), np.stack(users["vector"].to_numpy()), strict=True))
-    return {"bundle": bundle, "ids": ids, "row": {i: r for r, i in enumerate(ids)}, "vectors": vectors,
-            "text_vectors": text_vectors,
-            "texts": dict(zip(ids, text["text"].to_list(), strict=True)), "cached": cached}
+    return {
+        "bundle": bundle,
+        "ids": ids,
+        "row": {i: r for r, i in enumerate(ids)},
+        "vectors": vectors,
+        "text_vectors": text_vectors,
+        "texts": dict(zip(ids, text["text"].to_list(), strict=True)),
+        "cached": cached,
+    }
 
 
 @pytest.fixture(scope="module")
 def rec(world):
-    with Recommender.load(world.store, world.data, encoder=world.encoders["text"], ranker=None,
-                          config=ServingConfig(threads=1)) as recommender:
+    with Recommender.load(
+        world.store, world.data, encoder=world.encoders["text"], ranker=None, config=ServingConfig(threads=1)
+    ) as recommender:
         yield recommender
 
 
 def _newest_first(dataset: Dataset, user: str) -> list[str]:
     rows = dataset.interactions.filter(pl.col("user_id") == user)
-    return [item for _, item in sorted(zip(rows["ts"].to_list(), rows["item_id"].to_list(), strict=True),
-                                       reverse=True)]
+    return [item for _, item in sorted(zip(rows["ts"].to_list(), rows["item_id"].to_list(), strict=True), reverse=True)]
 
 
 def _assert_top_k(result, truth, vector, k, exclude=(), allowed=None):
@@ -180,19 +186,19 @@ def test_explanations_name_the_closest_history_item(rec, world, truth):
     user = sorted(truth["cached"])[1]
     history = _newest_first(world.dataset, user)
     result = rec.recommend(user_id=user, k=4, explain=True)
-    window = history[:rec.config.explain_history]
+    window = history[: rec.config.explain_history]
     for item in result.items:
         text_vectors = truth["text_vectors"]
-        sims = {h: float(text_vectors[truth["row"][item.item_id]] @ text_vectors[truth["row"][h]])
-                for h in window}
+        sims = {h: float(text_vectors[truth["row"][item.item_id]] @ text_vectors[truth["row"][h]]) for h in window}
         assert item.explanation["similarity"] == pytest.approx(max(sims.values()), abs=ATOL)
         assert sims[item.explanation["because_of"]] == pytest.approx(max(sims.values()), abs=ATOL)
 
 
 def test_concurrent_requests_are_batched_and_answer_like_sequential_ones(rec, world, truth):
     users = sorted(world.dataset.interactions["user_id"].unique())[:12]
-    calls = [("user", u) for u in users] + [("text", f"{word} guide") for word in ("garden", "crime", "travel",
-                                                                                  "money", "music", "sports")]
+    calls = [("user", u) for u in users] + [
+        ("text", f"{word} guide") for word in ("garden", "crime", "travel", "money", "music", "sports")
+    ]
     calls += [("similar", item) for item in truth["ids"][:6]]
 
     def run(call):
@@ -218,26 +224,29 @@ def test_concurrent_requests_are_batched_and_answer_like_sequential_ones(rec, wo
     assert rec._searcher.batches - batches < len(calls)  # some searches shared a FAISS call
 
 
-@pytest.mark.parametrize(("kwargs", "column"), [
-    ({"user_id": "u1", "k": 0}, "k"),
-    ({"user_id": "u1", "k": 1001}, "k"),
-    ({"user_id": "u1", "k": True}, "k"),
-    ({"user_id": "u1", "k": 2.5}, "k"),
-    ({"user_id": "u1", "text": "both"}, "query"),
-    ({}, "query"),
-    ({"user_id": ""}, "user_id"),
-    ({"user_id": "x" * 257}, "user_id"),
-    ({"history": "i000001"}, "item_ids"),
-    ({"history": []}, "item_ids"),
-    ({"history": ["i000001"] * 501}, "item_ids"),
-    ({"history": ["i000001", 7]}, "item_ids"),
-    ({"text": "a" * 2001}, "text"),
-    ({"text": "bad \ud800 surrogate"}, "text"),
-    ({"text": " \t\n "}, "text"),
-    ({"text": "a", "filters": {"colour": "red"}}, "filters.colour"),
-    ({"text": "a", "filters": {"category": []}}, "filters.category"),
-    ({"text": "a", "exclude_seen": "yes"}, "exclude_seen"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "column"),
+    [
+        ({"user_id": "u1", "k": 0}, "k"),
+        ({"user_id": "u1", "k": 1001}, "k"),
+        ({"user_id": "u1", "k": True}, "k"),
+        ({"user_id": "u1", "k": 2.5}, "k"),
+        ({"user_id": "u1", "text": "both"}, "query"),
+        ({}, "query"),
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": "x" * 257}, "user_id"),
+        ({"history": "i000001"}, "item_ids"),
+        ({"history": []}, "item_ids"),
+        ({"history": ["i000001"] * 501}, "item_ids"),
+        ({"history": ["i000001", 7]}, "item_ids"),
+        ({"text": "a" * 2001}, "text"),
+        ({"text": "bad \ud800 surrogate"}, "text"),
+        ({"text": " \t\n "}, "text"),
+        ({"text": "a", "filters": {"colour": "red"}}, "filters.colour"),
+        ({"text": "a", "filters": {"category": []}}, "filters.category"),
+        ({"text": "a", "exclude_seen": "yes"}, "exclude_seen"),
+    ],
+)
 def test_bad_input_is_a_data_error_naming_the_field(rec, kwargs, column):
     with pytest.raises(DataError) as caught:
         rec.recommend(**kwargs)
@@ -245,8 +254,14 @@ def test_bad_input_is_a_data_error_naming_the_field(rec, kwargs, column):
 
 
 def test_catalog_filters_match_list_valued_columns_case_insensitively():
-    items = pl.DataFrame({"item_id": ["1", "2", "3"], "title": ["A", "B", "C"],
-                          "genres": ["Adventure, Comedy", "Comedy|Drama", "Drama"], "year": [1995, 1995, 2001]})
+    items = pl.DataFrame(
+        {
+            "item_id": ["1", "2", "3"],
+            "title": ["A", "B", "C"],
+            "genres": ["Adventure, Comedy", "Comedy|Drama", "Drama"],
+            "year": [1995, 1995, 2001],
+        }
+    )
     stamp = datetime(2024, 1, 1, tzinfo=timezone.utc)
     interactions = pl.DataFrame({"user_id": ["u"] * 3, "item_id": ["1", "2", "3"], "ts": [stamp] * 3})
     catalog = Catalog(Dataset(items, interactions, text_template="{title} | {genres}"))
@@ -290,16 +305,19 @@ class CountingRanker:
         self.requests.append(request)
         if self.fail:
             raise RuntimeError("the ranker's feature store is down")
-        pool = [(item, interest, "retrieval") for item, interest in zip(request.candidates, request.interest,
-                                                                        strict=True)]
+        pool = [
+            (item, interest, "retrieval") for item, interest in zip(request.candidates, request.interest, strict=True)
+        ]
         if not pool:
             pool = [(item, 0.0, "popular") for item, _ in self.counts.most_common()]
-        pool = [p for p in pool if p[0] not in request.exclude
-                and (request.allowed is None or p[0] in request.allowed)]
+        pool = [p for p in pool if p[0] not in request.exclude and (request.allowed is None or p[0] in request.allowed)]
         scored = sorted(((self.counts[i] + s, i, src) for i, s, src in pool), key=lambda t: (-t[0], t[1]))
-        top = scored[:request.k]
-        explanations = [{"contributions": {"interactions": float(self.counts[i])}, "because_of": None}
-                        for _, i, _ in top] if explain else None
+        top = scored[: request.k]
+        explanations = (
+            [{"contributions": {"interactions": float(self.counts[i])}, "because_of": None} for _, i, _ in top]
+            if explain
+            else None
+        )
         return RankResult([i for _, i, _ in top], [s for s, _, _ in top], [src for _, _, src in top], explanations)
 
 
@@ -348,8 +366,9 @@ def test_a_ranker_for_another_encoder_is_refused_and_a_failing_one_falls_back(wo
 def test_no_usable_ranker_means_retrieval_order_with_a_reason(world, mlflow_settings):
     """`ranker="champion"` with no ranker registered (or no `ranking.load_ranker` yet): retrieval order."""
     settings = mlflow_settings
-    with Recommender.load(world.store, world.data, encoder=world.encoders["text"], ranker="champion",
-                          settings=settings) as recommender:
+    with Recommender.load(
+        world.store, world.data, encoder=world.encoders["text"], ranker="champion", settings=settings
+    ) as recommender:
         status = recommender.status()
         assert status["ranker"] is None and status["mode"] == "retrieval"
         expected = "recsys-ranker" if hasattr(ranking, "load_ranker") else "ranking.load_ranker is not available"
@@ -415,8 +434,10 @@ def test_an_empty_current_file_is_logged_and_the_newest_good_version_served(worl
     index_store = IndexStore(root)
     v0 = index_store.current_version()
     (root / "CURRENT").write_text("", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="recsys.serving"), \
-            Recommender.load(root, world.data, encoder=world.encoders["text"], ranker=None) as recommender:
+    with (
+        caplog.at_level(logging.WARNING, logger="recsys.serving"),
+        Recommender.load(root, world.data, encoder=world.encoders["text"], ranker=None) as recommender,
+    ):
         status = recommender.status()
         assert status["index_version"] == v0 and status["index_note"].startswith("CURRENT is empty")
         assert recommender.recommend(text="garden", k=2).index_version == v0
@@ -433,16 +454,22 @@ def test_a_rewritten_dataset_is_reloaded_and_stale_vectors_are_re_encoded(world,
         new_item = next(i for i in truth["ids"] if i not in history)
         inter = world.dataset.interactions
         later = pl.lit(inter["ts"].max() + timedelta(hours=1)).cast(inter["ts"].dtype)
-        extra = inter.head(1).with_columns(pl.lit(user).alias("user_id"), pl.lit(new_item).alias("item_id"),
-                                           later.alias("ts"))
-        Dataset(world.dataset.items, pl.concat([inter, extra]), name=world.dataset.name,
-                text_template=world.dataset.text_template).save(data)
+        extra = inter.head(1).with_columns(
+            pl.lit(user).alias("user_id"), pl.lit(new_item).alias("item_id"), later.alias("ts")
+        )
+        Dataset(
+            world.dataset.items,
+            pl.concat([inter, extra]),
+            name=world.dataset.name,
+            text_template=world.dataset.text_template,
+        ).save(data)
         events = recommender.refresh()
         assert any(e.startswith("dataset") for e in events)
         result = recommender.recommend(user_id=user, k=6)
         newest = [new_item, *history]
         expected = truth["bundle"].user_vectors_text(
-            [[truth["texts"][i] for i in newest[:truth["bundle"].history_cap]]])[0]
+            [[truth["texts"][i] for i in newest[: truth["bundle"].history_cap]]]
+        )[0]
         assert result.user_vector == "encoded" and new_item not in result.item_ids
         _assert_top_k(result, truth, expected, 6, exclude=newest)
 
@@ -460,8 +487,9 @@ def test_an_alias_moving_to_a_new_encoder_waits_for_its_index(world, tmp_path, m
         source = mlflow.MlflowClient().get_model_version("recsys-encoder", str(first.version)).source
         second = mlflow.register_model(source, "recsys-encoder")
         set_alias("recsys-encoder", second.version, "champion", settings)
-        assert recommender.refresh() == [f"encoder recsys-encoder/{second.version} loaded; waiting for an index "
-                                         "built with it"]
+        assert recommender.refresh() == [
+            f"encoder recsys-encoder/{second.version} loaded; waiting for an index built with it"
+        ]
         status = recommender.status()
         assert status["pending_encoder"] == f"recsys-encoder/{second.version}"
         assert (status["encoder_version"], status["index_version"]) == (f"recsys-encoder/{first.version}", served)
@@ -476,7 +504,10 @@ def test_an_alias_moving_to_a_new_encoder_waits_for_its_index(world, tmp_path, m
         recommender.refresh()
         status = recommender.status()
         assert (status["encoder_version"], status["index_version"], status["pending_encoder"]) == (
-            f"recsys-encoder/{second.version}", report.index_version, None)
+            f"recsys-encoder/{second.version}",
+            report.index_version,
+            None,
+        )
         user = sorted(recommender.state.users.row_of)[0]
         result = recommender.recommend(user_id=user)
         assert result.encoder_version == f"recsys-encoder/{second.version}" and result.user_vector == "cached"
@@ -492,11 +523,18 @@ def test_a_warm_up_runs_every_query_kind_and_counts_nothing(rec):
 
 
 def test_import_recsys_stays_light_and_exposes_the_facade():
-    code = ("import sys, recsys; cls = recsys.Recommender; "
-            "heavy = [m for m in ('torch', 'transformers', 'faiss', 'mlflow', 'fastapi', 'lightgbm') "
-            "if m in sys.modules]; print(cls.__name__, heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys, recsys; cls = recsys.Recommender; "
+        "heavy = [m for m in ('torch', 'transformers', 'faiss', 'mlflow', 'fastapi', 'lightgbm') "
+        "if m in sys.modules]; print(cls.__name__, heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "Recommender []"
 
 
@@ -507,7 +545,9 @@ def test_a_host_application_can_serve_its_own_recommender_as_an_asgi_app(rec, tr
         assert client.get("/readyz").json()["warm_up"]["queries"]  # warmed before its first request
         response = client.post("/v1/recommend", json={"user_id": user, "k": 3}, headers={"X-API-Key": "host-key"})
         assert response.status_code == 200
-        assert response.json() == {**rec.recommend(user_id=user, k=3).to_dict(),
-                                   "timings_ms": response.json()["timings_ms"]}
+        assert response.json() == {
+            **rec.recommend(user_id=user, k=3).to_dict(),
+            "timings_ms": response.json()["timings_ms"],
+        }
         assert client.post("/v1/recommend", json={"user_id": user}).status_code == 401
         assert client.get("/readyz").json()["index_version"] == rec.index_version

@@ -56,8 +56,14 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(world, tmp_path_factory):
     folder = tmp_path_factory.mktemp("http-server")
-    with ServerProcess(world.store, world.data, str(world.encoders["text"]), folder / "server.log",
-                       api_keys=(KEY, SECOND_KEY), env={"RECSYS_HOME": str(folder / "home")}) as process:
+    with ServerProcess(
+        world.store,
+        world.data,
+        str(world.encoders["text"]),
+        folder / "server.log",
+        api_keys=(KEY, SECOND_KEY),
+        env={"RECSYS_HOME": str(folder / "home")},
+    ) as process:
         yield process
 
 
@@ -87,9 +93,9 @@ def _metrics(client: httpx.Client) -> dict[tuple[str, tuple], float]:
     return out
 
 
-def _deltas(before: dict[tuple[str, tuple], float], after: dict[tuple[str, tuple], float]
-            ) -> Callable[..., float]:
+def _deltas(before: dict[tuple[str, tuple], float], after: dict[tuple[str, tuple], float]) -> Callable[..., float]:
     """`delta(name, **labels)`: how much one sample moved between two scrapes."""
+
     def delta(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
@@ -103,8 +109,12 @@ BAD_INPUTS = [
     ("not an object", b"[1, 2]", 422, "must be a JSON object"),
     ("empty body", b"", 422, "JSON body is required"),
     ("invalid UTF-8", b'{"text": "\xff\xfe"}', 400, "the body is not valid UTF-8 (byte 0xff at offset 10)"),
-    ("JSON nested too deeply", b'{"text": "x", "filters": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 400,
-     "the JSON body is nested too deeply"),
+    (
+        "JSON nested too deeply",
+        b'{"text": "x", "filters": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+        400,
+        "the JSON body is nested too deeply",
+    ),
     ("k as a string", {"user_id": "u1", "k": "10"}, 422, "k:"),
     ("user_id as a number", {"user_id": 5}, 422, "user_id: Input should be a valid string"),
     ("an item id as a number", {"item_ids": ["i000001", 5]}, 422, "item_ids.1: Input should be a valid string"),
@@ -133,8 +143,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "message"), [case[1:] for case in BAD_INPUTS],
-                         ids=[case[0] for case in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("body", "status", "message"), [case[1:] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS]
+)
 def test_bad_input_gets_its_documented_status_and_names_the_field(client, body, status, message):
     response = _post(client, body)
     assert response.status_code == status, response.text
@@ -155,9 +166,17 @@ def test_errors_outside_the_api_carry_the_request_id_too(client):
         assert response.json()["request_id"] == response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("text", ["nul \u0000 inside", "rtl \u200f\u202eمرحبا\u202c marks", "emoji 🎬🍿👩‍👩‍👧",
-                                  "combining e\u0301\u0301\u0301", "\ufeffbom and \ufffd replacement",
-                                  " x "])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nul \u0000 inside",
+        "rtl \u200f\u202eمرحبا\u202c marks",
+        "emoji 🎬🍿👩‍👩‍👧",
+        "combining e\u0301\u0301\u0301",
+        "\ufeffbom and \ufffd replacement",
+        " x ",
+    ],
+)
 def test_odd_but_valid_unicode_text_is_served(client, text):
     response = _post(client, {"text": text, "k": 3})
     assert response.status_code == 200, response.text
@@ -180,11 +199,17 @@ def test_the_server_stays_healthy_after_bad_input(client, users):
     response = _post(client, {"user_id": users[0], "k": 5})
     assert response.status_code == 200 and response.json()["user_vector"] == "cached"
     after = _metrics(client)
-    server_errors = [key for key, value in after.items()
-                     if key[0] == "recsys_http_errors_total" and ("kind", "server") in key[1] and value]
+    server_errors = [
+        key
+        for key, value in after.items()
+        if key[0] == "recsys_http_errors_total" and ("kind", "server") in key[1] and value
+    ]
     assert not server_errors
-    statuses = {key: value - before.get(key, 0.0) for key, value in after.items()
-                if key[0] == "recsys_http_requests_total" and ("route", "/v1/recommend") in key[1]}
+    statuses = {
+        key: value - before.get(key, 0.0)
+        for key, value in after.items()
+        if key[0] == "recsys_http_requests_total" and ("route", "/v1/recommend") in key[1]
+    }
     assert sum(statuses.values()) == len(BAD_INPUTS) + 1
 
 
@@ -207,13 +232,17 @@ def test_api_keys(server, users):
         missing = anonymous.post("/v1/recommend", json=body)
         assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
         assert anonymous.post("/v1/recommend", json=body, headers={"X-API-Key": WRONG_KEY}).status_code == 403
-        assert anonymous.post("/v1/recommend", json=body,
-                              headers={"Authorization": f"Bearer {WRONG_KEY}"}).status_code == 403
+        assert (
+            anonymous.post("/v1/recommend", json=body, headers={"Authorization": f"Bearer {WRONG_KEY}"}).status_code
+            == 403
+        )
         assert anonymous.post("/v1/recommend", json=body, headers={"Authorization": f"Basic {KEY}"}).status_code == 401
         assert anonymous.get("/v1/items/x/similar").status_code == 401
         assert anonymous.post("/v1/recommend", json=body, headers={"X-API-Key": KEY}).status_code == 200
-        assert anonymous.post("/v1/recommend", json=body,
-                              headers={"Authorization": f"Bearer {SECOND_KEY}"}).status_code == 200
+        assert (
+            anonymous.post("/v1/recommend", json=body, headers={"Authorization": f"Bearer {SECOND_KEY}"}).status_code
+            == 200
+        )
         for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
             assert anonymous.get(open_path).status_code == 200, open_path
         # Keys are checked before the body is read: an unauthenticated oversized body is a 401, not a 413.
@@ -235,12 +264,21 @@ def test_readiness_shows_file_paths_only_to_key_holders(server, world):
 def test_an_unready_service_shows_its_store_path_only_to_key_holders(world, tmp_path):
     store_dir = tmp_path / "empty-store"
     store_dir.mkdir()
-    server = ServerProcess(store_dir, world.data, str(world.encoders["text"]), tmp_path / "unready.log",
-                           api_keys=(KEY,), env={"RECSYS_HOME": str(tmp_path / "home")})
-    with _started_unready(server) as srv, httpx.Client(base_url=srv.url, headers={"X-API-Key": KEY},
-                                                       timeout=60) as keyed:
-        status = wait_for_readyz(keyed, lambda s: "no index has been published" in (s.get("error") or ""),
-                                 timeout=LOAD_WAIT)
+    server = ServerProcess(
+        store_dir,
+        world.data,
+        str(world.encoders["text"]),
+        tmp_path / "unready.log",
+        api_keys=(KEY,),
+        env={"RECSYS_HOME": str(tmp_path / "home")},
+    )
+    with (
+        _started_unready(server) as srv,
+        httpx.Client(base_url=srv.url, headers={"X-API-Key": KEY}, timeout=60) as keyed,
+    ):
+        status = wait_for_readyz(
+            keyed, lambda s: "no index has been published" in (s.get("error") or ""), timeout=LOAD_WAIT
+        )
         assert str(store_dir) in status["error"]
         with httpx.Client(base_url=srv.url, timeout=60) as anonymous:
             assert anonymous.get("/healthz").status_code == 200
@@ -305,20 +343,27 @@ def test_made_up_methods_share_one_metrics_label(client):
 def test_a_client_that_leaves_mid_body_is_an_abort_not_a_server_error(client, server):
     before = _metrics(client)
     marker = f"abort-{secrets.token_hex(6)}"
-    head = (f"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: 4096\r\nX-Request-ID: {marker}\r\n\r\n")
+    head = (
+        f"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: 4096\r\nX-Request-ID: {marker}\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head.encode() + b'{"user_id": "u')  # 14 of the 4,096 bytes announced, then gone
     lines = _log_lines(server, marker)
     assert [line["status"] for line in lines] == [499] and lines[0]["aborted"]
     delta = _deltas(before, _metrics(client))
     route = "/v1/recommend"
-    statuses = {status: delta("recsys_http_requests_total", route=route, method="POST", status=status)
-                for status in ("499", "500")}
+    statuses = {
+        status: delta("recsys_http_requests_total", route=route, method="POST", status=status)
+        for status in ("499", "500")
+    }
     kinds = {kind: delta("recsys_http_errors_total", route=route, kind=kind) for kind in ("aborted", "server")}
     assert statuses == {"499": 1, "500": 0} and kinds == {"aborted": 1, "server": 0}
-    unhandled = [line for line in map(json.loads, server.log_text().splitlines()) if line.get("request_id") == marker
-                 and line["logger"] != "recsys.access"]
+    unhandled = [
+        line
+        for line in map(json.loads, server.log_text().splitlines())
+        if line.get("request_id") == marker and line["logger"] != "recsys.access"
+    ]
     assert not unhandled
 
 
@@ -328,8 +373,9 @@ def test_the_openapi_examples_are_answered_by_the_served_catalog(client):
     bodies = list(request["examples"])
     for name, field in request["properties"].items():
         for example in field.get("examples", []):
-            bodies.append({name: example} if name in ("user_id", "item_ids", "text") else
-                          {"user_id": "42", name: example})
+            bodies.append(
+                {name: example} if name in ("user_id", "item_ids", "text") else {"user_id": "42", name: example}
+            )
     assert len(bodies) >= 3
     for body in bodies:
         response = _post(client, body)
@@ -400,12 +446,20 @@ def test_schemathesis_finds_no_server_errors(server, tmp_path):
     set_hypothesis_home_dir(tmp_path / ".hypothesis")  # its caches, not in the repository
     calls = []
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-        @settings(max_examples=120, deadline=None, database=None, derandomize=True, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(
+            max_examples=120,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=schema.as_strategy(generation_mode=mode))
         def run(case):
-            response = case.call_and_validate(base_url=server.url, headers={"X-API-Key": KEY}, checks=checks,
-                                              timeout=60)
+            response = case.call_and_validate(
+                base_url=server.url, headers={"X-API-Key": KEY}, checks=checks, timeout=60
+            )
             calls.append(response.status_code)
 
         run()
@@ -430,14 +484,20 @@ def _switch_current(store: IndexStore, version: str) -> None:
 
 def test_hot_swap_under_load_serves_new_versions_refuses_broken_ones_and_drops_nothing(world, tmp_path, users):
     store_dir = tmp_path / "store"
-    server = ServerProcess(store_dir, world.data, str(world.encoders["text"]), tmp_path / "swap.log",
-                           env={"RECSYS_HOME": str(tmp_path / "home")})
+    server = ServerProcess(
+        store_dir,
+        world.data,
+        str(world.encoders["text"]),
+        tmp_path / "swap.log",
+        env={"RECSYS_HOME": str(tmp_path / "home")},
+    )
     store_dir.mkdir()
     # Start on an empty store: alive but not ready, and /v1 answers 503 until an index is published.
     with _started_unready(server) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
         assert http.get("/healthz").status_code == 200
-        unready = wait_for_readyz(http, lambda s: "no index has been published" in (s.get("error") or ""),
-                                  timeout=LOAD_WAIT)
+        unready = wait_for_readyz(
+            http, lambda s: "no index has been published" in (s.get("error") or ""), timeout=LOAD_WAIT
+        )
         assert unready["ready"] is False and http.get("/readyz").status_code == 503
         assert http.post("/v1/recommend", json={"user_id": users[0]}).status_code == 503
         staged = tmp_path / "staged"
@@ -526,8 +586,13 @@ def test_a_start_on_a_corrupt_current_serves_the_newest_version_that_passes_its_
     data = bytearray(damaged.read_bytes())
     data[len(data) // 3] ^= 0x5A
     damaged.write_bytes(bytes(data))  # CURRENT names v2, which no longer passes its checksum
-    server = ServerProcess(store_dir, world.data, str(world.encoders["text"]), tmp_path / "corrupt.log",
-                           env={"RECSYS_HOME": str(tmp_path / "home")})
+    server = ServerProcess(
+        store_dir,
+        world.data,
+        str(world.encoders["text"]),
+        tmp_path / "corrupt.log",
+        env={"RECSYS_HOME": str(tmp_path / "home")},
+    )
     with _started_unready(server) as srv, httpx.Client(base_url=srv.url, timeout=60) as http:
         status = wait_for_readyz(http, lambda s: s.get("ready") is True, timeout=LOAD_WAIT)
         assert status["index_version"] == v1 and http.get("/readyz").status_code == 200

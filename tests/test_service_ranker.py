@@ -55,8 +55,15 @@ from recsys.splits import Split, leave_last_out
 if TYPE_CHECKING:
     from encoders.registry import LoadedEncoder
 
-SMALL = RankerConfig(candidates=CandidateConfig(retrieval_k=40, covisit_k=20, popular_k=10), min_data_in_leaf=5,
-                     max_rounds=60, early_stopping_rounds=20, extra_cuts=3, covisit_window=5, threads=1)
+SMALL = RankerConfig(
+    candidates=CandidateConfig(retrieval_k=40, covisit_k=20, popular_k=10),
+    min_data_in_leaf=5,
+    max_rounds=60,
+    early_stopping_rounds=20,
+    extra_cuts=3,
+    covisit_window=5,
+    threads=1,
+)
 SOURCES = {"retrieval", "covisit", "popular"}
 UNKNOWN_USER = "nobody-we-know"
 
@@ -79,8 +86,9 @@ class RankerWorld:
 
     def users(self, n: int) -> list[str]:
         """The `n` users with the longest histories (ties by id), so rankings have something to work with."""
-        counts = self.dataset.interactions["user_id"].value_counts().sort(["count", "user_id"],
-                                                                            descending=[True, False])
+        counts = (
+            self.dataset.interactions["user_id"].value_counts().sort(["count", "user_id"], descending=[True, False])
+        )
         return counts["user_id"].head(n).to_list()
 
     def category_of(self) -> dict[str, str]:
@@ -96,8 +104,9 @@ class RankerWorld:
         return log_ranker_run(run, settings=self.settings, alias=alias)
 
     def server(self, log_name: str) -> ServerProcess:
-        return ServerProcess(self.store, self.data, "champion", self.root / log_name, ranker="champion",
-                             poll_interval=0.2, env=self.env)
+        return ServerProcess(
+            self.store, self.data, "champion", self.root / log_name, ranker="champion", poll_interval=0.2, env=self.env
+        )
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +114,12 @@ def world(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("service-ranker")
     home = root / "home"
-    env = {"RECSYS_HOME": str(home), "RECSYS_PREFIX": "recsys", "MLFLOW_TRACKING_URI": "",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {
+        "RECSYS_HOME": str(home),
+        "RECSYS_PREFIX": "recsys",
+        "MLFLOW_TRACKING_URI": "",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -122,8 +135,17 @@ def world(tmp_path_factory):
         # The ranker learns from the interest scores of the very encoder the service will run.
         served = resolve_encoder("champion", settings=settings, cache_dir=store / "encoders", device="cpu")
         assert served.version == "recsys-encoder/1"
-        world = RankerWorld(root, root / "data", store, encoder_folder, dataset,
-                            leave_last_out(dataset.interactions), settings, env, served)
+        world = RankerWorld(
+            root,
+            root / "data",
+            store,
+            encoder_folder,
+            dataset,
+            leave_last_out(dataset.interactions),
+            settings,
+            env,
+            served,
+        )
         assert world.register(world.train("ranker-1", served)).version == 1
         yield world
 
@@ -223,8 +245,12 @@ def _popularity_keys(world: RankerWorld, days: int) -> dict[str, tuple[int, int]
     end = int(max(stamps)) + 1
     start = end - int(timedelta(days=days).total_seconds())
     counts = log.group_by("item_id").agg(recent=(pl.col("sec") >= start).sum(), ever=pl.len())
-    return {i: (int(r), int(e)) for i, r, e in zip(counts["item_id"].to_list(), counts["recent"].to_list(),
-                                                   counts["ever"].to_list(), strict=True)}
+    return {
+        i: (int(r), int(e))
+        for i, r, e in zip(
+            counts["item_id"].to_list(), counts["recent"].to_list(), counts["ever"].to_list(), strict=True
+        )
+    }
 
 
 def test_an_unknown_user_gets_popular_fallbacks_flagged_cold_start(client, world):
@@ -248,8 +274,10 @@ def test_a_category_filter_is_honoured(client, world):
     category = category_of[recent]
     in_category = {i for i, c in category_of.items() if c == category}
     history = world.history(user)
-    for body in ({"user_id": user, "k": 5, "filters": {"category": category}},
-                 {"user_id": user, "k": 5, "filters": {"category": category.upper()}, "explain": True}):
+    for body in (
+        {"user_id": user, "k": 5, "filters": {"category": category}},
+        {"user_id": user, "k": 5, "filters": {"category": category.upper()}, "explain": True},
+    ):
         result = _post(client, body)
         assert result["mode"] == "ranked" and result["items"]
         got = [item["item_id"] for item in result["items"]]
@@ -267,7 +295,7 @@ def test_a_category_filter_is_honoured(client, world):
         if cold["mode"] == "ranked":
             scored = [item["score"] for item in cold["items"] if item["score"] is not None]
             assert scored and scored == sorted(scored, reverse=True)
-            assert all(item["score"] is None for item in cold["items"][len(scored):])  # top-ups come last
+            assert all(item["score"] is None for item in cold["items"][len(scored) :])  # top-ups come last
     other = next(c for c in sorted(set(category_of.values())) if c != category)
     both = _post(client, {"user_id": user, "k": 8, "filters": {"category": [category, other]}})
     assert {category_of[item["item_id"]] for item in both["items"]} <= {category, other}
@@ -326,8 +354,9 @@ def test_moving_the_alias_swaps_the_ranker_under_load_without_failures_or_restar
         worker.start()
     try:
         time.sleep(0.5)
-        second = world.register(world.train("ranker-2", world.served_encoder, replace(SMALL, num_leaves=7, seed=1,
-                                                                                      feature_fraction=0.6)))
+        second = world.register(
+            world.train("ranker-2", world.served_encoder, replace(SMALL, num_leaves=7, seed=1, feature_fraction=0.6))
+        )
         assert second.version == 2
         status = wait_for_readyz(client, lambda s: s["ranker"] == "recsys-ranker/2")
         counts = [len(responses) for responses in seen]
@@ -395,8 +424,9 @@ def test_a_ranker_trained_on_another_encoder_is_refused(world, server, client):
     # Both servers downloaded registry rankers; their logs stay one JSON object a line, and say what happened.
     for process, outcome in ((server, f"{serving} keeps serving"), (fresh, "serving retrieval order")):
         lines = [json.loads(raw) for raw in process.log_text().splitlines() if raw.strip()]
-        warnings = [line["msg"] for line in lines if line["level"] == "warning" and f"refused ranker {version}" in
-                    line["msg"]]
+        warnings = [
+            line["msg"] for line in lines if line["level"] == "warning" and f"refused ranker {version}" in line["msg"]
+        ]
         assert len(warnings) == 1 and warnings[0].endswith(outcome), warnings
 
 
@@ -415,8 +445,9 @@ def test_a_new_encoder_and_a_ranker_trained_on_it_roll_out_together(world, serve
         set_alias("recsys-encoder", registered.version, "champion", world.settings)
         encoder_version = f"recsys-encoder/{registered.version}"
         wait_for_readyz(client, lambda s: s["pending_encoder"] == encoder_version)
-        new_encoder = resolve_encoder("champion", settings=world.settings, cache_dir=world.store / "encoders",
-                                      device="cpu")
+        new_encoder = resolve_encoder(
+            "champion", settings=world.settings, cache_dir=world.store / "encoders", device="cpu"
+        )
         assert new_encoder.version == encoder_version
         ranker = world.register(world.train("ranker-next", new_encoder))
         version = f"recsys-ranker/{ranker.version}"

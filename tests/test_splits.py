@@ -23,8 +23,16 @@ def _interactions(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
 
 def test_leave_last_out_takes_last_by_time_then_item_id():
     frame = _interactions(
-        [("u1", "c", 10), ("u1", "a", 30), ("u1", "b", 30), ("u1", "d", 20), ("u2", "x", 1), ("u2", "y", 2),
-         ("u2", "z", 3), ("u2", "w", 4)]
+        [
+            ("u1", "c", 10),
+            ("u1", "a", 30),
+            ("u1", "b", 30),
+            ("u1", "d", 20),
+            ("u2", "x", 1),
+            ("u2", "y", 2),
+            ("u2", "z", 3),
+            ("u2", "w", 4),
+        ]
     ).sample(fraction=1.0, shuffle=True, seed=3)
     split = leave_last_out(frame)
     # u1 sorted by (ts, item_id): c(10), d(20), a(30), b(30) -> test b, valid a
@@ -68,8 +76,9 @@ def test_short_users_stay_in_train_and_are_not_evaluated():
 
 
 def test_history_and_catalog():
-    frame = _interactions([("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u2", "d", 1), ("u2", "e", 2),
-                           ("u2", "f", 3)])
+    frame = _interactions(
+        [("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u2", "d", 1), ("u2", "e", 2), ("u2", "f", 3)]
+    )
     split = leave_last_out(frame)
     assert split.history("valid").height == 2
     assert split.history("test").height == 4
@@ -80,8 +89,9 @@ def test_history_and_catalog():
 
 def test_global_time_cut():
     frame = _interactions([("u1", "a", 10), ("u1", "b", 20), ("u1", "c", 30), ("u2", "d", 15), ("u3", "e", 35)])
-    split = global_time_cut(frame, datetime.fromtimestamp(30, tz=timezone.utc),
-                            datetime.fromtimestamp(20, tz=timezone.utc))
+    split = global_time_cut(
+        frame, datetime.fromtimestamp(30, tz=timezone.utc), datetime.fromtimestamp(20, tz=timezone.utc)
+    )
     assert sorted(split.train["item_id"].to_list()) == ["a", "d"]
     assert split.valid["item_id"].to_list() == ["b"]
     assert sorted(split.test["item_id"].to_list()) == ["c", "e"]

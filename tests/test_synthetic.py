@@ -123,8 +123,10 @@ def test_user_activity_and_item_popularity_are_long_tailed(enriched):
 
 
 def _top2_share(frame: pl.DataFrame) -> float:
-    shares = frame.group_by("user_id", "category").len().with_columns(
-        (pl.col("len") / pl.col("len").sum().over("user_id")).alias("share")
+    shares = (
+        frame.group_by("user_id", "category")
+        .len()
+        .with_columns((pl.col("len") / pl.col("len").sum().over("user_id")).alias("share"))
     )
     top = shares.sort("share", descending=True).group_by("user_id").head(2)
     return float(top.group_by("user_id").agg(pl.col("share").sum())["share"].mean())
@@ -140,15 +142,21 @@ def test_users_concentrate_on_their_top_categories(enriched):
 
 def _early_late_distance(frame: pl.DataFrame) -> float:
     """Mean total-variation distance between a user's first-third and last-third category mix."""
-    parts = frame.filter(pl.col("n") >= 15).with_columns(
-        pl.when(pl.col("k") < pl.col("n") / 3)
-        .then(pl.lit("early"))
-        .when(pl.col("k") >= 2 * pl.col("n") / 3)
-        .then(pl.lit("late"))
-        .alias("part")
-    ).drop_nulls("part")
-    mix = parts.group_by("user_id", "part", "category").len().with_columns(
-        (pl.col("len") / pl.col("len").sum().over("user_id", "part")).alias("p")
+    parts = (
+        frame.filter(pl.col("n") >= 15)
+        .with_columns(
+            pl.when(pl.col("k") < pl.col("n") / 3)
+            .then(pl.lit("early"))
+            .when(pl.col("k") >= 2 * pl.col("n") / 3)
+            .then(pl.lit("late"))
+            .alias("part")
+        )
+        .drop_nulls("part")
+    )
+    mix = (
+        parts.group_by("user_id", "part", "category")
+        .len()
+        .with_columns((pl.col("len") / pl.col("len").sum().over("user_id", "part")).alias("p"))
     )
     wide = mix.pivot(on="part", index=["user_id", "category"], values="p").fill_null(0.0)
     tv = wide.group_by("user_id").agg(((pl.col("early") - pl.col("late")).abs().sum() / 2).alias("tv"))

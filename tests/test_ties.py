@@ -16,23 +16,33 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 def _rows(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
     return pl.DataFrame(
-        {"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
-         "ts": [T0 + timedelta(seconds=r[2]) for r in rows]},
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "ts": [T0 + timedelta(seconds=r[2]) for r in rows],
+        },
         schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")},
     )
 
 
 @pytest.fixture
 def split() -> Split:
-    train = _rows([("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 1), ("u2", "b", 5), ("u3", "a", 1),
-                   ("u4", "a", 1)])
-    valid = _rows([("u1", "c", 3),    # valid after train: tie-free at valid
-                   ("u2", "c", 5),    # same second as u2's last train event: tied at valid
-                   ("u3", "b", 2)])
-    test = _rows([("u1", "d", 3),     # same second as the valid target: tied at test
-                  ("u2", "d", 6),
-                  ("u3", "c", 3),
-                  ("u5", "a", 9)])    # no history at all: nothing to tie with
+    train = _rows([("u1", "a", 1), ("u1", "b", 2), ("u2", "a", 1), ("u2", "b", 5), ("u3", "a", 1), ("u4", "a", 1)])
+    valid = _rows(
+        [
+            ("u1", "c", 3),  # valid after train: tie-free at valid
+            ("u2", "c", 5),  # same second as u2's last train event: tied at valid
+            ("u3", "b", 2),
+        ]
+    )
+    test = _rows(
+        [
+            ("u1", "d", 3),  # same second as the valid target: tied at test
+            ("u2", "d", 6),
+            ("u3", "c", 3),
+            ("u5", "a", 9),
+        ]
+    )  # no history at all: nothing to tie with
     return Split(train=train, valid=valid, test=test, kind="hand-made")
 
 
@@ -51,9 +61,19 @@ def test_users_without_targets_are_never_listed_and_ids_keep_their_dtype(split):
 
 def test_agrees_with_leave_last_out_on_same_second_events():
     """Bulk rating: the split orders a second's events by item id; the last two share a second -> tied."""
-    interactions = _rows([("u1", "1", 0), ("u1", "2", 7), ("u1", "10", 7),     # valid 2, test 10, same second
-                          ("u2", "1", 0), ("u2", "2", 0), ("u2", "3", 4),      # valid tied with train only
-                          ("u3", "1", 0), ("u3", "2", 1), ("u3", "3", 2)])
+    interactions = _rows(
+        [
+            ("u1", "1", 0),
+            ("u1", "2", 7),
+            ("u1", "10", 7),  # valid 2, test 10, same second
+            ("u2", "1", 0),
+            ("u2", "2", 0),
+            ("u2", "3", 4),  # valid tied with train only
+            ("u3", "1", 0),
+            ("u3", "2", 1),
+            ("u3", "3", 2),
+        ]
+    )
     split = leave_last_out(interactions)
     assert tie_free_users(split, "test").to_list() == ["u2", "u3"]
     assert tie_free_users(split, "valid").to_list() == ["u1", "u3"]

@@ -108,8 +108,9 @@ def _first_row(mask: pl.Series) -> int:
 def _require(df: pl.DataFrame, columns: Sequence[str], what: str, file: str | None) -> None:
     for column in columns:
         if column not in df.columns:
-            raise DataError(f"{what} is missing required column '{column}' (has: {', '.join(df.columns)})",
-                            file=file, column=column)
+            raise DataError(
+                f"{what} is missing required column '{column}' (has: {', '.join(df.columns)})", file=file, column=column
+            )
 
 
 def _check_log(log: pl.DataFrame, file: str | None) -> pl.DataFrame:
@@ -125,19 +126,22 @@ def _check_log(log: pl.DataFrame, file: str | None) -> pl.DataFrame:
     for column in LOG_COLUMNS:
         nulls = out[column].is_null()
         if nulls.any():
-            raise DataError("null or non-numeric value", file=file, column=column, row=_first_row(nulls),
-                            count=int(nulls.sum()))
+            raise DataError(
+                "null or non-numeric value", file=file, column=column, row=_first_row(nulls), count=int(nulls.sum())
+            )
     clicked = out["clicked"]
     if clicked.dtype != pl.Boolean:
         bad = ~clicked.cast(pl.Float64, strict=False).is_in([0.0, 1.0]).fill_null(False)
         if bad.any():
-            raise DataError("clicked must be boolean or 0/1", file=file, column="clicked",
-                            row=_first_row(bad), count=int(bad.sum()))
+            raise DataError(
+                "clicked must be boolean or 0/1", file=file, column="clicked", row=_first_row(bad), count=int(bad.sum())
+            )
     out = out.with_columns(pl.col("clicked").cast(pl.Float64))
     bad = ~((out["propensity"] > 0) & (out["propensity"] <= 1))
     if bad.any():
-        raise DataError("propensity must be in (0, 1]", file=file, column="propensity",
-                        row=_first_row(bad), count=int(bad.sum()))
+        raise DataError(
+            "propensity must be in (0, 1]", file=file, column="propensity", row=_first_row(bad), count=int(bad.sum())
+        )
     return out
 
 
@@ -146,12 +150,16 @@ def slot_rows(log: pl.DataFrame, position: int = 0, file: str | None = None) -> 
     checked = _check_log(log, file)
     rows = checked.filter(pl.col("position") == position).drop("position")
     if rows.height == 0:
-        raise DataError(f"no impressions at position {position}: nothing to evaluate", file=file,
-                        column="position")
+        raise DataError(f"no impressions at position {position}: nothing to evaluate", file=file, column="position")
     dup = rows["request_id"].is_duplicated()
     if dup.any():
-        raise DataError(f"a request has more than one impression at position {position}", file=file,
-                        column="request_id", row=_first_row(dup), count=int(dup.sum()))
+        raise DataError(
+            f"a request has more than one impression at position {position}",
+            file=file,
+            column="request_id",
+            row=_first_row(dup),
+            count=int(dup.sum()),
+        )
     return rows.sort("request_id")
 
 
@@ -166,8 +174,12 @@ def _check_target(target: pl.DataFrame, requests: pl.Series, tolerance: float, n
     probability = table["target_probability"]
     bad = probability.is_null() | ~probability.is_between(0.0, 1.0).fill_null(False)
     if bad.any():
-        raise DataError(f"target policy {name}: probability must be a number in [0, 1]",
-                        column="target_probability", row=_first_row(bad), count=int(bad.sum()))
+        raise DataError(
+            f"target policy {name}: probability must be a number in [0, 1]",
+            column="target_probability",
+            row=_first_row(bad),
+            count=int(bad.sum()),
+        )
     wanted = pl.DataFrame({"request_id": requests})
     table = table.join(wanted, on="request_id", how="semi")
     sums = table.group_by("request_id").agg(
@@ -177,26 +189,31 @@ def _check_target(target: pl.DataFrame, requests: pl.Series, tolerance: float, n
     dups = sums.filter(pl.col("_dups") > 0).sort("request_id")
     if dups.height:
         first = dups["request_id"][0]
-        raise DataError(f"target policy {name}: an item is listed twice for request {first!r} "
-                        f"({dups.height} request(s) affected)", column="item_id")
+        raise DataError(
+            f"target policy {name}: an item is listed twice for request {first!r} ({dups.height} request(s) affected)",
+            column="item_id",
+        )
     missing = wanted.join(sums, on="request_id", how="anti")
     if missing.height:
-        raise DataError(f"target policy {name} gives no distribution for {missing.height} logged request(s) "
-                        f"(first: {missing['request_id'][0]!r})", column="request_id")
+        raise DataError(
+            f"target policy {name} gives no distribution for {missing.height} logged request(s) "
+            f"(first: {missing['request_id'][0]!r})",
+            column="request_id",
+        )
     off = sums.filter((pl.col("_sum") - 1.0).abs() > tolerance).sort("request_id")
     if off.height:
-        raise DataError(f"target policy {name}: probabilities of request {off['request_id'][0]!r} sum to "
-                        f"{off['_sum'][0]:.6g}, not 1 ({off.height} request(s) affected)",
-                        column="target_probability")
+        raise DataError(
+            f"target policy {name}: probabilities of request {off['request_id'][0]!r} sum to "
+            f"{off['_sum'][0]:.6g}, not 1 ({off.height} request(s) affected)",
+            column="target_probability",
+        )
     return table
 
 
 # -- reward model ----------------------------------------------------------------------------------
 
 
-def fit_reward_model(
-    log: pl.DataFrame, position: int = 0, prior_strength: float = 10.0
-) -> tuple[pl.DataFrame, float]:
+def fit_reward_model(log: pl.DataFrame, position: int = 0, prior_strength: float = 10.0) -> tuple[pl.DataFrame, float]:
     """(`item_id, q`, default q) of the position-debiased, smoothed per-item click model (module docstring).
 
     `log` is a checked log (string ids, float clicks) with every position; the default q (the log's
@@ -215,9 +232,7 @@ def fit_reward_model(
         .group_by("item_id")
         .agg(pl.col("clicked").sum().alias("_clicks"), pl.col("_exam").sum().alias("_exams"))
         .with_columns(
-            ((pl.col("_clicks") + prior_strength * ctr) / (pl.col("_exams") + prior_strength))
-            .clip(0.0, 1.0)
-            .alias("q")
+            ((pl.col("_clicks") + prior_strength * ctr) / (pl.col("_exams") + prior_strength)).clip(0.0, 1.0).alias("q")
         )
     )
     return per_item.select("item_id", "q"), ctr
@@ -234,15 +249,17 @@ def _reward_tables(
 ) -> pl.DataFrame:
     """`_fold, item_id, q` plus one row per fold with item_id null holding the default q."""
     parts = []
-    log_folds = checked_log.join(folds, on="request_id", how="left").with_columns(
-        pl.col("_fold").fill_null(-1)
-    )
+    log_folds = checked_log.join(folds, on="request_id", how="left").with_columns(pl.col("_fold").fill_null(-1))
     for fold in range(cross_fit):
         train = log_folds.filter(pl.col("_fold") != fold) if cross_fit > 1 else log_folds
         model, default = fit_reward_model(train, position, prior_strength)
         parts.append(model.with_columns(pl.lit(fold, dtype=pl.Int64).alias("_fold")))
-        parts.append(pl.DataFrame({"item_id": [None], "q": [default], "_fold": [fold]},
-                                  schema={"item_id": pl.String, "q": pl.Float64, "_fold": pl.Int64}))
+        parts.append(
+            pl.DataFrame(
+                {"item_id": [None], "q": [default], "_fold": [fold]},
+                schema={"item_id": pl.String, "q": pl.Float64, "_fold": pl.Int64},
+            )
+        )
     return pl.concat(parts, how="vertical").select("_fold", "item_id", "q")
 
 
@@ -283,8 +300,9 @@ def _custom_q(model: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFrame]:
     table = model.select(*ids, pl.col("q").cast(pl.Float64, strict=False))
     bad = table["q"].is_null() | ~table["q"].is_finite().fill_null(False)
     if bad.any():
-        raise DataError("reward model: q must be a finite number", column="q", row=_first_row(bad),
-                        count=int(bad.sum()))
+        raise DataError(
+            "reward model: q must be a finite number", column="q", row=_first_row(bad), count=int(bad.sum())
+        )
     if table.select(pl.struct(keys).is_duplicated().any()).item():
         raise DataError(f"reward model: more than one q per ({', '.join(keys)})", column="item_id")
 
@@ -295,8 +313,11 @@ def _custom_q(model: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFrame]:
         if missing.any():
             first = out.filter(missing).row(0, named=True)
             where = ", ".join(f"{k}={first[k]!r}" for k in keys)
-            raise DataError(f"reward model has no q for {int(missing.sum())} (request, item) pair(s) the "
-                            f"estimate needs (first: {where})", column="q")
+            raise DataError(
+                f"reward model has no q for {int(missing.sum())} (request, item) pair(s) the "
+                f"estimate needs (first: {where})",
+                column="q",
+            )
         return out
 
     return lookup
@@ -372,9 +393,7 @@ def _estimator_samples(means: np.ndarray, scale_model: bool) -> dict[str, np.nda
     return {"ips": means[:, 0], "snips": snips, "dr": means[:, 0] + scale * means[:, 2], "dm": means[:, 5]}
 
 
-def _estimates(
-    point: dict[str, np.ndarray], samples: dict[str, np.ndarray], confidence: float
-) -> dict[str, Estimate]:
+def _estimates(point: dict[str, np.ndarray], samples: dict[str, np.ndarray], confidence: float) -> dict[str, Estimate]:
     tail = (1.0 - confidence) / 2.0
     out = {}
     for name in ESTIMATORS:
@@ -464,11 +483,18 @@ def compare_policies(
     stacked = np.hstack(columns)
     boot = bootstrap_means(stacked, n_bootstrap, seed)
     full = stacked.mean(axis=0)
-    settings_used = {"position": position, "clip": clip, "cross_fit": cross_fit, "prior_strength": opts.prior_strength,
-                     "scale_model": scale_model,
-                     "n_bootstrap": n_bootstrap, "confidence": confidence, "seed": seed,
-                     "observed_click_rate": float(cast(float, rows["clicked"].mean())),
-                     "reward_model": model_name}
+    settings_used = {
+        "position": position,
+        "clip": clip,
+        "cross_fit": cross_fit,
+        "prior_strength": opts.prior_strength,
+        "scale_model": scale_model,
+        "n_bootstrap": n_bootstrap,
+        "confidence": confidence,
+        "seed": seed,
+        "observed_click_rate": float(cast(float, rows["clicked"].mean())),
+        "reward_model": model_name,
+    }
     points, samples, results = {}, {}, {}
     for j, name in enumerate(names):
         cols = slice(len(TERMS) * j, len(TERMS) * (j + 1))
@@ -476,8 +502,7 @@ def compare_policies(
         samples[name] = _estimator_samples(boot[:, cols], scale_model)
         scale = _model_scale(np.atleast_2d(full[cols]))[0] if scale_model else 1.0
         diagnostics[name]["dr_model_scale"] = float(scale)
-        results[name] = OPEResult(_estimates(points[name], samples[name], confidence), diagnostics[name],
-                                  settings_used)
+        results[name] = OPEResult(_estimates(points[name], samples[name], confidence), diagnostics[name], settings_used)
     diffs = {}
     first = names[0]
     for name in names[1:]:

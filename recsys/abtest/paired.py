@@ -109,9 +109,7 @@ class PairedComparison:
 # -- building blocks -------------------------------------------------------------------------------
 
 
-def _check_settings(
-    n_bootstrap: int, n_permutations: int, confidence: float, alpha: float, primary: str
-) -> None:
+def _check_settings(n_bootstrap: int, n_permutations: int, confidence: float, alpha: float, primary: str) -> None:
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 100:
         raise ConfigError(f"n_bootstrap must be an integer >= 100, got {n_bootstrap!r}")
     if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 100:
@@ -136,9 +134,7 @@ def _as_matrix(values: np.ndarray, what: str) -> np.ndarray:
     return matrix
 
 
-def bootstrap_means(
-    values: np.ndarray, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0
-) -> np.ndarray:
+def bootstrap_means(values: np.ndarray, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> np.ndarray:
     """(n_bootstrap, m) means of `values` ((n,) or (n, m)) over resamples of the rows with replacement.
 
     Each resample is a row of multinomial counts (how often each user was drawn); the means are
@@ -175,9 +171,7 @@ def bootstrap_ci(
     return percentile_ci(bootstrap_means(values, n_bootstrap, seed), confidence)
 
 
-def sign_flip_pvalues(
-    diffs: np.ndarray, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0
-) -> np.ndarray:
+def sign_flip_pvalues(diffs: np.ndarray, n_permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> np.ndarray:
     """Two-sided paired randomization-test p-value of mean(d) = 0 for each column of `diffs`.
 
     Sign flips are shared across columns and drawn in blocks of bounded memory. A tolerance of a few
@@ -356,8 +350,7 @@ def compare_arrays(
                 p_holm=p_adj,
                 effect_size=float(dz[j]),
                 significant=bool(not np.isnan(p_adj) and p_adj < alpha and diff != 0),
-                verdict=verdict_line(metric, diff, ci_low, ci_high, p_adj, alpha, confidence,
-                                     label_a, label_b),
+                verdict=verdict_line(metric, diff, ci_low, ci_high, p_adj, alpha, confidence, label_a, label_b),
             )
         )
     return PairedComparison(
@@ -428,5 +421,4 @@ def compare_topk(
     per_b = per_user_metrics(topk_b, targets, ks)
     names = list(metrics) if metrics is not None else metric_columns(per_a)
     _, a, b = align_per_user(per_a, per_b, names)
-    return compare_arrays(a, b, names, n_bootstrap, n_permutations, confidence, alpha, primary, seed,
-                          label_a, label_b)
+    return compare_arrays(a, b, names, n_bootstrap, n_permutations, confidence, alpha, primary, seed, label_a, label_b)

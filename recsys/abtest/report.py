@@ -146,8 +146,9 @@ def plot_metrics(result: ABResult, path: Path) -> Path:
         bounds = np.asarray(ci, dtype=float)
         err = np.vstack([mean_arr - bounds[:, 0], bounds[:, 1] - mean_arr])
         left.barh(y + offset, mean_arr, height=0.34, color=color, alpha=0.85, label=label)
-        left.errorbar(mean_arr, y + offset, xerr=np.clip(err, 0, None), fmt="none", ecolor="black",
-                      elinewidth=0.9, capsize=2.5)
+        left.errorbar(
+            mean_arr, y + offset, xerr=np.clip(err, 0, None), fmt="none", ecolor="black", elinewidth=0.9, capsize=2.5
+        )
     left.set_yticks(y, names)
     left.set_xlabel("mean over target users (95% CI)")
     left.set_title("metric by system")
@@ -156,10 +157,26 @@ def plot_metrics(result: ABResult, path: Path) -> Path:
     for m, yy in zip(rows, y, strict=True):
         color = COLOR_DIFF if m.diff >= 0 else "#C44E52"
         face = color if m.significant else "white"
-        right.errorbar([m.diff], [yy], xerr=[[max(m.diff - m.ci_low, 0)], [max(m.ci_high - m.diff, 0)]],
-                       fmt="o", color=color, mfc=face, ms=6, capsize=3, elinewidth=1.2)
-        right.annotate(format_p(m.p_holm), (m.ci_high, yy), xytext=(4, 0), textcoords="offset points",
-                       va="center", fontsize=7, color="#444444")
+        right.errorbar(
+            [m.diff],
+            [yy],
+            xerr=[[max(m.diff - m.ci_low, 0)], [max(m.ci_high - m.diff, 0)]],
+            fmt="o",
+            color=color,
+            mfc=face,
+            ms=6,
+            capsize=3,
+            elinewidth=1.2,
+        )
+        right.annotate(
+            format_p(m.p_holm),
+            (m.ci_high, yy),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+            color="#444444",
+        )
     right.axvline(0.0, color="black", lw=0.8)
     right.set_xlabel(f"{result.label_b} - {result.label_a} (95% CI; filled = significant after Holm)")
     right.set_title("paired difference")
@@ -184,28 +201,37 @@ def plot_segments(result: ABResult, path: Path) -> Path:
         axes[0].text(0.5, 0.5, "no segment with two or more users", ha="center", va="center")
         fig.savefig(path)
         return path
-    labels = [f"{'user' if s.kind == 'history' else 'target item'}: {s.segment} (n={s.n_users})"
-              for s in segments]
+    labels = [f"{'user' if s.kind == 'history' else 'target item'}: {s.segment} (n={s.n_users})" for s in segments]
     y = np.arange(len(segments))[::-1].astype(float)
     for ax, metric in zip(axes, metrics, strict=True):
         for seg, yy in zip(segments, y, strict=True):
             m = seg.comparison.by_metric()[metric]  # type: ignore[union-attr]  # only segments with a comparison
             color = COLOR_A if seg.kind == "history" else COLOR_B
             face = color if m.significant else "white"
-            ax.errorbar([m.diff], [yy], xerr=[[max(m.diff - m.ci_low, 0)], [max(m.ci_high - m.diff, 0)]],
-                        fmt="o", color=color, mfc=face, ms=6, capsize=3, elinewidth=1.2)
+            ax.errorbar(
+                [m.diff],
+                [yy],
+                xerr=[[max(m.diff - m.ci_low, 0)], [max(m.ci_high - m.diff, 0)]],
+                fmt="o",
+                color=color,
+                mfc=face,
+                ms=6,
+                capsize=3,
+                elinewidth=1.2,
+            )
         overall = result.comparison.by_metric().get(metric)
         if overall is not None:
-            ax.axvspan(overall.ci_low, overall.ci_high, color="grey", alpha=0.15, lw=0,
-                       label="all users (95% CI)")
+            ax.axvspan(overall.ci_low, overall.ci_high, color="grey", alpha=0.15, lw=0, label="all users (95% CI)")
             ax.legend(loc="lower right", fontsize=7)
         ax.axvline(0.0, color="black", lw=0.8)
         ax.set_title(display_name(metric))
         ax.set_xlabel(f"{result.label_b} - {result.label_a} (95% CI)")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, labels)
-    fig.suptitle("per-segment differences (blue: user history length; orange: target-item popularity; "
-                 "filled: significant after Holm)")
+    fig.suptitle(
+        "per-segment differences (blue: user history length; orange: target-item popularity; "
+        "filled: significant after Holm)"
+    )
     fig.savefig(path)
     return path
 
@@ -255,8 +281,15 @@ def plot_ope(result: ABResult, path: Path) -> Path:
                 continue
             low = est.ci_low if est.ci_low is not None else est.value
             high = est.ci_high if est.ci_high is not None else est.value
-            ax.errorbar([xi + offset], [est.value], yerr=[[est.value - low], [high - est.value]], fmt="o",
-                        color=color, capsize=3, label=label if name == estimators[0] else None)
+            ax.errorbar(
+                [xi + offset],
+                [est.value],
+                yerr=[[est.value - low], [high - est.value]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=label if name == estimators[0] else None,
+            )
     observed = next(iter(results.values())).settings.get("observed_click_rate")
     if observed is not None:
         ax.axhline(observed, color="grey", ls="--", lw=0.9, label="logging policy (observed)")
@@ -275,11 +308,31 @@ def plot_ope(result: ABResult, path: Path) -> Path:
 def _metrics_section(result: ABResult) -> list[str]:
     comp = result.comparison
     a, b = result.label_a, result.label_b
-    header = ["metric", a, b, f"{b} - {a}", f"{comp.confidence:.0%} CI", "lift", "p t-test",
-              "p randomization", f"p Holm ({comp.primary})", "d_z"]
+    header = [
+        "metric",
+        a,
+        b,
+        f"{b} - {a}",
+        f"{comp.confidence:.0%} CI",
+        "lift",
+        "p t-test",
+        "p randomization",
+        f"p Holm ({comp.primary})",
+        "d_z",
+    ]
     rows = [
-        [display_name(m.metric), _num(m.mean_a), _num(m.mean_b), _signed(m.diff), _ci(m.ci_low, m.ci_high),
-         _pct(m.lift), _p(m.p_ttest), _p(m.p_randomization), _p(m.p_holm), _num(m.effect_size, 3)]
+        [
+            display_name(m.metric),
+            _num(m.mean_a),
+            _num(m.mean_b),
+            _signed(m.diff),
+            _ci(m.ci_low, m.ci_high),
+            _pct(m.lift),
+            _p(m.p_ttest),
+            _p(m.p_randomization),
+            _p(m.p_holm),
+            _num(m.effect_size, 3),
+        ]
         for m in comp.metrics
     ]
     return ["## Metrics", "", *_table(header, rows), "![metrics with CIs](metrics_ci.png)", ""]
@@ -293,24 +346,29 @@ def _tie_free_section(result: ABResult) -> list[str]:
     share = f" ({n_free / n_all:.0%})" if n_all else ""
     header = ["metric"]
     for who, n in (("all", n_all), ("tie-free", n_free)):
-        header += [f"{a} {who} (n={n})", f"{b} {who}", f"{b} - {a} {who} ({comp.confidence:.0%} CI)",
-                   f"p Holm {who}"]
+        header += [f"{a} {who} (n={n})", f"{b} {who}", f"{b} - {a} {who} ({comp.confidence:.0%} CI)", f"p Holm {who}"]
     free = tie_free.by_metric() if tie_free is not None else {}
     rows = []
     for m in comp.metrics:
         row = [display_name(m.metric)]
         for c in (m, free.get(m.metric)):
-            row += (["n/a"] * 4 if c is None else
-                    [_num(c.mean_a), _num(c.mean_b), f"{_signed(c.diff)} {_ci(c.ci_low, c.ci_high)}",
-                     _p(c.p_holm)])
+            row += (
+                ["n/a"] * 4
+                if c is None
+                else [_num(c.mean_a), _num(c.mean_b), f"{_signed(c.diff)} {_ci(c.ci_low, c.ci_high)}", _p(c.p_holm)]
+            )
         rows.append(row)
-    lines = ["## All users and tie-free users", "",
-             f"{n_free} of {n_all} target users{share} are tie-free: their {result.stage} target is not in the "
-             "same second as the last event of their history, so the order within a second (item id order, "
-             "which a model can learn) does not decide it. A claim that B beats A should hold in both columns; "
-             "Holm corrects across the metrics within each column."
-             + ("" if tie_free is not None else " Fewer than 2 tie-free users: no tie-free comparison."), "",
-             *_table(header, rows)]
+    lines = [
+        "## All users and tie-free users",
+        "",
+        f"{n_free} of {n_all} target users{share} are tie-free: their {result.stage} target is not in the "
+        "same second as the last event of their history, so the order within a second (item id order, "
+        "which a model can learn) does not decide it. A claim that B beats A should hold in both columns; "
+        "Holm corrects across the metrics within each column."
+        + ("" if tie_free is not None else " Fewer than 2 tie-free users: no tie-free comparison."),
+        "",
+        *_table(header, rows),
+    ]
     return lines
 
 
@@ -337,19 +395,26 @@ def _segments_section(result: ABResult) -> list[str]:
         header += [f"{name} {a}", f"{name} {b}", f"{name} {b} - {a} (CI)", "p Holm"]
     rows = []
     for seg in result.segments:
-        row = ["user history" if seg.kind == "history" else "target item", seg.segment, str(seg.n_users),
-               str(seg.n_targets)]
+        row = [
+            "user history" if seg.kind == "history" else "target item",
+            seg.segment,
+            str(seg.n_users),
+            str(seg.n_targets),
+        ]
         if seg.comparison is None:
             row += ["n/a"] * (4 * len(metrics))
         else:
             for m in seg.comparison.metrics:
-                row += [_num(m.mean_a), _num(m.mean_b), f"{_signed(m.diff)} {_ci(m.ci_low, m.ci_high)}",
-                        _p(m.p_holm)]
+                row += [_num(m.mean_a), _num(m.mean_b), f"{_signed(m.diff)} {_ci(m.ci_low, m.ci_high)}", _p(m.p_holm)]
         rows.append(row)
     lines += _table(header, rows)
-    lines += ["Holm corrects across the segment's metrics within each segment; the segments themselves are "
-              "descriptive (not corrected across segments).", "",
-              "![per-segment differences](segment_deltas.png)", ""]
+    lines += [
+        "Holm corrects across the segment's metrics within each segment; the segments themselves are "
+        "descriptive (not corrected across segments).",
+        "",
+        "![per-segment differences](segment_deltas.png)",
+        "",
+    ]
     return lines
 
 
@@ -358,12 +423,17 @@ def _lift_section(result: ABResult) -> list[str]:
         return []
     metric = display_name(result.lift_bins[0].metric)
     a, b = result.label_a, result.label_b
-    rows = [[bn.label, str(bn.n_users), _num(bn.mean_a), _num(bn.mean_b), _signed(bn.diff),
-             _ci(bn.ci_low, bn.ci_high)] for bn in result.lift_bins]
-    return ["## Lift by history length", "",
-            *_table(["history length", "users", f"{metric} {a}", f"{metric} {b}", f"{b} - {a}", "95% CI"],
-                    rows),
-            "![lift by history length](lift_by_history.png)", ""]
+    rows = [
+        [bn.label, str(bn.n_users), _num(bn.mean_a), _num(bn.mean_b), _signed(bn.diff), _ci(bn.ci_low, bn.ci_high)]
+        for bn in result.lift_bins
+    ]
+    return [
+        "## Lift by history length",
+        "",
+        *_table(["history length", "users", f"{metric} {a}", f"{metric} {b}", f"{b} - {a}", "95% CI"], rows),
+        "![lift by history length](lift_by_history.png)",
+        "",
+    ]
 
 
 def _reference_section(result: ABResult) -> list[str]:
@@ -372,24 +442,34 @@ def _reference_section(result: ABResult) -> list[str]:
     wanted = [*result.comparison.by_metric(), "coverage@10"]
     columns = [c for c in wanted if any(c in scores for scores in result.reference.values())]
     rows = [[name, *[_num(scores.get(c)) for c in columns]] for name, scores in result.reference.items()]
-    return ["## All systems and reference baselines", "",
-            "Means over the same target users, unpaired (the paired comparison above is the decision); "
-            "the baselines are fitted on the same history and ranked over the same catalog.", "",
-            *_table(["system", *[display_name(c) for c in columns]], rows)]
+    return [
+        "## All systems and reference baselines",
+        "",
+        "Means over the same target users, unpaired (the paired comparison above is the decision); "
+        "the baselines are fitted on the same history and ranked over the same catalog.",
+        "",
+        *_table(["system", *[display_name(c) for c in columns]], rows),
+    ]
 
 
 def _beyond_section(result: ABResult) -> list[str]:
     if not result.beyond_accuracy:
         return []
     labels = list(result.beyond_accuracy)
-    keys = sorted({k for v in result.beyond_accuracy.values() for k in v},
-                  key=lambda k: (k.split("@")[0], int(k.split("@")[1]) if "@" in k else 0))
+    keys = sorted(
+        {k for v in result.beyond_accuracy.values() for k in v},
+        key=lambda k: (k.split("@")[0], int(k.split("@")[1]) if "@" in k else 0),
+    )
     rows = [[k, *[_num(result.beyond_accuracy[label].get(k)) for label in labels]] for k in keys]
-    return ["## Coverage, novelty, popularity bias", "",
-            "Coverage = share of the catalog recommended in someone's top K; novelty = mean self-information "
-            "-log2 p(item) of the recommended slots (higher = less obvious); popularity bias = mean "
-            "popularity percentile of the recommended slots (1 = always the most popular item).", "",
-            *_table(["metric", *labels], rows)]
+    return [
+        "## Coverage, novelty, popularity bias",
+        "",
+        "Coverage = share of the catalog recommended in someone's top K; novelty = mean self-information "
+        "-log2 p(item) of the recommended slots (higher = less obvious); popularity bias = mean "
+        "popularity percentile of the recommended slots (1 = always the most popular item).",
+        "",
+        *_table(["metric", *labels], rows),
+    ]
 
 
 def _cell(value: Any) -> str:
@@ -429,8 +509,12 @@ def _ope_section(result: ABResult) -> list[str]:
         f"(observed click rate of the logging policy: {_num(settings.get('observed_click_rate'))}; "
         f"weight clipping: {settings.get('clip') or 'off'}; "
         f"DR reward model: {settings.get('reward_model')}). "
-        "DM is the reward model alone, shown for reference (biased).", "",
-        *_table(header, rows), *_table(diag_header, diag_rows), "![off-policy estimates](ope.png)", "",
+        "DM is the reward model alone, shown for reference (biased).",
+        "",
+        *_table(header, rows),
+        *_table(diag_header, diag_rows),
+        "![off-policy estimates](ope.png)",
+        "",
     ]
     return lines
 

@@ -121,9 +121,7 @@ def user_segments(
             raise ConfigError(f"history thresholds need 0 <= t1 <= t2, got {thresholds!r}")
     length = pl.col("history_length")
     segment = (
-        pl.when(length <= t1).then(pl.lit("cold"))
-        .when(length <= t2).then(pl.lit("medium"))
-        .otherwise(pl.lit("heavy"))
+        pl.when(length <= t1).then(pl.lit("cold")).when(length <= t2).then(pl.lit("medium")).otherwise(pl.lit("heavy"))
     )
     return lengths.with_columns(segment.alias("segment")), (t1, t2)
 
@@ -141,15 +139,15 @@ def item_segments(
     counts = history.group_by(pl.col("item_id").cast(pl.String)).agg(pl.len().alias("count"))
     if catalog is not None:
         items = pl.DataFrame({"item_id": catalog.cast(pl.String)}).unique()
-        counts = items.join(counts, on="item_id", how="full", coalesce=True).with_columns(
-            pl.col("count").fill_null(0)
-        )
+        counts = items.join(counts, on="item_id", how="full", coalesce=True).with_columns(pl.col("count").fill_null(0))
     counts = counts.sort(["count", "item_id"], descending=[True, False]).with_row_index("_rank")
     seen = int((counts["count"] > 0).sum())
     n_head = math.ceil(head_share * seen) if seen else 0
     segment = (
-        pl.when(pl.col("count") == 0).then(pl.lit("cold"))
-        .when(pl.col("_rank") < n_head).then(pl.lit("head"))
+        pl.when(pl.col("count") == 0)
+        .then(pl.lit("cold"))
+        .when(pl.col("_rank") < n_head)
+        .then(pl.lit("head"))
         .otherwise(pl.lit("tail"))
     )
     table = counts.with_columns(segment.alias("segment")).drop("_rank")
@@ -209,14 +207,21 @@ def segment_comparisons(
     for name in USER_SEGMENTS:
         rows = labels == name
         n_targets = int(n_relevant[rows].sum())
-        out.append(SegmentComparison("history", name, definitions[name], int(rows.sum()), n_targets,
-                                     _compare_subset(a[rows], b[rows], metrics, stats)))
+        out.append(
+            SegmentComparison(
+                "history",
+                name,
+                definitions[name],
+                int(rows.sum()),
+                n_targets,
+                _compare_subset(a[rows], b[rows], metrics, stats),
+            )
+        )
 
     items, head_mass = item_segments(history, catalog, head_share)
     seg_targets = target_item_segments(targets, items)
     item_definitions = {
-        "head": f"target among the top {head_share:.0%} most interacted items "
-                f"({head_mass:.0%} of interactions)",
+        "head": f"target among the top {head_share:.0%} most interacted items ({head_mass:.0%} of interactions)",
         "tail": "target seen in the history, outside the head",
         "cold": "target never seen in the history",
     }
@@ -228,8 +233,16 @@ def segment_comparisons(
         sub_a = per_user_metrics(topk_a, subset, ks)
         sub_b = per_user_metrics(topk_b, subset, ks)
         _, sa, sb = align_per_user(sub_a, sub_b, metrics)
-        out.append(SegmentComparison("item", name, item_definitions[name], sa.shape[0], subset.height,
-                                     _compare_subset(sa, sb, metrics, stats)))
+        out.append(
+            SegmentComparison(
+                "item",
+                name,
+                item_definitions[name],
+                sa.shape[0],
+                subset.height,
+                _compare_subset(sa, sb, metrics, stats),
+            )
+        )
     info = {
         "history_thresholds": [t1, t2],
         "thresholds_from": "terciles" if thresholds is None else "configured",
@@ -278,9 +291,19 @@ def lift_by_history(
             continue
         diff = b[rows] - a[rows]
         low, high = percentile_ci(bootstrap_means(diff, n_bootstrap, seed + i), confidence)
-        out.append(LiftBin(metric, int(lengths[rows].min()), int(lengths[rows].max()), int(rows.sum()),
-                           float(a[rows].mean()), float(b[rows].mean()), float(diff.mean()),
-                           float(low[0]), float(high[0])))
+        out.append(
+            LiftBin(
+                metric,
+                int(lengths[rows].min()),
+                int(lengths[rows].max()),
+                int(rows.sum()),
+                float(a[rows].mean()),
+                float(b[rows].mean()),
+                float(diff.mean()),
+                float(low[0]),
+                float(high[0]),
+            )
+        )
     return out
 
 

@@ -46,8 +46,13 @@ from recsys.errors import DataError
 
 DEFAULT_TEMPLATE = "{title} | {brand} | {category} | {description}"
 ITEM_SCHEMA: dict[str, pl.DataType] = {
-    "item_id": pl.String(), "title": pl.String(), "brand": pl.String(), "category": pl.List(pl.String),
-    "description": pl.List(pl.String), "features": pl.List(pl.String), "main_category": pl.String(),
+    "item_id": pl.String(),
+    "title": pl.String(),
+    "brand": pl.String(),
+    "category": pl.List(pl.String),
+    "description": pl.List(pl.String),
+    "features": pl.List(pl.String),
+    "main_category": pl.String(),
 }
 _REVIEW_SCHEMAS: dict[str, dict[str, Any]] = {
     "2018": {"reviewerID": pl.String, "asin": pl.String, "overall": pl.Float64, "unixReviewTime": pl.Int64},
@@ -111,8 +116,11 @@ def _release_of_metadata(record: dict[str, Any], source: str) -> str:
         return "2023"
     if "asin" in record:
         return "2018"
-    raise DataError(f"the first record has neither 'asin' (2018) nor 'parent_asin' (2023); keys: "
-                    f"{sorted(record)[:12]}. Is this an Amazon metadata file?", file=source)
+    raise DataError(
+        f"the first record has neither 'asin' (2018) nor 'parent_asin' (2023); keys: "
+        f"{sorted(record)[:12]}. Is this an Amazon metadata file?",
+        file=source,
+    )
 
 
 def _item_row(record: dict[str, Any], release: str) -> dict[str, Any]:
@@ -130,9 +138,15 @@ def _item_row(record: dict[str, Any], release: str) -> dict[str, Any]:
         features = record.get("feature")
         main = record.get("main_cat")
         item_id = record.get("asin")
-    return {"item_id": _text(item_id), "title": _text(record.get("title")), "brand": _text(brand),
-            "category": categories, "description": _text_list(record.get("description")),
-            "features": _text_list(features), "main_category": _text(main)}
+    return {
+        "item_id": _text(item_id),
+        "title": _text(record.get("title")),
+        "brand": _text(brand),
+        "category": categories,
+        "description": _text_list(record.get("description")),
+        "features": _text_list(features),
+        "main_category": _text(main),
+    }
 
 
 def read_metadata(path: str | Path) -> tuple[pl.DataFrame, str]:
@@ -156,8 +170,11 @@ def _release_of_reviews(path: Path, source: str) -> str:
             return "2018"
         if "user_id" in record and ("parent_asin" in record or "asin" in record):
             return "2023"
-        raise DataError(f"the first record has neither 'reviewerID' (2018) nor 'user_id' (2023); keys: "
-                        f"{sorted(record)[:12]}. Is this an Amazon reviews file?", file=source)
+        raise DataError(
+            f"the first record has neither 'reviewerID' (2018) nor 'user_id' (2023); keys: "
+            f"{sorted(record)[:12]}. Is this an Amazon reviews file?",
+            file=source,
+        )
     raise DataError("file has no records", file=source)
 
 
@@ -192,8 +209,11 @@ def load_amazon(
     items, repeated = tidy_items(raw_items, str(metadata), rules)
     raw_reviews, review_release = read_reviews(reviews)
     if review_release != release:
-        raise DataError(f"the reviews are from the {review_release} release but the metadata ({metadata}) is from "
-                        f"{release}; their item ids do not match", file=str(reviews))
+        raise DataError(
+            f"the reviews are from the {review_release} release but the metadata ({metadata}) is from "
+            f"{release}; their item ids do not match",
+            file=str(reviews),
+        )
     interactions, unknown = validate_interactions(raw_reviews, str(reviews), items, unknown_items)
     before = interactions.height
     interactions = interactions.unique(subset=["user_id", "item_id", "ts"], keep="first", maintain_order=True)
@@ -207,5 +227,11 @@ def load_amazon(
         "duplicate_reviews_dropped": repeats,
         "clean_html": str(clean_html).lower(),
     }
-    return Dataset(items=items, interactions=interactions, name=name or Path(metadata).resolve().parent.name,
-                   text_template=template, list_joiner=list_joiner, notes=notes)
+    return Dataset(
+        items=items,
+        interactions=interactions,
+        name=name or Path(metadata).resolve().parent.name,
+        text_template=template,
+        list_joiner=list_joiner,
+        notes=notes,
+    )

@@ -28,7 +28,7 @@ _BLOCK = 8 * 1024 * 1024
 
 
 def compression_of(path: Path) -> str | None:
-    """"gzip", "zstd" or None, from the file's first bytes (the suffix may lie or be missing)."""
+    """ "gzip", "zstd" or None, from the file's first bytes (the suffix may lie or be missing)."""
     with path.open("rb") as handle:
         magic = handle.read(4)
     if magic[:2] == GZIP_MAGIC:
@@ -36,8 +36,7 @@ def compression_of(path: Path) -> str | None:
     if magic == ZSTD_MAGIC:
         return "zstd"
     if magic == ZIP_MAGIC:
-        raise DataError("file is a zip archive; unzip it first (gzip and zstd files are read directly)",
-                        file=str(path))
+        raise DataError("file is a zip archive; unzip it first (gzip and zstd files are read directly)", file=str(path))
     return None
 
 

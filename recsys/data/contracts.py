@@ -51,8 +51,12 @@ def require_columns(df: pl.DataFrame, required: tuple[str, ...], source: str) ->
 def _as_string_id(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
     col = df[column]
     if not is_scalar(col.dtype):
-        raise DataError(f"ids must be one value per row, found {col.dtype}; map a single "
-                        "field with a dotted path (e.g. --map product.id=item_id)", file=source, column=column)
+        raise DataError(
+            f"ids must be one value per row, found {col.dtype}; map a single "
+            "field with a dotted path (e.g. --map product.id=item_id)",
+            file=source,
+            column=column,
+        )
     if col.dtype == pl.String:
         # " 12" and "12" are the same id (hand-written CSVs put spaces after commas); zeros stay.
         col = col.str.strip_chars()
@@ -71,9 +75,7 @@ def _as_string_id(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
     return df.with_columns(pl.col(column).cast(pl.String))
 
 
-def parse_timestamps(
-    df: pl.DataFrame, column: str, source: str, allow_null: bool = False
-) -> pl.DataFrame:
+def parse_timestamps(df: pl.DataFrame, column: str, source: str, allow_null: bool = False) -> pl.DataFrame:
     """Turn `column` into Datetime(us, UTC).
 
     Accepted: datetimes (naive ones are taken as UTC, zoned ones converted), dates (midnight UTC),
@@ -89,9 +91,7 @@ def parse_timestamps(
         row, count = _first_row(col.is_null())
         raise DataError("missing timestamp", file=source, column=column, row=row, count=count)
     if isinstance(col.dtype, pl.Datetime):
-        parsed = col.dt.replace_time_zone("UTC") if col.dtype.time_zone is None else col.dt.convert_time_zone(
-            "UTC"
-        )
+        parsed = col.dt.replace_time_zone("UTC") if col.dtype.time_zone is None else col.dt.convert_time_zone("UTC")
         parsed = parsed.dt.cast_time_unit("us")
     elif col.dtype == pl.Date:
         parsed = col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
@@ -136,8 +136,7 @@ def parse_timestamps(
             row, count = _first_row(bad)
             value = text[row - 1]
             raise DataError(
-                f"unparsable timestamp {value!r} (expected ISO-8601 such as 2019-11-15T08:55:22Z, "
-                "or Unix seconds)",
+                f"unparsable timestamp {value!r} (expected ISO-8601 such as 2019-11-15T08:55:22Z, or Unix seconds)",
                 file=source,
                 column=column,
                 row=row,
@@ -209,6 +208,7 @@ def validate_items(df: pl.DataFrame, source: str = "items", used: Iterable[str] 
     check_unique(df, [ITEM_ID], source)
     if "created_at" in df.columns:
         df = parse_timestamps(df, "created_at", source, allow_null=True)
+
     def keeps_type(dtype: pl.DataType) -> bool:
         return dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean
 
@@ -283,9 +283,7 @@ def _as_float(df: pl.DataFrame, column: str, source: str) -> pl.DataFrame:
     bad = cast.is_null() & df[column].is_not_null()
     if bad.any():
         row, count = _first_row(bad)
-        raise DataError(
-            f"not a number: {df[column][row - 1]!r}", file=source, column=column, row=row, count=count
-        )
+        raise DataError(f"not a number: {df[column][row - 1]!r}", file=source, column=column, row=row, count=count)
     return df.with_columns(cast.alias(column))
 
 
@@ -307,8 +305,13 @@ def validate_impressions(
         raise DataError("position must be an integer", file=source, column="position", row=row, count=count)
     clicked = df["clicked"]
     if clicked.dtype != pl.Boolean:
-        clicked = clicked.cast(pl.String).str.strip_chars().str.to_lowercase().replace_strict(
-            {"1": True, "0": False, "true": True, "false": False}, default=None, return_dtype=pl.Boolean
+        clicked = (
+            clicked.cast(pl.String)
+            .str.strip_chars()
+            .str.to_lowercase()
+            .replace_strict(
+                {"1": True, "0": False, "true": True, "false": False}, default=None, return_dtype=pl.Boolean
+            )
         )
     bad = clicked.is_null()
     if bad.any():
@@ -323,14 +326,17 @@ def validate_impressions(
         bad = p.is_not_null() & ((p <= 0) | (p > 1))
         if bad.any():
             row, count = _first_row(bad)
-            raise DataError(
-                "propensity must be in (0, 1]", file=source, column="propensity", row=row, count=count
-            )
+            raise DataError("propensity must be in (0, 1]", file=source, column="propensity", row=row, count=count)
     check_unique(df, ["request_id", ITEM_ID], source)
     if items is not None:
         known = df[ITEM_ID].is_in(items[ITEM_ID].implode())
         if not known.all():
             row, count = _first_row(~known)
-            raise DataError(f"item_id {df[ITEM_ID][row - 1]!r} is not in the items table",
-                            file=source, column=ITEM_ID, row=row, count=count)
+            raise DataError(
+                f"item_id {df[ITEM_ID][row - 1]!r} is not in the items table",
+                file=source,
+                column=ITEM_ID,
+                row=row,
+                count=count,
+            )
     return df

@@ -38,8 +38,9 @@ class Dataset:
 
     def item_text(self) -> pl.DataFrame:
         """`item_id, text` for every item, rendered from the dataset's template."""
-        return self.items.select("item_id").with_columns(render_item_text(self.items, self.text_template,
-                                                                                 self.list_joiner))
+        return self.items.select("item_id").with_columns(
+            render_item_text(self.items, self.text_template, self.list_joiner)
+        )
 
     def summary(self) -> dict[str, int | str]:
         out: dict[str, int | str] = {
@@ -85,8 +86,7 @@ class Dataset:
         manifest_path = folder / MANIFEST
         if not manifest_path.exists():
             raise DataError(
-                "not a dataset folder (no dataset.json); create one with `recsys data convert` "
-                "or `recsys data synth`",
+                "not a dataset folder (no dataset.json); create one with `recsys data convert` or `recsys data synth`",
                 file=str(folder),
             )
         try:

@@ -77,9 +77,7 @@ def split_mapping(
     }
 
 
-def _drop_unknown(
-    table: pl.DataFrame, items: pl.DataFrame, source: str, rule: str
-) -> tuple[pl.DataFrame, int]:
+def _drop_unknown(table: pl.DataFrame, items: pl.DataFrame, source: str, rule: str) -> tuple[pl.DataFrame, int]:
     """Impressions on unknown items: error (naming the first row) or drop by rule."""
     known = table["item_id"].is_in(items["item_id"].implode())
     if known.all():
@@ -157,9 +155,7 @@ def load_generic(
     if dropped:
         log.warning("%s: dropped %d rows on item ids missing from %s", inter_source, dropped, items_source)
     if dropped_impressions:
-        log.warning(
-            "%s: dropped %d rows on item ids missing from %s", imp_source, dropped_impressions, items_source
-        )
+        log.warning("%s: dropped %d rows on item ids missing from %s", imp_source, dropped_impressions, items_source)
     notes: dict[str, int | str] = {
         "items_file": items_source,
         "interactions_file": inter_source,

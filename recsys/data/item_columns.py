@@ -67,20 +67,33 @@ def check_item_columns(items: pl.DataFrame, source: str, used: Iterable[str] = (
     used = set(used)
     for name, dtype in items.schema.items():
         if name in SCALAR_COLUMNS and not is_scalar(dtype):
-            raise DataError(f"is {_describe(dtype)}, but the contract needs one value per item here "
-                            "(map a single field with a dotted path, e.g. --map details.name=title)",
-                            file=source, column=name)
+            raise DataError(
+                f"is {_describe(dtype)}, but the contract needs one value per item here "
+                "(map a single field with a dotted path, e.g. --map details.name=title)",
+                file=source,
+                column=name,
+            )
         if name in LIST_OR_TEXT_COLUMNS and not (is_scalar(dtype) or is_list_of_scalars(dtype)):
-            raise DataError(f"is {_describe(dtype)}; the contract takes a string or a list of strings here",
-                            file=source, column=name)
+            raise DataError(
+                f"is {_describe(dtype)}; the contract takes a string or a list of strings here",
+                file=source,
+                column=name,
+            )
         if name in used and not is_renderable(dtype):
-            raise DataError(f"is {_describe(dtype)}, which the item-text template cannot render; "
-                            "take it out of --template or map one of its fields (--map column.field=name)",
-                            file=source, column=name)
+            raise DataError(
+                f"is {_describe(dtype)}, which the item-text template cannot render; "
+                "take it out of --template or map one of its fields (--map column.field=name)",
+                file=source,
+                column=name,
+            )
     unusable = [name for name, dtype in items.schema.items() if not is_renderable(dtype)]
     if unusable:
-        log.warning("%s: dropped column(s) %s: nothing can use their type (%s)", source, ", ".join(unusable),
-                    ", ".join(_describe(items.schema[c]) for c in unusable))
+        log.warning(
+            "%s: dropped column(s) %s: nothing can use their type (%s)",
+            source,
+            ", ".join(unusable),
+            ", ".join(_describe(items.schema[c]) for c in unusable),
+        )
         items = items.drop(unusable)
     return items
 
@@ -97,5 +110,8 @@ def canonical_lists(items: pl.DataFrame) -> pl.DataFrame:
 def string_list(expr: pl.Expr, inner: DType) -> pl.Expr:
     """A list (or array) of scalars of type `inner` as `list[str]`: trimmed, empty and null elements out."""
     element = pl.element().cast(pl.String).str.strip_chars()
-    return (expr.cast(pl.List(inner)).list.eval(element)
-            .list.eval(pl.element().filter(pl.element().is_not_null() & (pl.element() != ""))))
+    return (
+        expr.cast(pl.List(inner))
+        .list.eval(element)
+        .list.eval(pl.element().filter(pl.element().is_not_null() & (pl.element() != "")))
+    )

@@ -138,8 +138,7 @@ def _check_known(
     if rule == "error":
         first = frame.filter(~known).row(0, named=True)
         raise DataError(
-            f"news id {first['item_id']!r} is not in news.tsv "
-            "(use --drop-unknown-items to drop such entries)",
+            f"news id {first['item_id']!r} is not in news.tsv (use --drop-unknown-items to drop such entries)",
             file=str(path),
             column=column,
             row=int(first["_line"]),
@@ -151,9 +150,7 @@ def _check_known(
 def _impressions(behaviors: pl.DataFrame, path: Path) -> pl.DataFrame | None:
     """Exploded impression tokens; None when the file carries no click labels at all."""
     tokens = (
-        behaviors.select(
-            "_line", "request_id", "user_id", "ts", pl.col("impressions").str.split(" ").alias("token")
-        )
+        behaviors.select("_line", "request_id", "user_id", "ts", pl.col("impressions").str.split(" ").alias("token"))
         .explode("token")
         .filter(pl.col("token").is_not_null() & (pl.col("token") != ""))
         .with_columns(pl.int_range(pl.len()).over("_line").cast(pl.Int32).alias("position"))
@@ -226,9 +223,7 @@ def load_mind(
     items = load_news(news_path)
     behaviors = _behaviors(behaviors_path)
 
-    history, dropped_history = _check_known(
-        _history(behaviors), items, behaviors_path, "history", unknown_items
-    )
+    history, dropped_history = _check_known(_history(behaviors), items, behaviors_path, "history", unknown_items)
     shown = _impressions(behaviors, behaviors_path)
     dropped_shown = 0
     clicks = None
@@ -252,8 +247,9 @@ def load_mind(
     )
     dropped = dropped_history + dropped_shown
     if dropped:
-        log.warning("%s: dropped %d history/impression entries on news ids missing from %s",
-                    behaviors_path, dropped, news_path)
+        log.warning(
+            "%s: dropped %d history/impression entries on news ids missing from %s", behaviors_path, dropped, news_path
+        )
     notes: dict[str, int | str] = {
         "source": str(folder),
         "history_interactions": history.height,

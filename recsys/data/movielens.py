@@ -130,9 +130,9 @@ def load_movielens(
 def _finish_items(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     """`item_id, title, genre_list[, tags]` -> the canonical MovieLens item columns."""
     genres = pl.col("genre_list").list.eval(
-        pl.element().str.strip_chars().filter(
-            (pl.element().str.strip_chars() != "") & ~pl.element().str.strip_chars().is_in(NO_GENRES)
-        )
+        pl.element()
+        .str.strip_chars()
+        .filter((pl.element().str.strip_chars() != "") & ~pl.element().str.strip_chars().is_in(NO_GENRES))
     )
     if "tags" not in frame.columns:
         frame = frame.with_columns(pl.lit("", dtype=pl.String).alias("tags"))
@@ -188,9 +188,7 @@ def _load_latest(
     return items, _ratings_frame(ratings), str(ratings_path)
 
 
-def _tags(
-    path: Path, items: pl.DataFrame, max_tags: int, unknown_items: Literal["error", "drop"]
-) -> pl.DataFrame:
+def _tags(path: Path, items: pl.DataFrame, max_tags: int, unknown_items: Literal["error", "drop"]) -> pl.DataFrame:
     """`item_id, tags` from tags.csv, by the rule in the module docstring."""
     raw = read_raw(path)
     require_columns(raw, ("movieId", "tag"), str(path))
@@ -199,8 +197,7 @@ def _tags(
     if unknown.any() and unknown_items == "error":
         row = int(unknown.arg_true()[0]) + 1
         raise DataError(
-            f"tag on movieId {ids[row - 1]!r}, which is not in movies.csv "
-            "(use --drop-unknown-items to drop such rows)",
+            f"tag on movieId {ids[row - 1]!r}, which is not in movies.csv (use --drop-unknown-items to drop such rows)",
             file=str(path),
             column="movieId",
             row=row,
@@ -246,8 +243,7 @@ def _split_lines(path: Path, separator: str, fields: int, layout: str) -> list[t
         parts = line.split(separator, fields - 1) if separator == "::" else line.split(separator)
         if len(parts) != fields:
             raise DataError(
-                f"line {line_no} has {len(parts)} {separator!r}-separated fields, "
-                f"expected {fields} ({layout})",
+                f"line {line_no} has {len(parts)} {separator!r}-separated fields, expected {fields} ({layout})",
                 file=str(path),
                 row=line_no,
             )
@@ -266,9 +262,7 @@ def _read_numeric_table(path: Path, separator: str, names: tuple[str, ...], layo
     check_utf8(path, header=False)
     width = len(names) if separator != "::" else 2 * len(names) - 1
     try:
-        frame = pl.read_csv(
-            path, separator=separator[0], has_header=False, infer_schema=False, quote_char=None
-        )
+        frame = pl.read_csv(path, separator=separator[0], has_header=False, infer_schema=False, quote_char=None)
     except Exception as exc:
         raise DataError(f"cannot parse ({layout}): {str(exc).splitlines()[0]}", file=str(path)) from exc
     if frame.width != width:

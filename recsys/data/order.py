@@ -29,8 +29,9 @@ def chronological(frame: pl.DataFrame, descending: bool = False, by_user: bool =
     flip = [False] * len(user)
     if ids_are_integers(frame["item_id"]):
         keyed = frame.with_columns(pl.col("item_id").cast(pl.String).cast(pl.Int64).alias(_NUMERIC_KEY))
-        return keyed.sort([*user, "ts", _NUMERIC_KEY, "item_id"],
-                          descending=[*flip, descending, descending, descending]).drop(_NUMERIC_KEY)
+        return keyed.sort(
+            [*user, "ts", _NUMERIC_KEY, "item_id"], descending=[*flip, descending, descending, descending]
+        ).drop(_NUMERIC_KEY)
     return frame.sort([*user, "ts", "item_id"], descending=[*flip, descending, descending])
 
 

@@ -100,9 +100,7 @@ def check_utf8(
             try:
                 codecs.decode(piece, "utf-8")
             except UnicodeDecodeError as exc:
-                _raise_not_utf8(
-                    path, piece, exc.start, lines_before, first_line, delimiter, header, names, quote_char
-                )
+                _raise_not_utf8(path, piece, exc.start, lines_before, first_line, delimiter, header, names, quote_char)
             lines_before += piece.count(b"\n")
             if not block and not carry:
                 return
@@ -185,15 +183,12 @@ def _read_delimited(path: Path, delimiter: str) -> pl.DataFrame:
     stripped = [n.strip() for n in names]
     repeated = sorted({n for n in stripped if stripped.count(n) > 1})
     if repeated:
-        raise DataError(f"the header names column(s) {repeated} more than once", file=str(path),
-                        column=repeated[0])
+        raise DataError(f"the header names column(s) {repeated} more than once", file=str(path), column=repeated[0])
     blank = [i + 1 for i, n in enumerate(stripped) if not n]
     if blank:
         raise DataError(f"the header has an empty column name (field {blank[0]})", file=str(path))
     try:
-        frame = pl.read_csv(
-            path, separator=delimiter, infer_schema=False, quote_char='"', truncate_ragged_lines=False
-        )
+        frame = pl.read_csv(path, separator=delimiter, infer_schema=False, quote_char='"', truncate_ragged_lines=False)
     except Exception as exc:
         reason = str(exc).splitlines()[0]
         ragged = _first_ragged_row(path, delimiter, len(names))
@@ -241,9 +236,7 @@ def _read_json(path: Path) -> pl.DataFrame:
                             f"line {line_no} is not valid JSON: {bad.msg}", file=str(path), row=record
                         ) from exc
                     if not isinstance(value, dict):
-                        raise DataError(
-                            f"line {line_no} is not a JSON object", file=str(path), row=record
-                        ) from exc
+                        raise DataError(f"line {line_no} is not a JSON object", file=str(path), row=record) from exc
         raise DataError(f"not valid JSON lines: {str(exc).splitlines()[0]}", file=str(path)) from exc
 
 
@@ -376,4 +369,3 @@ def read_table(
     `weight` when there is no `weight`).
     """
     return to_table(read_raw(path, delimiter), kind, str(path), mapping, items, unknown_items, item_rules)
-

@@ -37,9 +37,11 @@ class DataProfile:
     median_history: float
 
     def line(self) -> str:
-        return (f"{self.users:,} users ({self.eligible_users:,} with >= {MIN_PER_USER} interactions), "
-                f"{self.items:,} items ({self.items_with_interactions:,} with interactions), "
-                f"{self.interactions:,} interactions, median history {self.median_history:.0f}")
+        return (
+            f"{self.users:,} users ({self.eligible_users:,} with >= {MIN_PER_USER} interactions), "
+            f"{self.items:,} items ({self.items_with_interactions:,} with interactions), "
+            f"{self.interactions:,} interactions, median history {self.median_history:.0f}"
+        )
 
 
 def profile(dataset: Dataset) -> DataProfile:
@@ -64,27 +66,37 @@ def check_trainable(dataset: Dataset, source: str) -> DataProfile:
     if stats.interactions == 0:
         raise DataError("no interactions: the pipeline learns from user-item events", file=where)
     if stats.distinct_times < 2:
-        raise DataError("every interaction has the same timestamp, so there is no order to hold the last ones "
-                        "out by; map a real event time to ts (recsys data convert --map <column>=ts)",
-                        file=where, column="ts")
+        raise DataError(
+            "every interaction has the same timestamp, so there is no order to hold the last ones "
+            "out by; map a real event time to ts (recsys data convert --map <column>=ts)",
+            file=where,
+            column="ts",
+        )
     if stats.items_with_interactions < 2:
-        raise DataError(f"only {stats.items_with_interactions} item has interactions; ranking needs at least two",
-                        file=where, column="item_id")
+        raise DataError(
+            f"only {stats.items_with_interactions} item has interactions; ranking needs at least two",
+            file=where,
+            column="item_id",
+        )
     if stats.eligible_users == 0:
         most = int(dataset.interactions.group_by("user_id").len()["len"].max())  # type: ignore[arg-type]  # a count
-        raise DataError(f"no user has {MIN_PER_USER} or more interactions (the most is {most}); leave-last-out "
-                        "needs one "
-                        "to test, one to validate and one to learn from per evaluated user",
-                        file=where, column="user_id")
+        raise DataError(
+            f"no user has {MIN_PER_USER} or more interactions (the most is {most}); leave-last-out "
+            "needs one "
+            "to test, one to validate and one to learn from per evaluated user",
+            file=where,
+            column="user_id",
+        )
     texts = dataset.item_text()["text"]
     if (texts.str.len_chars() == 0).all():
-        raise DataError(f"the item-text template {dataset.text_template!r} renders empty for every item; "
-                        "convert again with a --template naming text columns",
-                        file=f"{source}/items.parquet")
+        raise DataError(
+            f"the item-text template {dataset.text_template!r} renders empty for every item; "
+            "convert again with a --template naming text columns",
+            file=f"{source}/items.parquet",
+        )
     return stats
 
 
 def empty_text_items(dataset: Dataset) -> int:
     """How many items render to empty text (they are still ranked, by behaviour alone)."""
     return int((dataset.item_text()["text"].str.len_chars() == 0).sum())
-

@@ -93,8 +93,7 @@ def _column_text(items: pl.DataFrame, name: str, joiner: str) -> list[str] | Non
     return column.cast(pl.String).fill_null("").to_list()
 
 
-def render_item_text(items: pl.DataFrame, template: str = DEFAULT_TEMPLATE, joiner: str = DEFAULT_JOINER
-                     ) -> pl.Series:
+def render_item_text(items: pl.DataFrame, template: str = DEFAULT_TEMPLATE, joiner: str = DEFAULT_JOINER) -> pl.Series:
     """One text per item, in the frame's order. Fields absent from the frame render empty; list and
     struct values are joined with `joiner` (see the module doc)."""
     fields = template_fields(template)

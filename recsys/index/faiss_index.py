@@ -132,16 +132,26 @@ class IndexConfig:
     def check(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"index kind must be one of {KINDS}, got {self.kind!r}")
-        for name in ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_construction", "ef_search", "train_size",
-                     "threads", "calibrate_queries"):
+        for name in (
+            "nlist",
+            "nprobe",
+            "pq_m",
+            "hnsw_m",
+            "ef_construction",
+            "ef_search",
+            "train_size",
+            "threads",
+            "calibrate_queries",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"index setting '{name}' must be a positive integer, got {value!r}")
         if not isinstance(self.pq_nbits, int) or not 1 <= self.pq_nbits <= 16:
             raise ConfigError(f"index setting 'pq_nbits' must be an integer in 1..16, got {self.pq_nbits!r}")
         target = self.calibrate_recall
-        if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)
-                                   or not 0 < target <= 1):
+        if target is not None and (
+            isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target <= 1
+        ):
             raise ConfigError(f"index setting 'calibrate_recall' must be in (0, 1] or None, got {target!r}")
 
     def resolve(self, n: int, dim: int, gpus: int = 0) -> IndexConfig:
@@ -180,9 +190,12 @@ class IndexConfig:
 
     def search_params(self) -> dict[str, Any]:
         """The parameters that shape the index itself (what the manifest records)."""
-        keep = {"flat": (), "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
-                "ivf_flat": ("nlist", "nprobe", "train_size", "seed"),
-                "ivf_pq": ("nlist", "nprobe", "pq_m", "pq_nbits", "train_size", "seed")}[self.kind]
+        keep = {
+            "flat": (),
+            "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
+            "ivf_flat": ("nlist", "nprobe", "train_size", "seed"),
+            "ivf_pq": ("nlist", "nprobe", "pq_m", "pq_nbits", "train_size", "seed"),
+        }[self.kind]
         return {"kind": self.kind, **{name: getattr(self, name) for name in keep}}
 
 
@@ -207,12 +220,14 @@ class SearchResult:
         q_index = np.repeat(np.arange(nq), k).reshape(nq, k)[valid]
         ranks = np.tile(np.arange(1, k + 1), nq).reshape(nq, k)[valid]
         query = list(np.asarray(query_keys, dtype=object)[q_index]) if query_keys is not None else q_index
-        return pl.DataFrame({
-            "query": query,
-            "rank": ranks.astype(np.int32),
-            "item_id": pl.Series(self.item_ids[self.rows[valid]].tolist(), dtype=pl.String),
-            "score": self.scores[valid].astype(np.float32),
-        })
+        return pl.DataFrame(
+            {
+                "query": query,
+                "rank": ranks.astype(np.int32),
+                "item_id": pl.Series(self.item_ids[self.rows[valid]].tolist(), dtype=pl.String),
+                "score": self.scores[valid].astype(np.float32),
+            }
+        )
 
 
 def _faiss():
@@ -257,8 +272,15 @@ def _fsync_file(path: Path) -> None:
 class VectorIndex:
     """Item vectors searchable by inner product, with string ids, masks, GPU use and checked saves."""
 
-    def __init__(self, index: Any, item_ids: np.ndarray, config: IndexConfig, encoder_version: str | None,
-                 checksum: str | None = None, calibration: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        index: Any,
+        item_ids: np.ndarray,
+        config: IndexConfig,
+        encoder_version: str | None,
+        checksum: str | None = None,
+        calibration: dict[str, Any] | None = None,
+    ) -> None:
         # Use `build` or `load`; this only wires already-validated parts together.
         self._cpu = index
         self.item_ids = item_ids
@@ -275,8 +297,13 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- build
     @classmethod
-    def build(cls, item_ids: Sequence[str], vectors: Any, config: IndexConfig | dict | None = None,
-              encoder_version: str | None = None) -> VectorIndex:
+    def build(
+        cls,
+        item_ids: Sequence[str],
+        vectors: Any,
+        config: IndexConfig | dict | None = None,
+        encoder_version: str | None = None,
+    ) -> VectorIndex:
         """Index `vectors[i]` under `item_ids[i]`. Ids must be unique, non-empty strings."""
         faiss = _faiss()
         cfg = config if isinstance(config, IndexConfig) else IndexConfig.from_dict(config)
@@ -325,8 +352,10 @@ class VectorIndex:
         return self._gpu is not None
 
     def __repr__(self) -> str:
-        return (f"VectorIndex(kind={self.kind!r}, count={len(self)}, dim={self.dim}, "
-                f"encoder_version={self.encoder_version!r}, gpu={self.on_gpu})")
+        return (
+            f"VectorIndex(kind={self.kind!r}, count={len(self)}, dim={self.dim}, "
+            f"encoder_version={self.encoder_version!r}, gpu={self.on_gpu})"
+        )
 
     def rows_of(self, ids: Sequence[str] | np.ndarray, missing: str = "skip") -> np.ndarray:
         """Row numbers of item ids. `missing="skip"` drops unknown ids, `"raise"` raises `DataError`."""
@@ -345,12 +374,14 @@ class VectorIndex:
     def reconstruct(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors of items (exact for flat/hnsw/ivf_flat, decoded for ivf_pq)."""
         rows = self.rows_of(ids, missing="raise")
-        return np.stack([self._cpu.reconstruct(int(r)) for r in rows]) if len(rows) else \
-            np.zeros((0, self.dim), dtype=np.float32)
+        return (
+            np.stack([self._cpu.reconstruct(int(r)) for r in rows])
+            if len(rows)
+            else np.zeros((0, self.dim), dtype=np.float32)
+        )
 
     # ---------------------------------------------------------------- search
-    def search(self, queries: Any, k: int, exclude: Sequence[Any] | None = None,
-               allowed: Any = None) -> SearchResult:
+    def search(self, queries: Any, k: int, exclude: Sequence[Any] | None = None, allowed: Any = None) -> SearchResult:
         """Top-k items by inner product for each query row.
 
         `exclude[i]`: item ids (str) or row numbers (int) never to return for query i (its seen items);
@@ -542,8 +573,14 @@ class VectorIndex:
         return checksum
 
     @classmethod
-    def load(cls, folder: str | Path, *, verify: bool = True, encoder_version: str | None = None,
-             config: IndexConfig | dict | None = None) -> VectorIndex:
+    def load(
+        cls,
+        folder: str | Path,
+        *,
+        verify: bool = True,
+        encoder_version: str | None = None,
+        config: IndexConfig | dict | None = None,
+    ) -> VectorIndex:
         """Read a folder written by `save`, checking every file's SHA-256 against the manifest first.
 
         `encoder_version`, when given, must equal the recorded one (`ConfigError` otherwise): the
@@ -560,13 +597,19 @@ class VectorIndex:
                 f"index in {folder} was built with encoder version {manifest.get('encoder_version')!r}, "
                 f"not {encoder_version!r}: rebuild the index for this encoder"
             )
-        saved = IndexConfig(**{k: v for k, v in manifest["config"].items()
-                               if k in {f.name for f in fields(IndexConfig)}})
+        saved = IndexConfig(
+            **{k: v for k, v in manifest["config"].items() if k in {f.name for f in fields(IndexConfig)}}
+        )
         if config is not None:
             override = config if isinstance(config, IndexConfig) else IndexConfig.from_dict(config)
-            saved = replace(saved, **{name: getattr(override, name)
-                                      for name in ("nprobe", "ef_search", "use_gpu", "threads")
-                                      if getattr(override, name) is not None})
+            saved = replace(
+                saved,
+                **{
+                    name: getattr(override, name)
+                    for name in ("nprobe", "ef_search", "use_gpu", "threads")
+                    if getattr(override, name) is not None
+                },
+            )
         try:
             index = faiss.read_index(str(folder / INDEX_FILE))
         except RuntimeError as exc:
@@ -582,8 +625,9 @@ class VectorIndex:
                 f"{manifest['count']} of dim {manifest['dim']}",
                 file=str(folder / MANIFEST_FILE),
             )
-        return cls(index, ids, saved, manifest.get("encoder_version"), manifest.get("checksum"),
-                   manifest.get("calibration"))
+        return cls(
+            index, ids, saved, manifest.get("encoder_version"), manifest.get("checksum"), manifest.get("calibration")
+        )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -617,8 +661,7 @@ def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
         if not path.is_file():
             raise DataError("index file is missing", file=str(path))
         if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
-            raise DataError("checksum mismatch: the file changed or was truncated after it was saved",
-                            file=str(path))
+            raise DataError("checksum mismatch: the file changed or was truncated after it was saved", file=str(path))
     if _combined_checksum(files) != manifest["checksum"]:
         raise DataError("combined checksum does not match the file hashes", file=str(folder / MANIFEST_FILE))
 
@@ -626,13 +669,18 @@ def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
 def _check_ids(ids: np.ndarray) -> None:
     bad = np.asarray([i is None or i == "" for i in ids])
     if bad.any():
-        raise DataError("null or empty item id", column="item_id", row=int(np.flatnonzero(bad)[0]) + 1,
-                        count=int(bad.sum()))
+        raise DataError(
+            "null or empty item id", column="item_id", row=int(np.flatnonzero(bad)[0]) + 1, count=int(bad.sum())
+        )
     _, first, counts = np.unique(ids.astype(str), return_index=True, return_counts=True)
     if (counts > 1).any():
         dup_rows = np.sort(first[counts > 1])
-        raise DataError("duplicate item id: each item must be indexed once", column="item_id",
-                        row=int(dup_rows[0]) + 1, count=int((counts > 1).sum()))
+        raise DataError(
+            "duplicate item id: each item must be indexed once",
+            column="item_id",
+            row=int(dup_rows[0]) + 1,
+            count=int((counts > 1).sum()),
+        )
 
 
 def _calibrate(index: Any, x: np.ndarray, cfg: IndexConfig) -> tuple[IndexConfig, dict[str, Any] | None]:
@@ -672,10 +720,22 @@ def _calibrate(index: Any, x: np.ndarray, cfg: IndexConfig) -> tuple[IndexConfig
         if value_recall >= cfg.calibrate_recall:
             break
     if recall < cfg.calibrate_recall:
-        log.warning("index calibration: %s=%d reaches recall@%d %.3f, below the %.2f aimed for",
-                    name, chosen, k, recall, cfg.calibrate_recall)
-    info = {"param": name, "value": int(chosen), "recall_at_100": round(recall, 4), "queries": len(queries),
-            "target": cfg.calibrate_recall, "tried": [[int(v), round(r, 4)] for v, r in tried]}
+        log.warning(
+            "index calibration: %s=%d reaches recall@%d %.3f, below the %.2f aimed for",
+            name,
+            chosen,
+            k,
+            recall,
+            cfg.calibrate_recall,
+        )
+    info = {
+        "param": name,
+        "value": int(chosen),
+        "recall_at_100": round(recall, 4),
+        "queries": len(queries),
+        "target": cfg.calibrate_recall,
+        "tried": [[int(v), round(r, 4)] for v, r in tried],
+    }
     knob = {name: int(chosen)}
     return replace(cfg, **knob), info
 

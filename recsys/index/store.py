@@ -57,8 +57,6 @@ def _stage(name: str) -> None:
         _on_stage(name)
 
 
-
-
 class IndexStore:
     """Versions of a `VectorIndex` under one folder: publish, serve CURRENT, keep N, roll back."""
 
@@ -78,8 +76,11 @@ class IndexStore:
         """Published versions, oldest first (names sort by creation time)."""
         if not self.versions_dir.is_dir():
             return []
-        return sorted(p.name for p in self.versions_dir.iterdir()
-                      if p.is_dir() and (p / MANIFEST_FILE).is_file() and (p / METADATA_FILE).is_file())
+        return sorted(
+            p.name
+            for p in self.versions_dir.iterdir()
+            if p.is_dir() and (p / MANIFEST_FILE).is_file() and (p / METADATA_FILE).is_file()
+        )
 
     def current_version(self) -> str | None:
         """The served version, or None before the first publish. Cheap: a server polls this to hot-swap."""
@@ -99,22 +100,27 @@ class IndexStore:
         except (OSError, ValueError) as exc:
             raise DataError(f"unreadable version metadata: {exc}", file=str(path)) from exc
 
-    def load(self, version: str, *, encoder_version: str | None = None,
-             config: Any = None) -> tuple[VectorIndex, dict[str, Any]]:
+    def load(
+        self, version: str, *, encoder_version: str | None = None, config: Any = None
+    ) -> tuple[VectorIndex, dict[str, Any]]:
         """Load one version with full checksum verification; returns the index and its metadata."""
         folder = self._version_dir(version)
         if not folder.is_dir():
-            raise DataError(f"index version {version!r} does not exist (have: {', '.join(self.versions()) or 'none'})",
-                            file=str(folder))
+            raise DataError(
+                f"index version {version!r} does not exist (have: {', '.join(self.versions()) or 'none'})",
+                file=str(folder),
+            )
         metadata = self.metadata(version)
         index = VectorIndex.load(folder, verify=True, encoder_version=encoder_version, config=config)
         if metadata.get("checksum") != index.checksum:
-            raise DataError("version metadata and index manifest disagree on the checksum",
-                            file=str(folder / METADATA_FILE))
+            raise DataError(
+                "version metadata and index manifest disagree on the checksum", file=str(folder / METADATA_FILE)
+            )
         return index, metadata
 
-    def current(self, *, encoder_version: str | None = None,
-                config: Any = None) -> tuple[str, VectorIndex, dict[str, Any]]:
+    def current(
+        self, *, encoder_version: str | None = None, config: Any = None
+    ) -> tuple[str, VectorIndex, dict[str, Any]]:
         """`(version, index, metadata)` of the served version; `DataError` when nothing is published."""
         for _ in range(3):
             version = self.current_version()
@@ -130,8 +136,9 @@ class IndexStore:
         raise DataError(f"CURRENT in {self.root} keeps changing while loading; retry later")
 
     # ----------------------------------------------------------------- write
-    def publish(self, index: VectorIndex, metadata: dict[str, Any] | None = None, *,
-                encoder_version: str | None = None) -> str:
+    def publish(
+        self, index: VectorIndex, metadata: dict[str, Any] | None = None, *, encoder_version: str | None = None
+    ) -> str:
         """Save, verify and atomically switch to `index` as a new version; returns the version name.
 
         `encoder_version` (else `metadata["encoder_version"]`, else the index's own) is required: every
@@ -218,8 +225,10 @@ class IndexStore:
         """The copy on disk loads with matching checksums and answers a search like the in-memory index."""
         loaded = VectorIndex.load(folder, verify=True, config={"use_gpu": False})
         if len(loaded) != len(original) or loaded.dim != original.dim:
-            raise DataError(f"saved index holds {len(loaded)}x{loaded.dim}, expected {len(original)}x{original.dim}",
-                            file=str(folder))
+            raise DataError(
+                f"saved index holds {len(loaded)}x{loaded.dim}, expected {len(original)}x{original.dim}",
+                file=str(folder),
+            )
         if not np.array_equal(loaded.item_ids, original.item_ids):
             raise DataError("saved item ids differ from the index's", file=str(folder))
         rng = np.random.default_rng(0)
@@ -228,8 +237,7 @@ class IndexStore:
         expected = VectorIndex(original._cpu, original.item_ids, loaded.config, None).search(queries, k)
         got = loaded.search(queries, k)
         if not np.array_equal(expected.rows, got.rows) or (got.counts < k).any():
-            raise DataError("saved index answers a sanity search differently from the one in memory",
-                            file=str(folder))
+            raise DataError("saved index answers a sanity search differently from the one in memory", file=str(folder))
 
     def _switch(self, version: str) -> None:
         tmp = self.root / f"{CURRENT_FILE}.{os.getpid()}.tmp"

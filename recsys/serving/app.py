@@ -92,8 +92,15 @@ class ServiceHolder:
         return self.recommender
 
 
-def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = None, api_keys: Iterable[str] = (),
-               config: ServingConfig | None = None, poll: bool = True, close_on_shutdown: bool = True) -> FastAPI:
+def create_app(
+    recommender: Any = None,
+    *,
+    loader: Callable[[], Any] | None = None,
+    api_keys: Iterable[str] = (),
+    config: ServingConfig | None = None,
+    poll: bool = True,
+    close_on_shutdown: bool = True,
+) -> FastAPI:
     """The ASGI app over `recommender`, or over whatever `loader()` returns once it succeeds.
 
     `api_keys`: empty leaves `/v1/` open. `poll`: start the hot-swap poller (interval from `config`).
@@ -114,8 +121,9 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
         if holder.recommender is not None and not holder.recommender.warmed_up:
             holder.recommender.warm_up()  # a host's own recommender: warm before the first request too
         if holder.recommender is None:
-            thread = threading.Thread(target=_load_loop, args=(holder, loader, config, poll), name="recsys-loader",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=_load_loop, args=(holder, loader, config, poll), name="recsys-loader", daemon=True
+            )
             thread.start()
         elif poll:
             holder.recommender.start_polling(config.poll_interval)
@@ -137,25 +145,48 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     )
     app.state.holder = holder
     app.state.metrics = metrics
-    security = [Security(APIKeyHeader(name="X-API-Key", auto_error=False)), Security(HTTPBearer(auto_error=False))] \
-        if keys.enabled else []
+    security = (
+        [Security(APIKeyHeader(name="X-API-Key", auto_error=False)), Security(HTTPBearer(auto_error=False))]
+        if keys.enabled
+        else []
+    )
 
-    @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES, tags=["recommend"],
-              summary="Top-k items for a user, a list of recent items, or a free text", dependencies=security)
+    @app.post(
+        "/v1/recommend",
+        response_model=RecommendResponse,
+        responses=ERROR_RESPONSES,
+        tags=["recommend"],
+        summary="Top-k items for a user, a list of recent items, or a free text",
+        dependencies=security,
+    )
     def recommend(body: RecommendRequest, request: Request) -> dict[str, Any]:
         rec = holder.get()
-        result = rec.recommend(user_id=body.user_id, history=body.item_ids, text=body.text, k=body.k,
-                               exclude_seen=body.exclude_seen, filters=body.filters, explain=body.explain)
+        result = rec.recommend(
+            user_id=body.user_id,
+            history=body.item_ids,
+            text=body.text,
+            k=body.k,
+            exclude_seen=body.exclude_seen,
+            filters=body.filters,
+            explain=body.explain,
+        )
         return _respond(request, result)
 
-    @app.get("/v1/items/{item_id:path}/similar", response_model=RecommendResponse,
-             responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse, "description": "Item not in the index."}},
-             tags=["recommend"], summary="Items similar to an item", dependencies=security)
-    def similar(request: Request,
-                item_id: str = Path(description="An item id of the served index.", min_length=1,
-                                    max_length=MAX_ID_CHARS, examples=["318"]),
-                k: int = Query(10, ge=1, le=config.max_k, description=f"How many items (1 to {config.max_k}).")
-                ) -> dict[str, Any]:
+    @app.get(
+        "/v1/items/{item_id:path}/similar",
+        response_model=RecommendResponse,
+        responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse, "description": "Item not in the index."}},
+        tags=["recommend"],
+        summary="Items similar to an item",
+        dependencies=security,
+    )
+    def similar(
+        request: Request,
+        item_id: str = Path(
+            description="An item id of the served index.", min_length=1, max_length=MAX_ID_CHARS, examples=["318"]
+        ),
+        k: int = Query(10, ge=1, le=config.max_k, description=f"How many items (1 to {config.max_k})."),
+    ) -> dict[str, Any]:
         rec = holder.get()
         return _respond(request, rec.similar(item_id, k=k))
 
@@ -163,8 +194,12 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: versions served, ranker mode, refusals",
-             responses={503: {"description": "Not loaded yet (the body says why)."}})
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: versions served, ranker mode, refusals",
+        responses={503: {"description": "Not loaded yet (the body says why)."}},
+    )
     def readyz(request: Request) -> Response:
         if holder.recommender is None:
             body, status = {"ready": False, "error": holder.error, "ranker": None, "mode": None}, 503
@@ -174,8 +209,9 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
             body = _hide_paths(body)
         return SafeJSONResponse(body, status_code=status)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             responses={200: {"content": {"text/plain": {}}}})
+    @app.get(
+        "/metrics", tags=["operations"], summary="Prometheus metrics", responses={200: {"content": {"text/plain": {}}}}
+    )
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
@@ -186,8 +222,9 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = _unreadable_body(exc) or exc.detail
-        return SafeJSONResponse({"detail": detail, "request_id": _request_id(request)}, status_code=exc.status_code,
-                                headers=exc.headers)
+        return SafeJSONResponse(
+            {"detail": detail, "request_id": _request_id(request)}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(UnknownItemError)
     async def unknown_item(request: Request, exc: UnknownItemError) -> Response:
@@ -201,8 +238,9 @@ def create_app(recommender: Any = None, *, loader: Callable[[], Any] | None = No
 
     @app.exception_handler(NotReadyError)
     async def not_ready(request: Request, exc: NotReadyError) -> Response:
-        return SafeJSONResponse({"detail": str(exc), "request_id": _request_id(request)}, status_code=503,
-                                headers={"Retry-After": "1"})
+        return SafeJSONResponse(
+            {"detail": str(exc), "request_id": _request_id(request)}, status_code=503, headers={"Retry-After": "1"}
+        )
 
     def route_of(scope: Scope) -> str:
         route = scope.get("route")
@@ -239,8 +277,15 @@ def _load_loop(holder: ServiceHolder, loader: Callable[[], Any], config: Serving
         rec.warm_up()  # before readiness: the first clients must not pay for lazy initialisation
         holder.recommender, holder.error = rec, None
         status = rec.status()
-        log.info("ready after %.1f s", time.perf_counter() - started, extra={"fields": {
-            key: status[key] for key in ("index_version", "encoder_version", "ranker", "mode", "ranker_note")}})
+        log.info(
+            "ready after %.1f s",
+            time.perf_counter() - started,
+            extra={
+                "fields": {
+                    key: status[key] for key in ("index_version", "encoder_version", "ranker", "mode", "ranker_note")
+                }
+            },
+        )
         if poll:
             rec.start_polling(config.poll_interval)
         return
@@ -279,7 +324,7 @@ def _issues(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     out, seen = [], set()
     for issue in issues:
         key = (tuple(issue["loc"]), issue["msg"])
-        if key in seen or (issue["type"] == "none_required" and any(loc[:len(key[0])] == key[0] for loc in located)):
+        if key in seen or (issue["type"] == "none_required" and any(loc[: len(key[0])] == key[0] for loc in located)):
             continue
         seen.add(key)
         out.append(issue)
@@ -288,8 +333,11 @@ def _issues(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _issue(error: dict[str, Any]) -> dict[str, Any]:
     """One validation error, with a message a client developer can act on."""
-    loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())
-           if isinstance(part, int) or not _UNION_BRANCH.match(str(part))]
+    loc = [
+        part if isinstance(part, int) else str(part)
+        for part in error.get("loc", ())
+        if isinstance(part, int) or not _UNION_BRANCH.match(str(part))
+    ]
     msg = str(error.get("msg", "invalid"))
     kind = str(error.get("type", "value_error"))
     if kind == "json_invalid":
@@ -301,7 +349,7 @@ def _issue(error: dict[str, Any]) -> dict[str, Any]:
     elif kind in ("model_attributes_type", "dict_type", "model_type") and loc == ["body"]:
         msg = "the body must be a JSON object (sent with Content-Type: application/json)"
     elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     elif kind in ("too_long", "too_short"):
         msg = msg.replace(" items after validation,", " items,")  # "after validation": pydantic's inner detail
     return {"loc": loc, "msg": msg, "type": kind}
@@ -313,16 +361,17 @@ def _validation_response(request: Request, issues: list[dict[str, Any]]) -> Resp
         return ".".join(parts)
 
     message = "; ".join(f"{where(issue['loc'])}: {issue['msg']}" for issue in issues)
-    return SafeJSONResponse({"detail": issues, "message": message, "request_id": _request_id(request)},
-                            status_code=422)
+    return SafeJSONResponse({"detail": issues, "message": message, "request_id": _request_id(request)}, status_code=422)
 
 
 def _unreadable_body(exc: StarletteHTTPException) -> str | None:
     """What was wrong with a body FastAPI could not parse (its 400 says only "error parsing the body")."""
     cause = exc.__cause__
     if isinstance(cause, UnicodeDecodeError):
-        return (f"the body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}): "
-                "send JSON encoded as UTF-8")
+        return (
+            f"the body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset {cause.start}): "
+            "send JSON encoded as UTF-8"
+        )
     if isinstance(cause, RecursionError):
         return "the JSON body is nested too deeply to parse"
     return None

@@ -52,9 +52,9 @@ BLAS_MIN_QUERIES = 5
 class UserTask:
     """The payload of a `user` task: one history for `EncoderBundle.user_vectors` (see its doc)."""
 
-    ids: list[str]                                                  # item ids, newest first
-    seconds: list[float] | None = None                              # their Unix times (None: unknown)
-    texts: Mapping[str, str] | None = None                          # the served catalog's item texts
+    ids: list[str]  # item ids, newest first
+    seconds: list[float] | None = None  # their Unix times (None: unknown)
+    texts: Mapping[str, str] | None = None  # the served catalog's item texts
     item_vectors: Callable[[Sequence[str]], np.ndarray] | None = None  # the served index's vectors
 
     @property
@@ -167,8 +167,13 @@ class SearchBatcher(EncodeBatcher):
 
     kinds = ("search",)
 
-    def __init__(self, max_batch: int = 64, name: str = "recsys-search", threads: int | None = None,
-                 blas_min_queries: int = BLAS_MIN_QUERIES) -> None:
+    def __init__(
+        self,
+        max_batch: int = 64,
+        name: str = "recsys-search",
+        threads: int | None = None,
+        blas_min_queries: int = BLAS_MIN_QUERIES,
+    ) -> None:
         self.threads = threads
         self.blas_min_queries = blas_min_queries
         super().__init__(max_batch, name)
@@ -191,8 +196,7 @@ class SearchBatcher(EncodeBatcher):
         excludes = [list(t.payload[2]) for t in tasks]
         if index.kind == "flat":
             _exact_search_path(len(tasks), index.dim, self.blas_min_queries)
-        result = index.search(queries, fetch, exclude=excludes if any(excludes) else None,
-                              allowed=tasks[0].payload[3])
+        result = index.search(queries, fetch, exclude=excludes if any(excludes) else None, allowed=tasks[0].payload[3])
         out = []
         for row, task in enumerate(tasks):
             count = min(int(result.counts[row]), int(task.payload[1]))
@@ -208,8 +212,9 @@ def _exact_search_path(queries: int, dim: int, blas_min_queries: int) -> None:
     # local (c): faiss stays out of `import recsys.serving` (tests/test_service.py guards it)
     import faiss
 
-    faiss.cvar.distance_compute_blas_threshold = max(1, blas_min_queries * dim) if queries >= blas_min_queries \
-        else 1 << 30
+    faiss.cvar.distance_compute_blas_threshold = (
+        max(1, blas_min_queries * dim) if queries >= blas_min_queries else 1 << 30
+    )
 
 
 def _encode(kind: str, bundle: EncoderBundle, payloads: Sequence[Any]) -> np.ndarray:
@@ -221,5 +226,9 @@ def _encode(kind: str, bundle: EncoderBundle, payloads: Sequence[Any]) -> np.nda
     if kind == "query_text":
         return bundle.query_vectors(list(payloads))
     first = payloads[0]
-    return bundle.user_vectors([task.ids for task in payloads], [task.seconds for task in payloads],
-                               texts=first.texts, item_vectors=first.item_vectors)
+    return bundle.user_vectors(
+        [task.ids for task in payloads],
+        [task.seconds for task in payloads],
+        texts=first.texts,
+        item_vectors=first.item_vectors,
+    )

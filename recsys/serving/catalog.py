@@ -75,7 +75,8 @@ class Catalog:
         titles = items[title_column].to_list() if title_column else [None] * items.height
         self.title_of: dict[str, str | None] = dict(zip(items["item_id"].to_list(), titles, strict=True))
         self.filter_columns: list[str] = [
-            name for name, dtype in items.schema.items()
+            name
+            for name, dtype in items.schema.items()
             if name != "item_id" and (dtype == pl.String or dtype.is_integer())
         ]
         self._items = items
@@ -83,7 +84,8 @@ class Catalog:
         self._lock = threading.Lock()
         self._histories, self.interactions = _histories(dataset.interactions)
         self.popular, self.popular_counts, self.popular_in_window = _popularity(
-            dataset.interactions, self.item_ids, self.popular_days)
+            dataset.interactions, self.item_ids, self.popular_days
+        )
 
     @classmethod
     def from_folder(cls, folder: str | Path, popular_days: float = 30.0) -> Catalog:
@@ -113,12 +115,16 @@ class Catalog:
         out: dict[str, frozenset[str]] = {}
         for column, raw in (filters or {}).items():
             if column not in self.filter_columns:
-                raise DataError(f"cannot filter on '{column}': filterable item columns are "
-                                f"{', '.join(self.filter_columns) or 'none'}", column=f"filters.{column}")
+                raise DataError(
+                    f"cannot filter on '{column}': filterable item columns are "
+                    f"{', '.join(self.filter_columns) or 'none'}",
+                    column=f"filters.{column}",
+                )
             values = [raw] if isinstance(raw, str) else list(raw)
             if not values or not all(isinstance(v, str) for v in values):
-                raise DataError("a filter value must be a string or a non-empty list of strings",
-                                column=f"filters.{column}")
+                raise DataError(
+                    "a filter value must be a string or a non-empty list of strings", column=f"filters.{column}"
+                )
             out[column] = frozenset(v.strip().lower() for v in values)
         return out
 
@@ -157,8 +163,9 @@ def _histories(interactions: pl.DataFrame) -> tuple[dict[str, tuple[list[str], n
     )
     out = {
         user: (items, np.asarray(stamps, dtype=np.int64))
-        for user, items, stamps in zip(grouped["user_id"].to_list(), grouped["item_id"].to_list(),
-                                       grouped["us"].to_list(), strict=True)
+        for user, items, stamps in zip(
+            grouped["user_id"].to_list(), grouped["item_id"].to_list(), grouped["us"].to_list(), strict=True
+        )
     }
     return out, interactions.height
 
@@ -174,7 +181,8 @@ def _popularity(interactions: pl.DataFrame, catalog: list[str], days: float) -> 
         recent = pl.DataFrame(schema={"item_id": pl.String, "window": pl.UInt32})
         total = pl.DataFrame(schema={"item_id": pl.String, "total": pl.UInt32})
     ranked = (
-        items.join(recent, on="item_id", how="left").join(total, on="item_id", how="left")
+        items.join(recent, on="item_id", how="left")
+        .join(total, on="item_id", how="left")
         .with_columns(pl.col("window").fill_null(0), pl.col("total").fill_null(0))
         .sort(["window", "total", "item_id"], descending=[True, True, False])
     )

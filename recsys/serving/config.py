@@ -52,8 +52,16 @@ class ServingConfig:
     keep_alive: float = 75.0
 
     def __post_init__(self) -> None:
-        for name in ("candidates", "max_k", "max_history", "max_text", "max_body", "explain_history", "max_batch",
-                     "rank_concurrency"):
+        for name in (
+            "candidates",
+            "max_k",
+            "max_history",
+            "max_text",
+            "max_body",
+            "explain_history",
+            "max_batch",
+            "rank_concurrency",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"serving setting '{name}' must be a positive integer, got {value!r}")

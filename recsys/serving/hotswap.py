@@ -50,21 +50,32 @@ REFUSALS_KEPT = 20
 class HotSwap:
     """The served state and its replacement (see the module doc). Build it with `HotSwap.load`."""
 
-    def __init__(self, state: ServingState, *, index_store: IndexStore, encoder_source: EncoderSource,
-                 ranker_source: RankerSource, config: ServingConfig, stats: dict[str, Any],
-                 stats_lock: threading.Lock, ranker_obj: Any = None, ranker_loaded: str | None = None,
-                 ranker_tried: str | None = None, pending: LoadedEncoder | None = None) -> None:
-        self.state = state                       # replaced whole by `refresh`, never edited
+    def __init__(
+        self,
+        state: ServingState,
+        *,
+        index_store: IndexStore,
+        encoder_source: EncoderSource,
+        ranker_source: RankerSource,
+        config: ServingConfig,
+        stats: dict[str, Any],
+        stats_lock: threading.Lock,
+        ranker_obj: Any = None,
+        ranker_loaded: str | None = None,
+        ranker_tried: str | None = None,
+        pending: LoadedEncoder | None = None,
+    ) -> None:
+        self.state = state  # replaced whole by `refresh`, never edited
         self.index_store = index_store
         self.encoder_source = encoder_source
         self.ranker_source = ranker_source
         self.config = config
-        self._stats = stats                      # the facade's counters: "swaps" and "refusals" are kept here
+        self._stats = stats  # the facade's counters: "swaps" and "refusals" are kept here
         self._stats_lock = stats_lock
-        self._ranker_obj = ranker_obj            # loaded ranker, served only while compatible
-        self._ranker_loaded = ranker_loaded      # registry version it came from
+        self._ranker_obj = ranker_obj  # loaded ranker, served only while compatible
+        self._ranker_loaded = ranker_loaded  # registry version it came from
         self._ranker_tried = ranker_tried or ranker_loaded  # last registry version tried (never retried)
-        self._pending = pending                  # encoder an alias moved to, waiting for its index
+        self._pending = pending  # encoder an alias moved to, waiting for its index
         self._refresh_lock = threading.Lock()
         self._refusals: deque[dict[str, Any]] = deque(maxlen=REFUSALS_KEPT)
         self._refused_index: dict[str, frozenset[str]] = {}
@@ -72,16 +83,24 @@ class HotSwap:
         self._refused_rankers: set[tuple[str, str]] = set()  # (ranker version, encoder version)
         self._refused_dataset: tuple | None = None
         self.last_refresh: float | None = None
-        self.index_note: str | None = None      # why the served index is not the one CURRENT names, if it is not
+        self.index_note: str | None = None  # why the served index is not the one CURRENT names, if it is not
         self._last_error: str | None = None
         self._poll_stop = threading.Event()
         self._poller: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------ load
     @classmethod
-    def load(cls, index_store: IndexStore, current: str | None, catalog: Catalog, encoder_source: EncoderSource,
-             ranker_source: RankerSource, config: ServingConfig, stats: dict[str, Any],
-             stats_lock: threading.Lock) -> HotSwap:
+    def load(
+        cls,
+        index_store: IndexStore,
+        current: str | None,
+        catalog: Catalog,
+        encoder_source: EncoderSource,
+        ranker_source: RankerSource,
+        config: ServingConfig,
+        stats: dict[str, Any],
+        stats_lock: threading.Lock,
+    ) -> HotSwap:
         """The first state: index `current` with the encoder it was built with and the ranker that fits it.
 
         An encoder alias that already moved past `current`'s encoder serves the index's own pinned
@@ -106,8 +125,10 @@ class HotSwap:
         else:
             if failures:
                 raise failures[0][1]
-            raise DataError(f"CURRENT in {index_store.root} is empty and no index version is published",
-                            file=str(index_store.root / CURRENT_FILE))
+            raise DataError(
+                f"CURRENT in {index_store.root} is empty and no index version is published",
+                file=str(index_store.root / CURRENT_FILE),
+            )
         served_version = version
         ranker_obj, note, ranker_loaded = None, None, None
         if ranker_source.wanted:
@@ -128,19 +149,36 @@ class HotSwap:
         if note and ranker_source.wanted and mismatch is None:
             log.info("serving retrieval order: %s", note)
         state = ServingState(loaded, index, served_version, metadata, users, catalog, served, note)
-        log.info("serving index %s (%d items, %s) with encoder %s, ranker %s", served_version, len(index),
-                 index.kind, loaded.version, state.ranker_version)
-        swap = cls(state, index_store=index_store, encoder_source=encoder_source, ranker_source=ranker_source,
-                   config=config, stats=stats, stats_lock=stats_lock, ranker_obj=ranker_obj, pending=pending,
-                   ranker_tried=ranker_loaded, ranker_loaded=ranker_loaded if ranker_obj is not None else None)
+        log.info(
+            "serving index %s (%d items, %s) with encoder %s, ranker %s",
+            served_version,
+            len(index),
+            index.kind,
+            loaded.version,
+            state.ranker_version,
+        )
+        swap = cls(
+            state,
+            index_store=index_store,
+            encoder_source=encoder_source,
+            ranker_source=ranker_source,
+            config=config,
+            stats=stats,
+            stats_lock=stats_lock,
+            ranker_obj=ranker_obj,
+            pending=pending,
+            ranker_tried=ranker_loaded,
+            ranker_loaded=ranker_loaded if ranker_obj is not None else None,
+        )
         if mismatch is not None:
             swap._ranker_mismatch_seen(ranker_obj, ranker_loaded, loaded.version, *mismatch)
         if served_version != current:
             swap._fell_back(current, served_version, failures, frozenset(e.version for e in (pending, loaded) if e))
         return swap
 
-    def _fell_back(self, current: str | None, served: str, failures: list[tuple[str, Exception]],
-                   encoders: frozenset[str]) -> None:
+    def _fell_back(
+        self, current: str | None, served: str, failures: list[tuple[str, Exception]], encoders: frozenset[str]
+    ) -> None:
         """Record a start on an older version than CURRENT names: the refusals, and the note `/readyz` shows."""
         outcome = f"serving {served}, the newest version that passes its checks"
         for version, exc in failures:
@@ -186,8 +224,13 @@ class HotSwap:
                 with self._stats_lock:
                     self._stats["swaps"] += 1
                 new = self.state
-                log.info("swapped: index %s, encoder %s, ranker %s, dataset %s", new.index_version,
-                         new.encoder_version, new.ranker_version, new.catalog.name)
+                log.info(
+                    "swapped: index %s, encoder %s, ranker %s, dataset %s",
+                    new.index_version,
+                    new.encoder_version,
+                    new.ranker_version,
+                    new.catalog.name,
+                )
             self.last_refresh = time.time()
             return events
 
@@ -237,8 +280,10 @@ class HotSwap:
         if current is None:
             if (self.index_store.root / CURRENT_FILE).is_file():
                 self.index_note = f"CURRENT is empty; serving {state.index_version}"
-                self._note_error(f"CURRENT in {self.index_store.root} is empty (a hand edit or a cut-short write?); "
-                                 f"serving {state.index_version} until it names a version")
+                self._note_error(
+                    f"CURRENT in {self.index_store.root} is empty (a hand edit or a cut-short write?); "
+                    f"serving {state.index_version} until it names a version"
+                )
             return {}
         if current == state.index_version:
             self.index_note = None
@@ -251,8 +296,10 @@ class HotSwap:
             built_with = str(self.index_store.metadata(current).get("encoder_version"))
             chosen = next((e for e in candidates if e.version == built_with), None)
             if chosen is None:
-                raise ConfigError(f"built with encoder {built_with}, but the service runs {state.encoder_version}"
-                                  + (f" (pending {self._pending.version})" if self._pending else ""))
+                raise ConfigError(
+                    f"built with encoder {built_with}, but the service runs {state.encoder_version}"
+                    + (f" (pending {self._pending.version})" if self._pending else "")
+                )
             index, metadata, users = load_index(self.index_store, current, chosen)
         except (RecsysError, OSError) as exc:
             self._refused_index[current] = key
@@ -265,8 +312,9 @@ class HotSwap:
         events.append(f"index {current} loaded (encoder {chosen.version})")
         return {"encoder": chosen, "index": index, "index_version": current, "index_meta": metadata, "users": users}
 
-    def _refresh_ranker(self, state: ServingState, catalog: Catalog, encoder: LoadedEncoder,
-                        events: list[str]) -> tuple[Any, str | None]:
+    def _refresh_ranker(
+        self, state: ServingState, catalog: Catalog, encoder: LoadedEncoder, events: list[str]
+    ) -> tuple[Any, str | None]:
         """(ranker to serve, note) after checking the ranker alias, the dataset and the encoder pairing.
 
         A ranker loaded from a reference reads the behaviour log at load, so a reloaded dataset reloads
@@ -322,12 +370,16 @@ class HotSwap:
         events.append(f"ranker {getattr(loaded, 'version', self.ranker_source.ref)} reloaded with the new dataset")
         return loaded
 
-    def _ranker_mismatch_seen(self, ranker: Any, version: str | None, encoder_version: str, text: str,
-                              refused: bool, served: Any = None) -> None:
+    def _ranker_mismatch_seen(
+        self, ranker: Any, version: str | None, encoder_version: str, text: str, refused: bool, served: Any = None
+    ) -> None:
         """Log a ranker/encoder mismatch; a real one is refused once per (ranker, encoder) pair."""
         key = (version or str(getattr(ranker, "version", "?")), encoder_version)
-        outcome = f"{getattr(served, 'version', 'the previous ranker')} keeps serving" if served is not None \
+        outcome = (
+            f"{getattr(served, 'version', 'the previous ranker')} keeps serving"
+            if served is not None
             else "serving retrieval order"
+        )
         if not refused:
             log.info("%s; %s", text, outcome)
         elif key not in self._refused_rankers:
@@ -381,8 +433,9 @@ def _newest_first(index_store: IndexStore, current: str | None) -> list[str]:
     return [current, *older] if current is not None else older
 
 
-def _first_pair(index_store: IndexStore, version: str, wanted: LoadedEncoder, encoder_source: EncoderSource
-                ) -> tuple[LoadedEncoder, LoadedEncoder | None, VectorIndex, dict, UserVectors]:
+def _first_pair(
+    index_store: IndexStore, version: str, wanted: LoadedEncoder, encoder_source: EncoderSource
+) -> tuple[LoadedEncoder, LoadedEncoder | None, VectorIndex, dict, UserVectors]:
     """(encoder to serve, pending encoder, index, metadata, user vectors) for starting on `version`.
 
     The encoder is `wanted` when it built `version`; else, for an alias that moved on, the encoder the
@@ -394,18 +447,25 @@ def _first_pair(index_store: IndexStore, version: str, wanted: LoadedEncoder, en
         pinned = (index_store.metadata(version).get("extra") or {}).get("model_uri")
         if encoder_source.movable and pinned:
             pending, loaded = loaded, encoder_source.load(str(pinned))
-            log.info("encoder %s waits for an index built with it; serving %s with index %s",
-                     pending.version, loaded.version, version)
+            log.info(
+                "encoder %s waits for an index built with it; serving %s with index %s",
+                pending.version,
+                loaded.version,
+                version,
+            )
         if loaded.version != built_with:
-            raise ConfigError(f"the CURRENT index {version} was built with encoder {built_with}, but encoder "
-                              f"{encoder_source.ref} is {loaded.version}: run `recsys embed` with this encoder "
-                              "or serve the one the index was built with")
+            raise ConfigError(
+                f"the CURRENT index {version} was built with encoder {built_with}, but encoder "
+                f"{encoder_source.ref} is {loaded.version}: run `recsys embed` with this encoder "
+                "or serve the one the index was built with"
+            )
     index, metadata, users = load_index(index_store, version, loaded)
     return loaded, pending, index, metadata, users
 
 
-def _ranker_mismatch(ranker: Any, version: str | None, encoder: LoadedEncoder,
-                     pending: LoadedEncoder | None) -> tuple[str, bool] | None:
+def _ranker_mismatch(
+    ranker: Any, version: str | None, encoder: LoadedEncoder, pending: LoadedEncoder | None
+) -> tuple[str, bool] | None:
     """None when `ranker` fits the served encoder, else (why, refused?).
 
     Not refused (False) when it was trained on the pending encoder: it waits for that encoder's index.
@@ -415,8 +475,10 @@ def _ranker_mismatch(ranker: Any, version: str | None, encoder: LoadedEncoder,
         return None
     if pending is not None and ranker_conflict(ranker, pending.version) is None:
         name = version or getattr(ranker, "version", "?")
-        return (f"ranker {name} waits for an index built with encoder {pending.version}, whose scores it was "
-                f"trained on; the service runs {encoder.version}"), False
+        return (
+            f"ranker {name} waits for an index built with encoder {pending.version}, whose scores it was "
+            f"trained on; the service runs {encoder.version}"
+        ), False
     return conflict, True
 
 

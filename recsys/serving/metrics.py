@@ -30,21 +30,40 @@ class ServiceMetrics:
 
     def __init__(self, recommender: Callable[[], Any]) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("recsys_http_requests", "HTTP requests by route template, method and status.",
-                                ["route", "method", "status"], registry=self.registry)
-        self.errors = Counter("recsys_http_errors", "HTTP responses with status >= 400, by route and kind "
-                              "(client: 4xx; aborted: 499, the client left before the response; unavailable: "
-                              "503, not loaded yet; server: other 5xx, a bug).",
-                              ["route", "kind"], registry=self.registry)
-        self.latency = Histogram("recsys_http_request_duration_seconds", "Request latency by route template.",
-                                 ["route"], buckets=BUCKETS, registry=self.registry)
-        self.stages = Histogram("recsys_stage_duration_seconds", "Serving stage latency: encode (user/text vector), "
-                                "search (FAISS), rank (features + ranker), total (facade).", ["stage"],
-                                buckets=BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "recsys_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "recsys_http_errors",
+            "HTTP responses with status >= 400, by route and kind "
+            "(client: 4xx; aborted: 499, the client left before the response; unavailable: "
+            "503, not loaded yet; server: other 5xx, a bug).",
+            ["route", "kind"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "recsys_http_request_duration_seconds",
+            "Request latency by route template.",
+            ["route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.stages = Histogram(
+            "recsys_stage_duration_seconds",
+            "Serving stage latency: encode (user/text vector), "
+            "search (FAISS), rank (features + ranker), total (facade).",
+            ["stage"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(recommender))
 
-    def observe(self, route: str, method: str, status: int, seconds: float,
-                stages_ms: Mapping[str, float] | None) -> None:
+    def observe(
+        self, route: str, method: str, status: int, seconds: float, stages_ms: Mapping[str, float] | None
+    ) -> None:
         self.requests.labels(route, method_label(method), str(status)).inc()
         if status >= 400:
             self.errors.labels(route, error_kind(status)).inc()
@@ -86,25 +105,35 @@ class _StateCollector:
         if rec is None:
             return
         state, stats = rec.state, rec.stats
-        info = GaugeMetricFamily("recsys_serving_info", "What is served (value 1).",
-                                 labels=["index_version", "encoder_version", "ranker_version", "mode"])
+        info = GaugeMetricFamily(
+            "recsys_serving_info",
+            "What is served (value 1).",
+            labels=["index_version", "encoder_version", "ranker_version", "mode"],
+        )
         info.add_metric([state.index_version, state.encoder_version, state.ranker_version or "", state.mode], 1)
         yield info
         yield GaugeMetricFamily("recsys_index_items", "Items in the served index.", value=len(state.index))
-        yield GaugeMetricFamily("recsys_cached_users", "Users with a nightly vector in the served version.",
-                                value=len(state.users))
+        yield GaugeMetricFamily(
+            "recsys_cached_users", "Users with a nightly vector in the served version.", value=len(state.users)
+        )
         yield CounterMetricFamily("recsys_swaps", "Hot swaps of the serving state.", value=stats["swaps"])
-        refusals = CounterMetricFamily("recsys_refusals", "New versions refused (checksum, encoder mismatch, ...).",
-                                       labels=["what"])
+        refusals = CounterMetricFamily(
+            "recsys_refusals", "New versions refused (checksum, encoder mismatch, ...).", labels=["what"]
+        )
         for what in ("index", "encoder", "ranker", "dataset"):
             refusals.add_metric([what], stats["refusals"].get(what, 0))
         yield refusals
-        vectors = CounterMetricFamily("recsys_user_vectors", "User vectors by origin (nightly cache or encoded).",
-                                      labels=["origin"])
+        vectors = CounterMetricFamily(
+            "recsys_user_vectors", "User vectors by origin (nightly cache or encoded).", labels=["origin"]
+        )
         for origin, count in stats["user_vector"].items():
             vectors.add_metric([origin], count)
         yield vectors
-        yield CounterMetricFamily("recsys_cold_starts", "Requests served by the cold-start path.",
-                                  value=stats["cold_start"])
-        yield CounterMetricFamily("recsys_ranker_errors", "Requests where the ranker failed (served in retrieval "
-                                  "order).", value=stats["ranker_errors"])
+        yield CounterMetricFamily(
+            "recsys_cold_starts", "Requests served by the cold-start path.", value=stats["cold_start"]
+        )
+        yield CounterMetricFamily(
+            "recsys_ranker_errors",
+            "Requests where the ranker failed (served in retrieval order).",
+            value=stats["ranker_errors"],
+        )

@@ -55,12 +55,17 @@ def request_state(scope: Scope) -> dict[str, Any]:
     return state
 
 
-async def send_json(send: Send, status: int, payload: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
-                    ) -> None:
+async def send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps(payload, ensure_ascii=True).encode("ascii")
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -102,8 +107,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 response_started = True
-                message["headers"] = [*message.get("headers", []),
-                                      (REQUEST_ID_HEADER.lower().encode(), request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+                ]
             await send(message)
 
         crashed = False
@@ -116,8 +123,12 @@ class RequestContextMiddleware:
             log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
             status = 500
             if not response_started:
-                await send_json(send, 500, {"detail": "internal error", "request_id": request_id},
-                                [(REQUEST_ID_HEADER.lower().encode(), request_id.encode())])
+                await send_json(
+                    send,
+                    500,
+                    {"detail": "internal error", "request_id": request_id},
+                    [(REQUEST_ID_HEADER.lower().encode(), request_id.encode())],
+                )
         finally:
             if disconnected and not response_started and not crashed:
                 status = CLIENT_CLOSED
@@ -125,8 +136,13 @@ class RequestContextMiddleware:
             route = self.route_of(scope)
             stages = state.get("timings")
             self.observe(route, scope.get("method", ""), status, seconds, stages)
-            fields: dict[str, Any] = {"request_id": request_id, "method": scope.get("method"), "route": route,
-                                      "status": status, "latency_ms": round(seconds * 1000, 3)}
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": route,
+                "status": status,
+                "latency_ms": round(seconds * 1000, 3),
+            }
             if status == CLIENT_CLOSED:
                 fields["aborted"] = "the client disconnected before the response"
             if stages:
@@ -186,8 +202,12 @@ class ApiKeyMiddleware:
         given = self.keys.presented(scope)
         request_id = request_state(scope).get("request_id")
         if given is None:
-            await send_json(send, 401, {"detail": "missing API key: send X-API-Key or Authorization: Bearer <key>",
-                                        "request_id": request_id}, [(b"www-authenticate", b'Bearer realm="recsys"')])
+            await send_json(
+                send,
+                401,
+                {"detail": "missing API key: send X-API-Key or Authorization: Bearer <key>", "request_id": request_id},
+                [(b"www-authenticate", b'Bearer realm="recsys"')],
+            )
             return
         if not self.keys.valid(given):
             await send_json(send, 403, {"detail": "invalid API key", "request_id": request_id})

@@ -37,8 +37,9 @@ NO_RANKER = ("", "none", "off", "false")
 class EncoderSource:
     """The encoder reference the service was started with (see the module doc)."""
 
-    def __init__(self, ref: Any, *, settings: Settings | None = None, cache_dir: Path | None = None,
-                 device: str | None = None) -> None:
+    def __init__(
+        self, ref: Any, *, settings: Settings | None = None, cache_dir: Path | None = None, device: str | None = None
+    ) -> None:
         self.settings = settings
         self.cache_dir = cache_dir
         self.device = device
@@ -150,6 +151,8 @@ def ranker_conflict(ranker: Any, encoder_version: str) -> str | None:
     """Why `ranker` cannot serve with this encoder (its interest scores come from another), else None."""
     trained_with = getattr(ranker, "encoder_version", None)
     if trained_with is not None and str(trained_with) != encoder_version:
-        return (f"ranker {getattr(ranker, 'version', '?')} was trained on interest scores of encoder "
-                f"{trained_with}, the service runs {encoder_version}")
+        return (
+            f"ranker {getattr(ranker, 'version', '?')} was trained on interest scores of encoder "
+            f"{trained_with}, the service runs {encoder_version}"
+        )
     return None

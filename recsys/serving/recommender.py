@@ -75,26 +75,27 @@ log = logging.getLogger("recsys.serving")
 class QueryContext:
     """One request's inputs, fixed once read: what retrieval, ranking and the cold-start path work from."""
 
-    state: ServingState                 # read once at the start; a hot swap mid-request does not reach it
-    query: str                          # "user", "history" or "text"
+    state: ServingState  # read once at the start; a hot swap mid-request does not reach it
+    query: str  # "user", "history" or "text"
     k: int
-    exclude: list[str]                  # never served: the history when `exclude_seen`
-    wanted: dict[str, frozenset[str]]   # the checked filters
+    exclude: list[str]  # never served: the history when `exclude_seen`
+    wanted: dict[str, frozenset[str]]  # the checked filters
     explain: bool
-    timings: dict[str, float]           # milliseconds by stage, filled in as the request runs
+    timings: dict[str, float]  # milliseconds by stage, filled in as the request runs
     user_id: str | None = None
     newest: list[str] = field(default_factory=list)  # the history, newest first
-    stamps: np.ndarray | None = None    # its interaction times (µs since the epoch), for a known user
+    stamps: np.ndarray | None = None  # its interaction times (µs since the epoch), for a known user
 
 
 class Recommender:
     """The serving facade (see the module doc). Build it with `Recommender.load`."""
 
-    def __init__(self, swap: HotSwap, *, config: ServingConfig, stats: dict[str, Any],
-                 stats_lock: threading.Lock) -> None:
+    def __init__(
+        self, swap: HotSwap, *, config: ServingConfig, stats: dict[str, Any], stats_lock: threading.Lock
+    ) -> None:
         self._swap = swap
         self.config = config
-        self.stats = stats          # counters (swaps and refusals counted by the hot swap), under `_stats_lock`
+        self.stats = stats  # counters (swaps and refusals counted by the hot swap), under `_stats_lock`
         self._stats_lock = stats_lock
         self._batcher = EncodeBatcher(config.max_batch)
         self._searcher = SearchBatcher(config.max_batch, threads=config.threads)
@@ -103,8 +104,15 @@ class Recommender:
 
     # ------------------------------------------------------------------------------------ load
     @classmethod
-    def load(cls, store: str | Path, data: str | Path | Dataset, encoder: Any = "champion", ranker: Any = "champion",
-             settings: Settings | None = None, config: ServingConfig | None = None) -> Recommender:
+    def load(
+        cls,
+        store: str | Path,
+        data: str | Path | Dataset,
+        encoder: Any = "champion",
+        ranker: Any = "champion",
+        settings: Settings | None = None,
+        config: ServingConfig | None = None,
+    ) -> Recommender:
         """Load the CURRENT index of `store` with the encoder it was built with, the dataset and the ranker.
 
         `store`: a nightly store or an `IndexStore` root (`StoreLayout.served`).
@@ -131,16 +139,25 @@ class Recommender:
                 raise NotReadyError(f"no index has been published in {layout.index} yet: run `recsys embed` first")
             # Not "nothing published": a publish always writes a version name. Say so, and start on the newest
             # published version that passes its checks (HotSwap.load), if there is one.
-            log.warning("CURRENT in %s is empty (a hand edit or a cut-short write?): starting on the newest "
-                        "published version that passes its checks", layout.index)
+            log.warning(
+                "CURRENT in %s is empty (a hand edit or a cut-short write?): starting on the newest "
+                "published version that passes its checks",
+                layout.index,
+            )
             if not index_store.versions():
-                raise NotReadyError(f"CURRENT in {layout.index} is empty and no index version is published: "
-                                    "run `recsys embed`")
+                raise NotReadyError(
+                    f"CURRENT in {layout.index} is empty and no index version is published: run `recsys embed`"
+                )
         catalog = _catalog(data, config)
         encoder_source = EncoderSource(encoder, settings=settings, cache_dir=layout.encoders, device=config.device)
         ranker_source = RankerSource(ranker, settings=settings, cache_dir=layout.rankers)
-        stats: dict[str, Any] = {"swaps": 0, "refusals": {}, "user_vector": {"cached": 0, "encoded": 0},
-                                 "cold_start": 0, "ranker_errors": 0}
+        stats: dict[str, Any] = {
+            "swaps": 0,
+            "refusals": {},
+            "user_vector": {"cached": 0, "encoded": 0},
+            "cold_start": 0,
+            "ranker_errors": 0,
+        }
         stats_lock = threading.Lock()
         swap = HotSwap.load(index_store, current, catalog, encoder_source, ranker_source, config, stats, stats_lock)
         return cls(swap, config=config, stats=stats, stats_lock=stats_lock)
@@ -167,9 +184,17 @@ class Recommender:
         return self._swap.state.ranker_version
 
     # ------------------------------------------------------------------------------ requests
-    def recommend(self, user_id: str | None = None, history: Sequence[str] | None = None, text: str | None = None, *,
-                  k: int = 10, exclude_seen: bool = True, filters: Mapping[str, str | Sequence[str]] | None = None,
-                  explain: bool = False) -> RecommendResult:
+    def recommend(
+        self,
+        user_id: str | None = None,
+        history: Sequence[str] | None = None,
+        text: str | None = None,
+        *,
+        k: int = 10,
+        exclude_seen: bool = True,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
+        explain: bool = False,
+    ) -> RecommendResult:
         """Top-k for a user id, a list of recent item ids (newest first) or a free text; exactly one of them.
 
         `filters` restricts results by item columns (`{"category": "Comedy"}`; see `catalog.py`).
@@ -206,8 +231,18 @@ class Recommender:
         else:
             text = check_text(text, self.config)
             vector = self._timed(timings, "encode", self._batcher.submit, "query_text", state.encoder.bundle, text)
-        request = QueryContext(state, query, k, newest if exclude_seen and query != "text" else [], wanted, explain,
-                               timings, user_id, newest, stamps)
+        request = QueryContext(
+            state,
+            query,
+            k,
+            newest if exclude_seen and query != "text" else [],
+            wanted,
+            explain,
+            timings,
+            user_id,
+            newest,
+            stamps,
+        )
         cold = vector is None or not np.isfinite(vector).all() or not float(np.linalg.norm(vector)) > 0
         if cold:
             items, mode, ranker_ordered = self._cold(request)
@@ -217,12 +252,22 @@ class Recommender:
             ranker_ordered = mode == "ranked"
         timings["total"] = (time.perf_counter() - started) * 1000
         self._count(how, cold)
-        return RecommendResult(items, cold, mode, query, state.index_version, state.encoder_version,
-                               state.ranker_version if ranker_ordered else None, how, ignored,
-                               {name: round(value, 3) for name, value in timings.items()})
+        return RecommendResult(
+            items,
+            cold,
+            mode,
+            query,
+            state.index_version,
+            state.encoder_version,
+            state.ranker_version if ranker_ordered else None,
+            how,
+            ignored,
+            {name: round(value, 3) for name, value in timings.items()},
+        )
 
-    def similar(self, item_id: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None
-                ) -> RecommendResult:
+    def similar(
+        self, item_id: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> RecommendResult:
         """Items nearest to `item_id` in the index space (itself excluded); `UnknownItemError` if unindexed."""
         started = time.perf_counter()
         state = self._swap.state
@@ -234,15 +279,25 @@ class Recommender:
         timings: dict[str, float] = {}
         vector = state.encoder.bundle.as_queries(state.index.reconstruct([item_id]))[0]  # like a one-item user
         ids, scores = self._search(state, vector, k, [item_id], wanted, timings)
-        items = [Recommendation(i, state.catalog.title_of.get(i), _finite(s), r + 1, "retrieval")
-                 for r, (i, s) in enumerate(zip(ids, scores, strict=True))]
+        items = [
+            Recommendation(i, state.catalog.title_of.get(i), _finite(s), r + 1, "retrieval")
+            for r, (i, s) in enumerate(zip(ids, scores, strict=True))
+        ]
         timings["total"] = (time.perf_counter() - started) * 1000
-        return RecommendResult(items, False, "retrieval", "item", state.index_version, state.encoder_version,
-                               timings_ms={name: round(value, 3) for name, value in timings.items()})
+        return RecommendResult(
+            items,
+            False,
+            "retrieval",
+            "item",
+            state.index_version,
+            state.encoder_version,
+            timings_ms={name: round(value, 3) for name, value in timings.items()},
+        )
 
     # ----------------------------------------------------------------------------- internals
-    def _user_vector(self, state: ServingState, newest: list[str], stamps: np.ndarray | None,
-                     timings: dict[str, float]) -> np.ndarray:
+    def _user_vector(
+        self, state: ServingState, newest: list[str], stamps: np.ndarray | None, timings: dict[str, float]
+    ) -> np.ndarray:
         """The user tower on a history's catalog items (newest first), through the encoder worker.
 
         `EncoderBundle.user_vectors` caps it like the nightly job; `pooled` reads the index's stored
@@ -267,21 +322,37 @@ class Recommender:
             if ranked is not None:
                 return ranked, "ranked"
         titles = state.catalog.title_of
-        items = [Recommendation(i, titles.get(i), _finite(s), r + 1, "retrieval")
-                 for r, (i, s) in enumerate(zip(ids[:k], scores[:k], strict=True))]
+        items = [
+            Recommendation(i, titles.get(i), _finite(s), r + 1, "retrieval")
+            for r, (i, s) in enumerate(zip(ids[:k], scores[:k], strict=True))
+        ]
         if request.explain:
             items = self._explain_retrieval(request, items)
         return items, "retrieval"
 
-    def _search(self, state: ServingState, vector: np.ndarray, k: int, exclude: Sequence[str],
-                wanted: dict[str, frozenset[str]], timings: dict[str, float]) -> tuple[list[str], list[float]]:
+    def _search(
+        self,
+        state: ServingState,
+        vector: np.ndarray,
+        k: int,
+        exclude: Sequence[str],
+        wanted: dict[str, frozenset[str]],
+        timings: dict[str, float],
+    ) -> tuple[list[str], list[float]]:
         """Top-k through the search worker, which batches concurrent requests into one FAISS call."""
         mask = state.masks.mask(wanted)
-        return self._timed(timings, "search", self._searcher.submit, "search", state.index,
-                           (vector, min(k, len(state.index)), exclude, mask))
+        return self._timed(
+            timings,
+            "search",
+            self._searcher.submit,
+            "search",
+            state.index,
+            (vector, min(k, len(state.index)), exclude, mask),
+        )
 
-    def _rank(self, request: QueryContext, candidates: list[str], interest: list[float],
-              vector: np.ndarray | None = None) -> list[Recommendation] | None:
+    def _rank(
+        self, request: QueryContext, candidates: list[str], interest: list[float], vector: np.ndarray | None = None
+    ) -> list[Recommendation] | None:
         """Ask the ranker; None (and a logged error) when it fails, so the caller serves retrieval order.
 
         The user vector and the index's stored item vectors go along, so the ranker scores its
@@ -298,11 +369,19 @@ class Recommender:
         item_vectors = state.item_vectors.for_request()
         ranker_items = getattr(state.ranker, "item_ids", None)
         item_matrix = state.item_vectors.aligned(ranker_items) if ranker_items is not None else None
-        ranked = RankRequest(history=list(reversed(request.newest)), candidates=list(candidates),
-                             interest=list(interest), k=k, user_id=request.user_id, history_ts=history_ts,
-                             exclude=frozenset(exclude), allowed=allowed,
-                             user_vector=None if vector is None else np.asarray(vector, np.float32).ravel().tolist(),
-                             item_vectors=item_vectors, item_matrix=item_matrix)
+        ranked = RankRequest(
+            history=list(reversed(request.newest)),
+            candidates=list(candidates),
+            interest=list(interest),
+            k=k,
+            user_id=request.user_id,
+            history_ts=history_ts,
+            exclude=frozenset(exclude),
+            allowed=allowed,
+            user_vector=None if vector is None else np.asarray(vector, np.float32).ravel().tolist(),
+            item_vectors=item_vectors,
+            item_matrix=item_matrix,
+        )
         started = time.perf_counter()
         try:
             with self._rank_slots:  # a few at a time: more threads only fight over the GIL (ServingConfig)
@@ -315,22 +394,32 @@ class Recommender:
         finally:
             request.timings["rank"] = (time.perf_counter() - started) * 1000
         titles, banned = state.catalog.title_of, set(exclude)
-        explanations: Sequence[dict[str, Any] | None] = (result.explanations if result.explanations
-                                                         else [None] * len(result.item_ids))
+        explanations: Sequence[dict[str, Any] | None] = (
+            result.explanations if result.explanations else [None] * len(result.item_ids)
+        )
         items: list[Recommendation] = []
         for item, score, source, why in zip(result.item_ids, result.scores, result.sources, explanations, strict=False):
             if item in banned or (allowed is not None and item not in allowed) or item not in state.catalog:
                 continue  # the contract says the ranker removes these; never serve them if it does not
-            items.append(Recommendation(item, titles.get(item), _finite(score), len(items) + 1, str(source),
-                                        why if request.explain else None))
+            items.append(
+                Recommendation(
+                    item,
+                    titles.get(item),
+                    _finite(score),
+                    len(items) + 1,
+                    str(source),
+                    why if request.explain else None,
+                )
+            )
             if len(items) == k:
                 break
         if items and len(items) < k:
             # A ranker's fallbacks can run short under a filter (its popular candidates are the overall top
             # few, then filtered): top up with catalog popularity, unscored, after the ranked items.
             banned.update(item.item_id for item in items)
-            items += self._popular(state, k - len(items), banned, allowed, request.explain, start=len(items),
-                                   scored=False)
+            items += self._popular(
+                state, k - len(items), banned, allowed, request.explain, start=len(items), scored=False
+            )
         return items
 
     def _cold(self, request: QueryContext) -> tuple[list[Recommendation], str, bool]:
@@ -348,8 +437,15 @@ class Recommender:
         return self._popular(state, request.k, set(request.exclude), allowed, request.explain), "popular", False
 
     @staticmethod
-    def _popular(state: ServingState, k: int, banned: set[str], allowed: set[str] | frozenset[str] | None,
-                 explain: bool, start: int = 0, scored: bool = True) -> list[Recommendation]:
+    def _popular(
+        state: ServingState,
+        k: int,
+        banned: set[str],
+        allowed: set[str] | frozenset[str] | None,
+        explain: bool,
+        start: int = 0,
+        scored: bool = True,
+    ) -> list[Recommendation]:
         """Up to `k` items by recent popularity (then all-time), ranks from `start + 1`.
 
         `scored=False` (top-ups after a ranker's list) leaves `score` None: counts are not ranker scores.
@@ -365,8 +461,16 @@ class Recommender:
             if explain:
                 window = f"last {catalog.popular_days:g} days" if position < catalog.popular_in_window else "all time"
                 why = {"interactions": float(count), "window": window}
-            items.append(Recommendation(item, catalog.title_of.get(item), float(count) if scored else None,
-                                        start + len(items) + 1, "popular", why))
+            items.append(
+                Recommendation(
+                    item,
+                    catalog.title_of.get(item),
+                    float(count) if scored else None,
+                    start + len(items) + 1,
+                    "popular",
+                    why,
+                )
+            )
             if len(items) == k:
                 break
         return items
@@ -375,18 +479,28 @@ class Recommender:
         """Each result's closest recent history item (by the index's own vectors); text: its interest only."""
         state = request.state
         index = state.index
-        rows = index.rows_of(request.newest[:self.config.explain_history])
+        rows = index.rows_of(request.newest[: self.config.explain_history])
         if request.query == "text" or not len(rows) or not items:
             return [replace(item, explanation={"interest": item.score}) for item in items]
         history_ids = index.item_ids[rows].tolist()
         content = state.encoder.bundle.content_dim  # a popularity prior column is not similarity
-        similarity = (index.reconstruct([item.item_id for item in items])[:, :content]
-                      @ index.reconstruct(history_ids)[:, :content].T)
+        similarity = (
+            index.reconstruct([item.item_id for item in items])[:, :content]
+            @ index.reconstruct(history_ids)[:, :content].T
+        )
         best = similarity.argmax(axis=1)
-        return [replace(item, explanation={"interest": item.score, "because_of": history_ids[int(b)],
-                                           "because_of_title": state.catalog.title_of.get(history_ids[int(b)]),
-                                           "similarity": round(float(similarity[j, b]), 6)})
-                for j, (item, b) in enumerate(zip(items, best, strict=True))]
+        return [
+            replace(
+                item,
+                explanation={
+                    "interest": item.score,
+                    "because_of": history_ids[int(b)],
+                    "because_of_title": state.catalog.title_of.get(history_ids[int(b)]),
+                    "similarity": round(float(similarity[j, b]), 6),
+                },
+            )
+            for j, (item, b) in enumerate(zip(items, best, strict=True))
+        ]
 
     @staticmethod
     def _timed(timings: dict[str, float], stage: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -436,8 +550,12 @@ class Recommender:
                 log.warning("warm-up %s query failed", name, exc_info=True)
         with self._stats_lock:
             self.stats.update(counts)
-        self._warm_up = {"queries": ran, "stages": sorted(stages), "skipped": skipped,
-                         "ms": round((time.perf_counter() - started) * 1000, 1)}
+        self._warm_up = {
+            "queries": ran,
+            "stages": sorted(stages),
+            "skipped": skipped,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        }
         log.info("warmed up in %.0f ms (%s)", self._warm_up["ms"], ", ".join(ran) or "nothing ran")
         return self._warm_up
 

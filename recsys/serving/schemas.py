@@ -57,8 +57,12 @@ def request_model(config: ServingConfig) -> type[BaseModel]:
     History = Annotated[list[Id], Field(min_length=1, max_length=config.max_history)]
     # The length bounds sit on the string itself (before the validators): bounds placed after a validator
     # are checked as a generic length, whose message speaks of "items".
-    QueryText = Annotated[StrictStr, Field(min_length=1, max_length=config.max_text), AfterValidator(_valid_unicode),
-                          AfterValidator(_not_blank)]
+    QueryText = Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=config.max_text),
+        AfterValidator(_valid_unicode),
+        AfterValidator(_not_blank),
+    ]
 
     class RecommendRequest(BaseModel):
         """Exactly one of `user_id`, `item_ids` or `text` (a null one counts as absent)."""
@@ -66,36 +70,47 @@ def request_model(config: ServingConfig) -> type[BaseModel]:
         model_config = ConfigDict(
             extra="forbid",
             # "Exactly one of" in the schema too, so generated clients and fuzzers know the rule.
-            json_schema_extra={"oneOf": [{"required": [name], "properties": {name: {"type": kind}}}
-                                         for name, kind in QUERY_TYPES.items()],
-                               "examples": EXAMPLES},
+            json_schema_extra={
+                "oneOf": [
+                    {"required": [name], "properties": {name: {"type": kind}}} for name, kind in QUERY_TYPES.items()
+                ],
+                "examples": EXAMPLES,
+            },
         )
 
         user_id: Id | None = Field(
             None,
             description="A user id from the interaction log. Known users get their nightly vector while it is "
             "fresh, else their history is encoded; unknown users get the cold-start fallback (`cold_start: true`).",
-            examples=["42"])
+            examples=["42"],
+        )
         item_ids: History | None = Field(
             None,
             description=f"The user's recent item ids, newest first (1 to {config.max_history}). Ids not in the "
-            "catalog are dropped and listed in `ignored_items`; if none is known the request is a 422.")
+            "catalog are dropped and listed in `ignored_items`; if none is known the request is a 422.",
+        )
         text: QueryText | None = Field(
             None,
             description=f"Free text (1 to {config.max_text} characters, not only whitespace), encoded with the "
-            "item tower and searched like an item.", examples=["space opera with robots"])
+            "item tower and searched like an item.",
+            examples=["space opera with robots"],
+        )
         k: StrictInt = Field(10, ge=1, le=config.max_k, description=f"How many items to return (1 to {config.max_k}).")
         exclude_seen: StrictBool = Field(
-            True, description="Leave out items in the user's history (`user_id`) or in `item_ids`.")
+            True, description="Leave out items in the user's history (`user_id`) or in `item_ids`."
+        )
         filters: Filters | None = Field(
             None,
-            description="Item-column filters (absent or null: none), e.g. `{\"category\": \"Comedy\"}` or "
-            "`{\"genres\": [\"Comedy\", \"Drama\"]}`: an item passes when, for every column, its value or one of "
+            description='Item-column filters (absent or null: none), e.g. `{"category": "Comedy"}` or '
+            '`{"genres": ["Comedy", "Drama"]}`: an item passes when, for every column, its value or one of '
             "its comma-separated parts equals one of the given values (case-insensitive). Which columns exist "
-            "depends on the served dataset; unknown columns are a 422.")
+            "depends on the served dataset; unknown columns are a 422.",
+        )
         explain: StrictBool = Field(
-            False, description="Attach an explanation to each item (ranker contributions, or the closest history "
-            "item in retrieval order, or the popularity count).")
+            False,
+            description="Attach an explanation to each item (ranker contributions, or the closest history "
+            "item in retrieval order, or the popularity count).",
+        )
 
         @model_validator(mode="after")
         def _one_query(self) -> RecommendRequest:
@@ -109,26 +124,33 @@ def request_model(config: ServingConfig) -> type[BaseModel]:
 
 class RecommendedItem(BaseModel):
     item_id: str = Field(description="The item id.", examples=["318"])
-    title: str | None = Field(description="The item's title from the catalog.",
-                              examples=["Shawshank Redemption, The (1994)"])
-    score: float | None = Field(description="Ranker score (ranked), inner product (retrieval) or interaction count "
-                                "(popular); null for popular items that top up a ranker's short list.")
+    title: str | None = Field(
+        description="The item's title from the catalog.", examples=["Shawshank Redemption, The (1994)"]
+    )
+    score: float | None = Field(
+        description="Ranker score (ranked), inner product (retrieval) or interaction count "
+        "(popular); null for popular items that top up a ranker's short list."
+    )
     rank: int = Field(ge=1, description="1-based position.")
-    source: str = Field(description="Stage that proposed the item: retrieval, covisit or popular.",
-                        examples=["retrieval"])
+    source: str = Field(
+        description="Stage that proposed the item: retrieval, covisit or popular.", examples=["retrieval"]
+    )
     explanation: dict[str, Any] | None = Field(None, description="Present when `explain` was asked.")
 
 
 class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
-    cold_start: bool = Field(description="True when the user had no usable history (popularity or the ranker's "
-                             "fallbacks).")
+    cold_start: bool = Field(
+        description="True when the user had no usable history (popularity or the ranker's fallbacks)."
+    )
     mode: Literal["ranked", "retrieval", "popular"] = Field(
         description="ranked: the ranker ordered the items; retrieval: FAISS order (no usable ranker); popular: "
-        "cold-start popularity.")
+        "cold-start popularity."
+    )
     query: Literal["user", "history", "text", "item"]
     user_vector: Literal["cached", "encoded"] | None = Field(
-        description="cached: the nightly vector; encoded: the history was encoded for this request.")
+        description="cached: the nightly vector; encoded: the history was encoded for this request."
+    )
     index_version: str = Field(description="The index version that answered.")
     encoder_version: str
     ranker_version: str | None
@@ -142,7 +164,7 @@ class ErrorResponse(BaseModel):
 
 
 class ValidationIssue(BaseModel):
-    loc: list[str | int] = Field(description="Where: e.g. [\"body\", \"k\"].")
+    loc: list[str | int] = Field(description='Where: e.g. ["body", "k"].')
     msg: str
     type: str
 

@@ -77,9 +77,15 @@ class ServeOptions:
 
     def environment(self) -> dict[str, str]:
         """The same options as environment variables (for worker processes)."""
-        return {ENV_STORE: str(self.store), ENV_DATA: str(self.data), ENV_ENCODER: self.encoder,
-                ENV_RANKER: self.ranker, ENV_KEYS: ",".join(self.api_keys),
-                ENV_CONFIG: json.dumps(asdict(self.config)), ENV_LOG_LEVEL: self.log_level}
+        return {
+            ENV_STORE: str(self.store),
+            ENV_DATA: str(self.data),
+            ENV_ENCODER: self.encoder,
+            ENV_RANKER: self.ranker,
+            ENV_KEYS: ",".join(self.api_keys),
+            ENV_CONFIG: json.dumps(asdict(self.config)),
+            ENV_LOG_LEVEL: self.log_level,
+        }
 
 
 def options_from_env(environ: dict[str, str] | None = None) -> ServeOptions:
@@ -91,17 +97,24 @@ def options_from_env(environ: dict[str, str] | None = None) -> ServeOptions:
         config = ServingConfig.from_dict(json.loads(env.get(ENV_CONFIG) or "{}"))
     except ValueError as exc:
         raise ConfigError(f"{ENV_CONFIG} is not a JSON object: {exc}") from None
-    return ServeOptions(store=Path(env[ENV_STORE]), data=Path(env[ENV_DATA]),
-                        encoder=env.get(ENV_ENCODER) or "champion", ranker=env.get(ENV_RANKER) or "champion",
-                        api_keys=parse_keys(env.get(ENV_KEYS)),
-                        config=config, log_level=env.get(ENV_LOG_LEVEL) or "info")
+    return ServeOptions(
+        store=Path(env[ENV_STORE]),
+        data=Path(env[ENV_DATA]),
+        encoder=env.get(ENV_ENCODER) or "champion",
+        ranker=env.get(ENV_RANKER) or "champion",
+        api_keys=parse_keys(env.get(ENV_KEYS)),
+        config=config,
+        log_level=env.get(ENV_LOG_LEVEL) or "info",
+    )
 
 
 def build_app(options: ServeOptions) -> FastAPI:
     """The app; its models load in the background (readiness at `/readyz`)."""
+
     def loader() -> Recommender:
-        return Recommender.load(options.store, options.data, encoder=options.encoder, ranker=options.ranker,
-                                config=options.config)
+        return Recommender.load(
+            options.store, options.data, encoder=options.encoder, ranker=options.ranker, config=options.config
+        )
 
     if not options.api_keys:
         log.warning("no API keys configured: /v1/ is open to anyone who can reach this port")
@@ -118,13 +131,30 @@ def app_from_env() -> FastAPI:
 def serve(options: ServeOptions) -> None:
     """Run uvicorn in the foreground until interrupted."""
     configure_logging(options.log_level)
-    log.info("starting", extra={"fields": {"host": options.host, "port": options.port, "workers": options.workers,
-                                           "store": str(options.store), "data": str(options.data),
-                                           "encoder": options.encoder, "ranker": options.ranker,
-                                           "api_keys": len(options.api_keys),
-                                           "poll_interval": options.config.poll_interval}})
-    common: dict[str, Any] = {"host": options.host, "port": options.port, "log_config": None, "access_log": False,
-                              "log_level": options.log_level.lower(), "timeout_keep_alive": options.config.keep_alive}
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "host": options.host,
+                "port": options.port,
+                "workers": options.workers,
+                "store": str(options.store),
+                "data": str(options.data),
+                "encoder": options.encoder,
+                "ranker": options.ranker,
+                "api_keys": len(options.api_keys),
+                "poll_interval": options.config.poll_interval,
+            }
+        },
+    )
+    common: dict[str, Any] = {
+        "host": options.host,
+        "port": options.port,
+        "log_config": None,
+        "access_log": False,
+        "log_level": options.log_level.lower(),
+        "timeout_keep_alive": options.config.keep_alive,
+    }
     if options.workers == 1:
         uvicorn.run(build_app(options), **common)
         return

@@ -60,11 +60,15 @@ class UserVectors:
         frame = read_user_vectors(index_root, metadata)  # verifies the SHA-256
         versions = frame["encoder_version"].unique().to_list() if frame.height else []
         if any(v != encoder_version for v in versions):
-            raise DataError(f"user vectors were encoded with {versions}, the index with {encoder_version}",
-                            column="encoder_version")
+            raise DataError(
+                f"user vectors were encoded with {versions}, the index with {encoder_version}", column="encoder_version"
+            )
         # the ignore: np.stack takes the rows of the 2-d array to_numpy gives; numpy's stubs want a sequence
-        vectors = (np.ascontiguousarray(np.stack(frame["vector"].to_numpy()).astype(np.float32))  # type: ignore[call-overload]
-                   if frame.height else np.zeros((0, dim), dtype=np.float32))
+        vectors = (
+            np.ascontiguousarray(np.stack(frame["vector"].to_numpy()).astype(np.float32))  # type: ignore[call-overload]
+            if frame.height
+            else np.zeros((0, dim), dtype=np.float32)
+        )
         if frame.height and vectors.shape[1] != dim:
             raise DataError(f"user vectors are {vectors.shape[1]}-d, the index {dim}-d", column="vector")
         last = None
@@ -137,8 +141,11 @@ class ItemVectors:
         if self._dense is None and len(index) * index.dim * 4 <= self._max_bytes:
             with self._lock:
                 if self._dense is None:
-                    dense = index.reconstruct(index.item_ids.tolist()) if len(index) else \
-                        np.zeros((0, index.dim), dtype=np.float32)
+                    dense = (
+                        index.reconstruct(index.item_ids.tolist())
+                        if len(index)
+                        else np.zeros((0, index.dim), dtype=np.float32)
+                    )
                     self._dense = np.ascontiguousarray(dense, dtype=np.float32)
         return self
 
@@ -241,8 +248,10 @@ class ServingState:
         return "ranked" if self.ranker is not None else "retrieval"
 
     def replace(self, **changes: Any) -> ServingState:
-        values = {name: getattr(self, name) for name in ("encoder", "index", "index_version", "index_meta", "users",
-                                                         "catalog", "ranker", "ranker_note")}
+        values = {
+            name: getattr(self, name)
+            for name in ("encoder", "index", "index_version", "index_meta", "users", "catalog", "ranker", "ranker_note")
+        }
         values.update(changes)
         return ServingState(**values, item_vectors=self.item_vectors)  # kept while the index is the same
 
@@ -251,7 +260,9 @@ def load_index(store: IndexStore, version: str, encoder: LoadedEncoder) -> tuple
     """Index version + user vectors, verified against their checksums and `encoder`'s version."""
     index, metadata = store.load(version, encoder_version=encoder.version)
     if index.dim != encoder.bundle.index_dim:
-        raise DataError(f"index vectors are {index.dim}-d but encoder {encoder.version} makes "
-                        f"{encoder.bundle.index_dim}-d ones", file=str(store.versions_dir / version))
+        raise DataError(
+            f"index vectors are {index.dim}-d but encoder {encoder.version} makes {encoder.bundle.index_dim}-d ones",
+            file=str(store.versions_dir / version),
+        )
     users = UserVectors.for_version(store.root, metadata, encoder.version, index.dim)
     return index, metadata, users

@@ -74,9 +74,29 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("this server is already running")
         self.port = self.port or free_port()
-        args = [sys.executable, "-m", "recsys.cli", "serve", "--store", str(self.store), "--data", str(self.data),
-                "--encoder", self.encoder, "--ranker", self.ranker, "--host", "127.0.0.1", "--port", str(self.port),
-                "--poll-interval", str(self.poll_interval), "--threads", str(self.threads), *self.extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "recsys.cli",
+            "serve",
+            "--store",
+            str(self.store),
+            "--data",
+            str(self.data),
+            "--encoder",
+            self.encoder,
+            "--ranker",
+            self.ranker,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--poll-interval",
+            str(self.poll_interval),
+            "--threads",
+            str(self.threads),
+            *self.extra_args,
+        ]
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **self.env}
         if self.api_keys:
             env["RECSYS_API_KEYS"] = ",".join(self.api_keys)  # by environment: never on a command line

@@ -23,8 +23,9 @@ def query_kind(user_id: Any, history: Any, text: Any) -> str:
     """Which of user_id, history or text a request gives ("user", "history", "text"); exactly one."""
     given = [name for name, value in zip(QUERIES, (user_id, history, text), strict=True) if value is not None]
     if len(given) != 1:
-        raise DataError(f"give exactly one of user_id, history or text (got {', '.join(given) or 'none'})",
-                        column="query")
+        raise DataError(
+            f"give exactly one of user_id, history or text (got {', '.join(given) or 'none'})", column="query"
+        )
     return {"user_id": "user", "history": "history", "text": "text"}[given[0]]
 
 

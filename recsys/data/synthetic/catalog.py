@@ -203,8 +203,14 @@ def _item_text(
         pl.when(pl.col("in_series"))
         .then(
             pl.concat_str(
-                [pl.col("desc"), pl.lit(" Part "), pl.col("vol").cast(pl.String), pl.lit(" of the "),
-                 pl.col("head_title"), pl.lit(" series.")]
+                [
+                    pl.col("desc"),
+                    pl.lit(" Part "),
+                    pl.col("vol").cast(pl.String),
+                    pl.lit(" of the "),
+                    pl.col("head_title"),
+                    pl.lit(" series."),
+                ]
             )
         )
         .otherwise(pl.col("desc"))

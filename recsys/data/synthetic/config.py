@@ -44,9 +44,7 @@ def position_bias_array(config: SyntheticConfig) -> np.ndarray:
     if config.position_bias is not None:
         bias = np.asarray(config.position_bias, dtype=np.float64)
         if bias.shape != (config.slate_size,) or (bias <= 0).any() or (bias > 1).any():
-            raise ConfigError(
-                f"position_bias needs {config.slate_size} values in (0, 1]; got {config.position_bias}"
-            )
+            raise ConfigError(f"position_bias needs {config.slate_size} values in (0, 1]; got {config.position_bias}")
         return bias
     return 1.0 / (np.arange(config.slate_size) + 1.0) ** 0.7
 
@@ -63,8 +61,7 @@ def resolve_sizes(
     n_users = max(1, n_interactions // 20) if n_users is None else n_users
     if n_users < 1 or 3 * n_users > n_interactions:
         raise ConfigError(
-            f"n_users={n_users} is impossible with n_interactions={n_interactions}: "
-            "every user needs at least 3"
+            f"n_users={n_users} is impossible with n_interactions={n_interactions}: every user needs at least 3"
         )
     n_items = max(600, n_interactions // 40) if n_items is None else n_items
     if n_items < 2 * N_TOPICS:

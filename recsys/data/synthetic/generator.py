@@ -36,9 +36,7 @@ def generate(
     Defaults: ``n_users = n_interactions // 20``, ``n_items = max(600, n_interactions // 40)``,
     ``n_impressions_requests = n_interactions // 20`` (0 gives no impressions table).
     """
-    dataset, _ = generate_with_truth(
-        n_interactions, n_users, n_items, seed, n_impressions_requests, start, config
-    )
+    dataset, _ = generate_with_truth(n_interactions, n_users, n_items, seed, n_impressions_requests, start, config)
     return dataset
 
 
@@ -53,9 +51,7 @@ def generate_with_truth(
 ) -> tuple[Dataset, GroundTruth]:
     """Like `generate`, plus the `GroundTruth` needed to compute true values of target policies."""
     cfg = config or SyntheticConfig()
-    n_users, n_items, n_requests = resolve_sizes(
-        n_interactions, n_users, n_items, n_impressions_requests, cfg
-    )
+    n_users, n_items, n_requests = resolve_sizes(n_interactions, n_users, n_items, n_impressions_requests, cfg)
     start_us = start_micros(start)
     horizon = cfg.days * DAY
     catalog_ss, users_ss, inter_ss, imp_ss = np.random.SeedSequence(seed).spawn(4)

@@ -74,7 +74,7 @@ def _slates(
             offset = np.empty(len(todo), dtype=np.int64)
             for tp in np.unique(topic):  # per-topic cumulative weights, items in creation order
                 sel = np.flatnonzero(topic == tp)
-                cum = av["cum"][av["starts"][tp]:av["ends"][tp]]
+                cum = av["cum"][av["starts"][tp] : av["ends"][tp]]
                 offset[sel] = np.searchsorted(cum, target[sel], side="right")
             offset = np.minimum(offset, parts["count"][todo, topic] - 1)  # only items that exist
             item = av["order"][av["starts"][topic] + offset]

@@ -54,9 +54,7 @@ def build_users(
         "first_s": t[first_idx].astype(np.float64),
         "last_s": t[last_idx].astype(np.float64),
         "theta": _dirichlet(rng, cfg.category_concentration, (2, n_users, n_cat)).astype(np.float32),
-        "phi": _dirichlet(rng, cfg.topic_concentration, (2, n_users, n_cat, TOPICS_PER_CATEGORY)).astype(
-            np.float32
-        ),
+        "phi": _dirichlet(rng, cfg.topic_concentration, (2, n_users, n_cat, TOPICS_PER_CATEGORY)).astype(np.float32),
         "drift": rng.uniform(*cfg.drift_range, n_users),
         "noise": rng.normal(0.0, cfg.logging_noise, (n_users, N_TOPICS)).astype(np.float32),
     }
@@ -82,10 +80,10 @@ def _sample_topics(
     u_topic = rng.random(len(uidx))
     out = np.empty(len(uidx), dtype=np.int64)
     for s in range(0, len(uidx), chunk):
-        a, us = anchor[s:s + chunk], uidx[s:s + chunk]
-        c = category[s:s + chunk] if category is not None else inverse_cdf(truth.theta[a, us], u_cat[s:s + chunk])
-        t = inverse_cdf(truth.phi[a, us, c], u_topic[s:s + chunk])
-        out[s:s + chunk] = c * TOPICS_PER_CATEGORY + t
+        a, us = anchor[s : s + chunk], uidx[s : s + chunk]
+        c = category[s : s + chunk] if category is not None else inverse_cdf(truth.theta[a, us], u_cat[s : s + chunk])
+        t = inverse_cdf(truth.phi[a, us, c], u_topic[s : s + chunk])
+        out[s : s + chunk] = c * TOPICS_PER_CATEGORY + t
     return out
 
 

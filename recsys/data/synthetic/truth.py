@@ -75,8 +75,12 @@ class GroundTruth:
         if found.null_count():
             missing = found.is_null()
             row = int(missing.arg_true()[0]) + 1
-            raise DataError(f"unknown id {query['_id'][row - 1]!r} for this synthetic dataset", column=column,
-                            row=row, count=int(missing.sum()))
+            raise DataError(
+                f"unknown id {query['_id'][row - 1]!r} for this synthetic dataset",
+                column=column,
+                row=row,
+                count=int(missing.sum()),
+            )
         return found.to_numpy()
 
     def _seconds(self, ts: Any) -> np.ndarray:
@@ -138,9 +142,15 @@ class GroundTruth:
         weight = np.exp((q - q.max()) / self.logging_temperature)
         cum = np.empty(len(order), dtype=np.float64)
         for t in range(N_TOPICS):  # per-topic cumsums: no cancellation between topics
-            cum[starts[t]:ends[t]] = np.cumsum(weight[order[starts[t]:ends[t]]])
-        return {"order": order, "created": self.item_created_s[order], "starts": starts, "ends": ends,
-                "weight": weight, "cum": cum}
+            cum[starts[t] : ends[t]] = np.cumsum(weight[order[starts[t] : ends[t]]])
+        return {
+            "order": order,
+            "created": self.item_created_s[order],
+            "starts": starts,
+            "ends": ends,
+            "weight": weight,
+            "cum": cum,
+        }
 
     def _available(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, n_topics) number of existing items and their summed item weight, per topic, at each time."""

@@ -42,8 +42,15 @@ def _topic(label: str, nouns: str, hooks: str) -> Topic:
 
 
 def _category(
-    name: str, signature: str, adjs: str, makers: str, extras: str, titles: str, descriptions: str,
-    series_sep: str, topics: tuple[Topic, ...],
+    name: str,
+    signature: str,
+    adjs: str,
+    makers: str,
+    extras: str,
+    titles: str,
+    descriptions: str,
+    series_sep: str,
+    topics: tuple[Topic, ...],
 ) -> Category:
     """A `Category` from ``|``-separated word lists (compact to read and to edit)."""
     adj, maker, extra, title, description = (tuple(v.split("|")) for v in (adjs, makers, extras, titles, descriptions))
@@ -56,14 +63,14 @@ CATEGORIES: tuple[Category, ...] = (
         signature="science fiction",
         adjs="Silent|Broken|Last|Hollow|Crimson|Distant|Burning|Frozen|Infinite|Forgotten|Shattered|Eternal",
         makers="Ada Kessler|Rafael Okoye|Mira Solberg|Theo Vance|Yuki Tanaka-Hale|Lena Marchetti|"
-               "Samuel Achebe|Ingrid Novak|Dev Raman|Clara Whitfield",
+        "Samuel Achebe|Ingrid Novak|Dev Raman|Clara Whitfield",
         extras="A gripping science fiction page-turner.|Hard science fiction with big ideas.|"
-               "Perfect for fans of classic science fiction.|An award-winning science fiction debut.|"
-               "Thoughtful science fiction about humanity's future.",
+        "Perfect for fans of classic science fiction.|An award-winning science fiction debut.|"
+        "Thoughtful science fiction about humanity's future.",
         titles="The {adj} {noun}|{noun} of the {noun2}|{adj} {noun}|Beyond the {adj} {noun2}",
         descriptions="{maker}'s {topic} novel follows {hook}. {extra}|"
-                     "This {topic} novel by {maker} tells the story of {hook}. {extra}|"
-                     "Science fiction from {maker}: {hook}. {extra}",
+        "This {topic} novel by {maker} tells the story of {hook}. {extra}|"
+        "Science fiction from {maker}: {hook}. {extra}",
         series_sep=", Book ",
         topics=(
             _topic(
@@ -115,16 +122,15 @@ CATEGORIES: tuple[Category, ...] = (
     _category(
         name="cookbooks",
         signature="recipes",
-        adjs="Simple|Everyday|Modern|Rustic|Weeknight|Seasonal|Homemade|Essential|Fresh|Cozy|Fearless|"
-             "Complete",
+        adjs="Simple|Everyday|Modern|Rustic|Weeknight|Seasonal|Homemade|Essential|Fresh|Cozy|Fearless|Complete",
         makers="Marco Bellini|Nadia Hussain|Julia Fenwick|Kenji Mori|Rosa Delgado|Tom Ashby|Priya Natarajan|"
-               "Hugo Lefevre|Mei Lin|Sophie Brandt",
+        "Hugo Lefevre|Mei Lin|Sophie Brandt",
         extras="Step-by-step photos for every dish.|Includes shopping lists and prep tips.|"
-               "Perfect for busy home cooks.|Tested in a real home kitchen.|"
-               "Ingredients you can find at any grocery store.",
+        "Perfect for busy home cooks.|Tested in a real home kitchen.|"
+        "Ingredients you can find at any grocery store.",
         titles="{adj} {noun}|The {adj} {noun} Cookbook|{noun}: {adj} Recipes|{adj} {noun} at Home",
         descriptions="{maker} shares over 100 {topic} recipes for {hook}. {extra}|"
-                     "This {topic} cookbook collects {adjl} recipes for {hook}, from {maker}. {extra}",
+        "This {topic} cookbook collects {adjl} recipes for {hook}, from {maker}. {extra}",
         series_sep=", Volume ",
         topics=(
             _topic(
@@ -175,13 +181,13 @@ CATEGORIES: tuple[Category, ...] = (
         signature="running",
         adjs="Ultra|Swift|Aero|Pro|Lite|Velocity|Endurance|Storm|Apex|Tempo|Stride|Pulse",
         makers="Stridewell|NorthPeak|Kinetic Labs|Arcadia Sport|Fleetfoot|Summit Run|Pacer Co.|"
-               "Vantage Athletics|Redline|Tundra Gear",
+        "Vantage Athletics|Redline|Tundra Gear",
         extras="Lightweight and breathable.|Tested by elite athletes.|"
-               "Available in multiple colors and sizes.|Backed by a two-year warranty.|"
-               "Reflective details for low light.",
+        "Available in multiple colors and sizes.|Backed by a two-year warranty.|"
+        "Reflective details for low light.",
         titles="{maker} {adj} {noun}|{adj} {noun}|{maker} {noun} {adj}|{adj} {noun} by {maker}",
         descriptions="The {maker} {noun} is built for {hook}. {extra} Running gear for {topic} runners.|"
-                     "Running gear for {topic} runners: the {adj} {noun} handles {hook}. {extra}",
+        "Running gear for {topic} runners: the {adj} {noun} handles {hook}. {extra}",
         series_sep=" v",
         topics=(
             _topic(
@@ -200,22 +206,19 @@ CATEGORIES: tuple[Category, ...] = (
             ),
             _topic(
                 "cold-weather",
-                "Thermal Tights|Running Jacket|Wind Shell|Beanie|Running Gloves|Base Layer|Rain Jacket|"
-                "Neck Gaiter",
+                "Thermal Tights|Running Jacket|Wind Shell|Beanie|Running Gloves|Base Layer|Rain Jacket|Neck Gaiter",
                 "winter runs below freezing|staying dry in cold rain|windy coastal runs|"
                 "layering on dark winter mornings|visibility on snowy evenings",
             ),
             _topic(
                 "long-distance",
-                "Hydration Vest|Soft Flask|Water Belt|Bottle Pack|Electrolyte Mix|Energy Gel|Hydration Pack|"
-                "Race Belt",
+                "Hydration Vest|Soft Flask|Water Belt|Bottle Pack|Electrolyte Mix|Energy Gel|Hydration Pack|Race Belt",
                 "carrying water on long runs|fuel and electrolytes for marathon training|"
                 "hands-free hydration|hot summer long runs|energy gels during ultras",
             ),
             _topic(
                 "data-driven",
-                "GPS Watch|Heart Rate Strap|Foot Pod|Running Watch|Training Watch|Sport Earbuds|Armband|"
-                "Pace Tracker",
+                "GPS Watch|Heart Rate Strap|Foot Pod|Running Watch|Training Watch|Sport Earbuds|Armband|Pace Tracker",
                 "tracking pace, distance and heart rate|interval workouts with structured training plans|"
                 "accurate GPS in cities and forests|music and coaching on every run|"
                 "battery life that lasts a whole ultramarathon",
@@ -235,12 +238,12 @@ CATEGORIES: tuple[Category, ...] = (
         signature="jazz",
         adjs="Blue|Midnight|Late Night|Smoky|Velvet|Golden|Moonlit|Autumn|Uptown|Quiet|Electric|Sunset",
         makers="The Miles Carter Quartet|Ella Brooks|Dizzy Monroe Trio|Nina Hart|Coleman Reed Sextet|"
-               "Bill Avery|The Harlem Night Orchestra|Sonny Blake|Lucia Ferrer|Art Delaney Quintet",
+        "Bill Avery|The Harlem Night Orchestra|Sonny Blake|Lucia Ferrer|Art Delaney Quintet",
         extras="Recorded live in one take.|Remastered from the original tapes.|A classic of the jazz canon.|"
-               "Essential listening for jazz fans.|Features extended solos and bonus tracks.",
+        "Essential listening for jazz fans.|Features extended solos and bonus tracks.",
         titles="{adj} {noun}|{noun} Sessions|Live at the {adj} {noun}|{noun} and {noun2}",
         descriptions="{maker} plays {topic} jazz on this {adjl} album, featuring {hook}. {extra}|"
-                     "A {topic} jazz record from {maker} with {hook}. {extra}",
+        "A {topic} jazz record from {maker} with {hook}. {extra}",
         series_sep=", Vol. ",
         topics=(
             _topic(
@@ -290,13 +293,13 @@ CATEGORIES: tuple[Category, ...] = (
         signature="travel guide",
         adjs="Essential|Ultimate|Pocket|Insider's|Complete|Budget|Family|Slow|Hidden|Weekend|Local|Adventure",
         makers="Wanderlust Press|Compass Guides|Atlas & Co.|Nomad Books|Backroads Publishing|"
-               "Globe Trekker Guides|Horizon Travel|Passport Press",
+        "Globe Trekker Guides|Horizon Travel|Passport Press",
         extras="Maps, itineraries and insider tips.|Updated for this year's travel season.|"
-               "Written by local experts.|Includes suggested day trips.|"
-               "Budget and luxury options side by side.",
+        "Written by local experts.|Includes suggested day trips.|"
+        "Budget and luxury options side by side.",
         titles="{adj} {noun}|{noun}: The {adj} Guide|The {adj} Guide to {noun}|{noun} in a Week",
         descriptions="The {adjl} travel guide to {noun} from {maker}: {hook}. {extra}|"
-                     "{maker}'s travel guide for {topic} trips, covering {hook}. {extra}",
+        "{maker}'s travel guide for {topic} trips, covering {hook}. {extra}",
         series_sep=", Edition ",
         topics=(
             _topic(
@@ -344,13 +347,12 @@ CATEGORIES: tuple[Category, ...] = (
         name="kids' toys",
         signature="kids",
         adjs="Super|Mega|Tiny|Magic|Happy|Rainbow|Jumbo|Wonder|Little|Bright|Giggly|Deluxe",
-        makers="Playful Pine|BrightBlocks|Tinker Town|Wonder Kids Co.|Huggable|Little Explorers|Funbox|"
-               "Mighty Mini",
+        makers="Playful Pine|BrightBlocks|Tinker Town|Wonder Kids Co.|Huggable|Little Explorers|Funbox|Mighty Mini",
         extras="Recommended for ages 3 and up.|Made from safe, non-toxic materials.|No batteries required.|"
-               "A great birthday gift.|Encourages creativity and imagination.",
+        "A great birthday gift.|Encourages creativity and imagination.",
         titles="{adj} {noun}|{maker} {adj} {noun}|{adj} {noun} Bundle|My First {noun}",
         descriptions="{maker}'s {topic} toy for kids who love {hook}. {extra}|"
-                     "Kids will enjoy {hook} with this {adjl} {noun} from {maker}. {extra}",
+        "Kids will enjoy {hook} with this {adjl} {noun} from {maker}. {extra}",
         series_sep=" Series ",
         topics=(
             _topic(
@@ -400,13 +402,13 @@ CATEGORIES: tuple[Category, ...] = (
         signature="garden",
         adjs="Green|Thriving|Backyard|Organic|Abundant|Urban|Cottage|Wild|Easy|Compact|Year-Round|Bountiful",
         makers="Greenthumb Press|Evelyn Marsh|Rootstock Tools|Hollyhock Books|Arthur Penrose|Bloom & Sprout|"
-               "Meadowlark Co.|Fern Whitaker",
+        "Meadowlark Co.|Fern Whitaker",
         extras="Suitable for beginners and experienced gardeners.|Works in any climate zone.|"
-               "Illustrated with seasonal planting calendars.|Sustainable and chemical-free.|"
-               "Great for balconies and raised beds.",
+        "Illustrated with seasonal planting calendars.|Sustainable and chemical-free.|"
+        "Great for balconies and raised beds.",
         titles="The {adj} {noun}|{adj} {noun} Handbook|{noun} for Every Season|{maker} {noun}",
         descriptions="{maker} on {topic} for your {adjl} garden: {hook}. {extra}|"
-                     "Help your garden thrive with {topic} know-how from {maker}, covering {hook}. {extra}",
+        "Help your garden thrive with {topic} know-how from {maker}, covering {hook}. {extra}",
         series_sep=", Volume ",
         topics=(
             _topic(
@@ -455,14 +457,14 @@ CATEGORIES: tuple[Category, ...] = (
         signature="money",
         adjs="Smart|Simple|Wealthy|Frugal|Fearless|Rich|Debt-Free|Early|Confident|Savvy|Mindful|Practical",
         makers="Grace Holloway|Marcus Bell|Dr. Alan Price|Sofia Ramirez|Ben Carter|Hannah Lowe|Victor Osei|"
-               "Naomi Sterling",
+        "Naomi Sterling",
         extras="Includes worksheets and checklists.|No jargon, just clear advice.|"
-               "A bestseller for first-time savers.|Real stories from real families.|"
-               "Updated with current tax rules.",
+        "A bestseller for first-time savers.|Real stories from real families.|"
+        "Updated with current tax rules.",
         titles="The {adj} {noun}|{adj} {noun}|{noun} Made Simple|Your {adj} {noun}",
         descriptions="{maker} explains {topic} in plain language: {hook}. {extra} "
-                     "Take control of your money.|"
-                     "A practical money book on {topic} by {maker}, covering {hook}. {extra}",
+        "Take control of your money.|"
+        "A practical money book on {topic} by {maker}, covering {hook}. {extra}",
         series_sep=", Book ",
         topics=(
             _topic(
@@ -487,8 +489,7 @@ CATEGORIES: tuple[Category, ...] = (
             ),
             _topic(
                 "real estate",
-                "Real Estate|Mortgage|Landlord|Rental Property|First Home|Property Ladder|Down Payment|"
-                "Home Equity",
+                "Real Estate|Mortgage|Landlord|Rental Property|First Home|Property Ladder|Down Payment|Home Equity",
                 "buying your first home|choosing the right mortgage|"
                 "becoming a landlord with rental properties|saving for a down payment|"
                 "refinancing and home equity",
@@ -513,13 +514,13 @@ CATEGORIES: tuple[Category, ...] = (
         signature="video game",
         adjs="Dark|Legendary|Lost|Savage|Hyper|Fallen|Iron|Shadow|Royal|Turbo|Cursed|Mighty",
         makers="Pixelforge Studios|Red Comet Games|Blackstone Interactive|Moonbyte|Crimson Owl|"
-               "Ironclad Entertainment|Tiny Titan Games|Nova Arcade",
+        "Ironclad Entertainment|Tiny Titan Games|Nova Arcade",
         extras="Single-player campaign and online multiplayer.|Available on PC and consoles.|"
-               "Over 40 hours of gameplay.|Includes a photo mode and achievements.|"
-               "Supports co-op with friends.",
+        "Over 40 hours of gameplay.|Includes a photo mode and achievements.|"
+        "Supports co-op with friends.",
         titles="{adj} {noun}|{noun} of {noun2}|{adj} {noun}: Remastered|Rise of the {adj} {noun}",
         descriptions="This {topic} video game by {maker} features {hook}. {extra}|"
-                     "{maker} presents {adjl} {topic} action in a video game about {hook}. {extra}",
+        "{maker} presents {adjl} {topic} action in a video game about {hook}. {extra}",
         series_sep=" ",
         topics=(
             _topic(
@@ -569,14 +570,13 @@ CATEGORIES: tuple[Category, ...] = (
         name="crime fiction",
         signature="crime",
         adjs="Deadly|Cold|Silent|Dark|Bitter|Hidden|Final|Crooked|Quiet|Missing|Perfect|Last",
-        makers="Harriet Quinn|J. D. Mercer|Agatha Crane|Liam Walsh|Beatrice Moreau|Colin Strand|Ruth Abara|"
-               "Nils Ekdahl",
+        makers="Harriet Quinn|J. D. Mercer|Agatha Crane|Liam Walsh|Beatrice Moreau|Colin Strand|Ruth Abara|Nils Ekdahl",
         extras="A twisty page-turner you can't put down.|The first in a bestselling detective series.|"
-               "Perfect for fans of classic whodunits.|Dark, atmospheric and gripping.|"
-               "An Edgar Award finalist.",
+        "Perfect for fans of classic whodunits.|Dark, atmospheric and gripping.|"
+        "An Edgar Award finalist.",
         titles="The {adj} {noun}|{adj} {noun}|Death and the {noun}|The {noun} Affair",
         descriptions="{maker}'s {topic} crime novel follows {hook}. {extra}|"
-                     "This {topic} crime story by {maker} is about {hook}. {extra}",
+        "This {topic} crime story by {maker} is about {hook}. {extra}",
         series_sep=", Book ",
         topics=(
             _topic(
