@@ -91,13 +91,13 @@ def data_convert(
 
     catalog = CatalogOptions(duplicates=dedupe_items, clean_html=clean_html, list_joiner=list_joiner)  # type: ignore[arg-type]  # typer gives str; callee checks it
     dataset = load_source(
-        fmt,
+        fmt,  # type: ignore[arg-type]  # typer gives str; callee checks it
         path,
         items,
         interactions,
         impressions,
         parse_mapping(mapping),
-        delimiter,  # type: ignore[arg-type]  # typer gives str; callee checks it
+        delimiter,
         template,
         drop_unknown_items,
         catalog,
