@@ -259,8 +259,9 @@ def test_an_unknown_user_gets_popular_fallbacks_flagged_cold_start(client, world
     items = body["items"]
     assert len(items) == 6 and {item["source"] for item in items} == {"popular"}
     # The ranker orders its own popular fallbacks: the `popular_k` most popular items of the last
-    # `popular_days` (all-time count breaking ties).
-    assert (body["mode"], body["ranker_version"]) == ("ranked", "recsys-ranker/1")
+    # `popular_days` (all-time count breaking ties). The mode says what the items are (popularity
+    # fallbacks, not a personalised list); `ranker_version` says who ordered them.
+    assert (body["mode"], body["ranker_version"]) == ("popular", "recsys-ranker/1")
     keys = _popularity_keys(world, SMALL.candidates.popular_days)
     threshold = sorted(keys.values(), reverse=True)[SMALL.candidates.popular_k - 1]
     assert all(keys[item["item_id"]] >= threshold for item in items)
