@@ -117,11 +117,14 @@ class RankerModel:
         context = self.context
         history = context.rows(request.history)
         seconds = None
+        t = context.seconds_of(request.now)
         if request.history_ts is not None:
             known = [i for i, item in enumerate(request.history) if item in context.row_of]
             stamps = [context.seconds_of(request.history_ts[i]) for i in known]
-            seconds = np.asarray(stamps, dtype=np.int64)
-        t = context.seconds_of(request.now)
+            # Events at or after t (real-time events newer than this ranker's snapshot, whose clock
+            # serves at `as_of`) count as just before t: the user was active now. In training every
+            # history event is before t, so this changes nothing there (train/serve parity).
+            seconds = np.minimum(np.asarray(stamps, dtype=np.int64), t - 1)
         retrieved_ids = [i for i in request.candidates if i in context.row_of]
         interest = [s for i, s in zip(request.candidates, request.interest, strict=True) if i in context.row_of]
         allowed = None

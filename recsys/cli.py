@@ -239,6 +239,23 @@ def quickstart_command(
     )
 
 
+@data_app.command("ingest")
+def data_ingest(
+    events: Path = typer.Option(..., "--events", help="The service's event log (events/events.sqlite in the store)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder whose interactions receive the events."),
+    compact: bool = typer.Option(
+        False, "--compact/--no-compact", help="Delete the ingested events from the log afterwards."
+    ),
+) -> None:
+    """Merge logged real-time events into the dataset's interactions (idempotent; atomic rewrite)."""
+    from jobs.ingest_events import ingest_events
+    from recsys.errors import ConfigError
+
+    if not events.is_file():
+        raise ConfigError(f"--events {events}: no such event log")
+    typer.echo(ingest_events(events, data, compact=compact).summary_line())
+
+
 @data_app.command("fetch")
 def data_fetch(
     name: str = typer.Argument(..., help="Dataset to download: movielens-small."),
@@ -635,6 +652,11 @@ def serve_command(
     device: str | None = typer.Option(None, "--device", help="Encoder device (default: CUDA when available)."),
     threads: int | None = typer.Option(None, "--threads", help="torch and FAISS CPU threads (1 on small boxes)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    event_log: Path | None = typer.Option(
+        None,
+        "--event-log",
+        help="SQLite log of POST /v1/events (default: events/events.sqlite in the store folder).",
+    ),
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn) with hot swap of new index/model versions."""
     import os
@@ -643,7 +665,12 @@ def serve_command(
     from recsys.serving.server import ENV_KEYS, ServeOptions, parse_keys, serve
 
     config = ServingConfig(
-        candidates=candidates, max_k=max_k, poll_interval=poll_interval, device=device, threads=threads
+        candidates=candidates,
+        max_k=max_k,
+        poll_interval=poll_interval,
+        device=device,
+        threads=threads,
+        event_log=str(event_log) if event_log is not None else None,
     )
     keys = parse_keys(*(api_key or []), os.environ.get(ENV_KEYS))
     serve(

@@ -53,7 +53,7 @@ import numpy as np
 import polars as pl
 
 from recsys.errors import ConfigError, DataError
-from recsys.fsutil import file_sha256, fsync_dir
+from recsys.fsutil import file_sha256, fsync_dir, write_atomically
 
 STORE_FORMAT = 1
 DEFAULT_SHARD_SIZE = 4096
@@ -160,6 +160,7 @@ class StoreLayout:
         root/encoders/     registry encoders downloaded once per (model, version)
         root/rankers/      registry rankers downloaded once per (model, version) (the service)
         root/.lock         one nightly run at a time
+        root/events/       the service's real-time event log (events.sqlite; `recsys.serving.events`)
 
     The service also serves a bare `IndexStore` root (`served`): its registry models then go to a
     temporary cache (`encoders` and `rankers` are None).
@@ -177,6 +178,11 @@ class StoreLayout:
     @property
     def lock(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def events(self) -> Path:
+        """The default event log of a service serving this store."""
+        return self.root / "events" / "events.sqlite"
 
     @classmethod
     def nightly(cls, store: str | Path) -> StoreLayout:
@@ -199,12 +205,7 @@ class StoreLayout:
 
 def _atomic_parquet(frame: pl.DataFrame, target: Path) -> None:
     """Write `frame` to `target` so that `target` exists whole or not at all."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
+    write_atomically(target, frame.write_parquet)
 
 
 def _atomic_json(data: dict[str, Any], target: Path) -> None:

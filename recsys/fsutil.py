@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,3 +27,21 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` beside `target`, fsync it, rename it onto `target` and fsync the folder.
+
+    Readers see the old file or the new one whole, never a part; after return the new one survives a
+    crash. The temporary's name starts with a dot and carries the pid (concurrent writers, globs).
+    """
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(target.parent)
+    return target

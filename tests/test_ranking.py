@@ -264,6 +264,55 @@ def test_train_and_serve_paths_give_the_same_features_and_scores(world):
         assert explanation["because_of"] in request.history
 
 
+def test_a_real_time_event_after_the_snapshot_is_scored_as_training_scores_it_just_before_t(world):
+    """The service ranks at the ranker's snapshot time (`as_of`); an event posted later (`POST /v1/events`)
+    counts as just before it: the online `rank` equals the training path on the history with the event at
+    as_of - 1 s, and the event moves the point-in-time features (recency, co-visitation with it, length)."""
+    context = BehaviorContext.build(world["dataset"], covisit_window=SMALL.covisit_window)
+    model = RankerModel.load(world["root"] / "ranker-run" / "ranker", context)
+    vectors = np.load(world["root"] / "ranker-run" / "item_vectors.npy")
+    user = world["split"].targets("test")["user_id"][0]
+    rows, seconds = context.history_of(user)
+    clicked = next(r for r in range(len(context.item_ids)) if r not in set(rows.tolist()))
+    history = np.append(rows, clicked)
+    user_vector = vectors[history[-5:]].mean(axis=0)
+    scores = vectors @ user_vector
+    scores[history] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:30]
+    query = Query(
+        history=history,
+        t=context.as_of,
+        retrieved=top,
+        interest=scores[top],
+        history_seconds=np.append(seconds, context.as_of - 1),
+        user_vector=user_vector,
+    )
+    candidates, features, trained = model.score([query], lambda r: vectors[r])
+    order = np.lexsort((candidates.item, -trained))[:20]
+    posted = context.datetime_of(context.as_of) + timedelta(days=400)  # the wall clock, long after the data
+    served = model.rank(
+        RankRequest(
+            history=[context.item_ids[r] for r in history.tolist()],
+            history_ts=[*(context.datetime_of(s) for s in seconds.tolist()), posted],
+            candidates=[context.item_ids[r] for r in top.tolist()],
+            interest=scores[top].tolist(),
+            k=20,
+            user_id=user,
+            user_vector=user_vector.tolist(),
+            item_vectors=lambda ids: vectors[context.rows(ids)],
+        )
+    )
+    assert served.item_ids == [context.item_ids[r] for r in candidates.item[order].tolist()]
+    np.testing.assert_allclose(served.scores, trained[order], rtol=1e-12)
+    column = {name: features[:, j] for j, name in enumerate(FEATURE_NAMES)}
+    np.testing.assert_allclose(column["since_last_days"], 1 / 86_400)  # active a second ago
+    assert (column["history_len"] == len(rows) + 1).all()
+    expected = context.covisit.strength(
+        np.full(len(candidates), clicked), candidates.item, np.full(len(candidates), context.as_of)
+    )
+    np.testing.assert_allclose(column["covisit_last"], expected)  # co-visitation with the event's item
+
+
 def test_cold_request_gets_popular_fallbacks_and_exclusions_hold(world):
     context = BehaviorContext.build(world["dataset"], covisit_window=SMALL.covisit_window)
     model = RankerModel.load(world["root"] / "ranker-run" / "ranker", context)

@@ -2,6 +2,9 @@
 
     POST /v1/recommend                    {user_id | item_ids | text, k, exclude_seen, filters, explain}
     GET  /v1/items/{item_id}/similar?k=   items near an item (404 when it is not indexed)
+    POST /v1/events                       {events: [{event_id, user_id, item_id, ts?, event?, weight?}]}:
+                                          stored durably (fsynced) before the 200, idempotent by
+                                          event_id; the user's next recommendation sees them
     GET  /healthz                         the process is alive
     GET  /readyz                          models and index loaded (200) or not yet (503), with versions,
                                           the ranker mode, a pending encoder and refused versions
@@ -51,8 +54,10 @@ from recsys.serving.schemas import (
     ERROR_RESPONSES,
     MAX_ID_CHARS,
     ErrorResponse,
+    EventsResponse,
     HealthResponse,
     RecommendResponse,
+    events_model,
     request_model,
 )
 
@@ -172,6 +177,20 @@ def create_app(
         )
         return _respond(request, result)
 
+    EventsRequest: Any = events_model(config)
+
+    @app.post(
+        "/v1/events",
+        response_model=EventsResponse,
+        responses=ERROR_RESPONSES,
+        tags=["events"],
+        summary=f"Record up to {config.max_events} interactions; the users' next recommendations see them",
+        dependencies=security,
+    )
+    def events(body: EventsRequest) -> dict[str, Any]:
+        rec = holder.get()
+        return rec.add_events([event.model_dump() for event in body.events]).to_dict()
+
     @app.get(
         "/v1/items/{item_id:path}/similar",
         response_model=RecommendResponse,
@@ -249,7 +268,7 @@ def create_app(
         path = getattr(route, "path", None)
         return _CONVERTER.sub("}", str(path)) if path else "unmatched"
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body, per_path={"/v1/events": config.max_events_body})
     app.add_middleware(ApiKeyMiddleware, keys=keys)
     app.add_middleware(RequestContextMiddleware, observe=metrics.observe, route_of=route_of)
     return app

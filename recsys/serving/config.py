@@ -31,6 +31,9 @@ class ServingConfig:
       code is Python and numpy holding the GIL most of the time, so a ranker call per request thread
       (up to 40 under load) only adds contention: on the 2-core box with the ml-latest-small ranker,
       2 slots served 81 / 70 req/s at 8 / 32 clients, unbounded 60 / 42 (p99 0.9 s vs 1.2 s at 32).
+    - `max_events`, `max_events_body`: events one `POST /v1/events` batch may hold, and its body bytes
+      (1,000 events with long ids and ISO times take ~400 KB; other bodies keep `max_body`).
+    - `event_log`: the SQLite event log (None: `events/events.sqlite` in the served store folder).
     - `keep_alive`: seconds uvicorn keeps an idle connection open. It must outlast the clients' own
       pool expiry (httpx: 5 s, uvicorn's default too): with equal timeouts a client can send its next
       request on a connection the server is closing at that moment, which fails without reaching the
@@ -50,6 +53,9 @@ class ServingConfig:
     threads: int | None = None
     rank_concurrency: int = 2
     keep_alive: float = 75.0
+    max_events: int = 1000
+    max_events_body: int = 1024 * 1024
+    event_log: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -61,12 +67,16 @@ class ServingConfig:
             "explain_history",
             "max_batch",
             "rank_concurrency",
+            "max_events",
+            "max_events_body",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"serving setting '{name}' must be a positive integer, got {value!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"serving setting 'threads' must be a positive integer, got {self.threads!r}")
+        if self.event_log is not None and (not isinstance(self.event_log, str) or not self.event_log):
+            raise ConfigError(f"serving setting 'event_log' must be a file path, got {self.event_log!r}")
         for name in ("popular_days", "poll_interval", "keep_alive"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -402,8 +403,9 @@ class HotSwap:
         self._last_error = text
 
     # ------------------------------------------------------------------------------- polling
-    def start_polling(self, interval: float | None = None) -> None:
-        """Run `refresh` every `interval` seconds (default: the config's) in a daemon thread."""
+    def start_polling(self, interval: float | None = None, also: Callable[[], object] | None = None) -> None:
+        """Run `refresh` (then `also`, e.g. the event log's tail) every `interval` seconds (default: the
+        config's) in a daemon thread."""
         if self._poller is not None:
             return
         every = float(interval if interval is not None else self.config.poll_interval)
@@ -414,6 +416,8 @@ class HotSwap:
             while not self._poll_stop.wait(every):
                 try:
                     self.refresh()
+                    if also is not None:
+                        also()
                 except Exception:  # a poll must never kill the thread: log and try again next time
                     log.exception("hot-swap check failed")
 

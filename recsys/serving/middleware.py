@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -216,18 +216,21 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for a body over `max_bytes`, by Content-Length or by counting a streamed body."""
+    """413 for a body over `max_bytes` (or the path's own limit in `per_path`), by Content-Length or by
+    counting a streamed body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
         request_id = request_state(scope).get("request_id")
-        too_large = {"detail": f"request body exceeds {self.max_bytes} bytes", "request_id": request_id}
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
+        too_large = {"detail": f"request body exceeds {limit} bytes", "request_id": request_id}
         declared = _header(scope, b"content-length")
         if declared is not None:
             try:
@@ -235,7 +238,7 @@ class BodyLimitMiddleware:
             except ValueError:
                 await send_json(send, 400, {"detail": "Content-Length is not a number", "request_id": request_id})
                 return
-            if size > self.max_bytes:
+            if size > limit:
                 await send_json(send, 413, too_large, [(b"connection", b"close")])
                 return
         chunks: list[bytes] = []
@@ -246,7 +249,7 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.max_bytes:
+            if total > limit:
                 await send_json(send, 413, too_large, [(b"connection", b"close")])
                 return
             chunks.append(chunk)

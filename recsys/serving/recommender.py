@@ -5,6 +5,7 @@
     rec.recommend(history=["318", "296"], k=10)            # recent item ids, newest first
     rec.recommend(text="space opera with robots", k=10)    # free text through the item tower
     rec.similar("318", k=10)                               # items near an item
+    rec.add_events([{"event_id": "e1", "user_id": "42", "item_id": "318"}])  # logged, seen at once
 
 A request reads the current `ServingState` once and uses only it (see `state.py`), so `refresh`
 (the hot-swap check the poller runs every few seconds) can replace the state at any moment.
@@ -23,6 +24,11 @@ Online flow (docs/architecture.md, one `/v1/recommend` request):
    request is logged and that request is served in retrieval order.
 4. Cold start: the ranker's own fallbacks when it has any (topped up with recent popularity when a
    filter leaves them short of k), else recent popularity.
+
+Real-time events (`add_events`, `POST /v1/events`): appended to the SQLite event log (`events.py`,
+fsynced before the call returns), then laid over the catalog's histories (`live.py`), so the user's
+next request excludes the item and encodes the updated history (a user with live events never gets
+the nightly vector: it predates them). The log is replayed at load and tailed by the poller.
 
 Hot swap (`refresh`, the poller): `hotswap.py`; input checks: `validation.py`. A request's inputs
 travel through the stages as one frozen `QueryContext`. `warm_up()` runs one request of each kind
@@ -52,11 +58,14 @@ from recsys.serving.batcher import EncodeBatcher, SearchBatcher, UserTask
 from recsys.serving.catalog import Catalog
 from recsys.serving.config import ServingConfig
 from recsys.serving.errors import NotReadyError, UnknownItemError
+from recsys.serving.events import EventLog
 from recsys.serving.hotswap import HotSwap, iso
+from recsys.serving.live import LiveHistories
 from recsys.serving.models import EncoderSource, RankerSource
-from recsys.serving.results import Recommendation, RecommendResult
+from recsys.serving.results import EventsResult, Recommendation, RecommendResult
 from recsys.serving.state import ServingState
 from recsys.serving.validation import (
+    check_events,
     check_flag,
     check_history,
     check_id,
@@ -91,9 +100,20 @@ class Recommender:
     """The serving facade (see the module doc). Build it with `Recommender.load`."""
 
     def __init__(
-        self, swap: HotSwap, *, config: ServingConfig, stats: dict[str, Any], stats_lock: threading.Lock
+        self,
+        swap: HotSwap,
+        *,
+        config: ServingConfig,
+        stats: dict[str, Any],
+        stats_lock: threading.Lock,
+        events: EventLog | None = None,
     ) -> None:
         self._swap = swap
+        self.events = events  # None: `add_events` is refused (a host's recommender built without a log)
+        self.live = LiveHistories()
+        if events is not None:
+            replayed = self.live.catch_up(events)
+            log.info("event log %s: %d events replayed into the histories", events.path, replayed)
         self.config = config
         self.stats = stats  # counters (swaps and refusals counted by the hot swap), under `_stats_lock`
         self._stats_lock = stats_lock
@@ -157,10 +177,12 @@ class Recommender:
             "user_vector": {"cached": 0, "encoded": 0},
             "cold_start": 0,
             "ranker_errors": 0,
+            "events": {"accepted": 0, "duplicates": 0, "unknown_items": 0},
         }
         stats_lock = threading.Lock()
         swap = HotSwap.load(index_store, current, catalog, encoder_source, ranker_source, config, stats, stats_lock)
-        return cls(swap, config=config, stats=stats, stats_lock=stats_lock)
+        events = EventLog(config.event_log or layout.events)
+        return cls(swap, config=config, stats=stats, stats_lock=stats_lock, events=events)
 
     # ---------------------------------------------------------------------------------- facts
     @property
@@ -214,10 +236,10 @@ class Recommender:
         how: str | None = None
         if query == "user":
             user_id = check_id(user_id, "user_id")
-            found = state.catalog.history(user_id)
+            found, live = self.live.history(state.catalog, user_id)
             if found is not None:
                 newest, stamps = found.item_ids, found.ts_us
-                vector = state.users.fresh(user_id, found.last_ts_us)
+                vector = None if live else state.users.fresh(user_id, found.last_ts_us)
                 how = "cached"
                 if vector is None:
                     vector, how = self._user_vector(state, newest, stamps, timings), "encoded"
@@ -293,6 +315,34 @@ class Recommender:
             state.encoder_version,
             timings_ms={name: round(value, 3) for name, value in timings.items()},
         )
+
+    def add_events(self, events: Sequence[Mapping[str, Any]]) -> EventsResult:
+        """Log a batch of events durably, then apply them to the users' histories; what happened to each.
+
+        `events`: 1 to `config.max_events` mappings `{event_id, user_id, item_id, ts?, event?, weight?}`
+        (`validation.check_events`; bad input is a `DataError` naming `events[i].field`). An item the
+        catalog lacks is not logged and reported `unknown_item`; an `event_id` already logged is a
+        `duplicate` (a retry), the rest are `accepted`. Returns only after the log's fsynced commit.
+        """
+        if self.events is None:
+            raise NotReadyError("this recommender has no event log")
+        checked = check_events(events, self.config)
+        catalog = self._swap.state.catalog
+        known = [event for event in checked if event.item_id in catalog]
+        inserted, commit_ms = self.events.append(known) if known else ([], 0.0)
+        self.live.apply(event for event, new in zip(known, inserted, strict=True) if new)
+        new_of = {id(event): new for event, new in zip(known, inserted, strict=True)}
+        statuses = [
+            "unknown_item" if id(event) not in new_of else ("accepted" if new_of[id(event)] else "duplicate")
+            for event in checked
+        ]
+        result = EventsResult([event.event_id for event in checked], statuses, round(commit_ms, 3))
+        with self._stats_lock:
+            counts = self.stats["events"]
+            counts["accepted"] += result.accepted
+            counts["duplicates"] += result.duplicates
+            counts["unknown_items"] += result.unknown_items
+        return result
 
     # ----------------------------------------------------------------------------- internals
     def _user_vector(
@@ -566,11 +616,22 @@ class Recommender:
         Everything new is loaded and validated while the old state keeps serving; the swap is one
         assignment. Failures are refused (logged, listed in `status()`), never raised (`hotswap.py`).
         """
-        return self._swap.refresh()
+        return self._swap.refresh() + self._tail_events()
+
+    def _tail_events(self) -> list[str]:
+        """Apply what other processes (workers of one service) appended to the shared event log."""
+        if self.events is None:
+            return []
+        try:
+            added = self.live.catch_up(self.events)
+        except Exception:  # a locked or unreadable log must not stop the hot-swap checks
+            log.warning("could not read new events from %s", self.events.path, exc_info=True)
+            return []
+        return [f"{added} events from the log"] if added else []
 
     def start_polling(self, interval: float | None = None) -> None:
         """Run `refresh` every `interval` seconds (default: the config's) in a daemon thread."""
-        self._swap.start_polling(interval)
+        self._swap.start_polling(interval, also=self._tail_events)
 
     # -------------------------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
@@ -599,6 +660,9 @@ class Recommender:
             "swaps": self.stats["swaps"],
             "refused": swap.refusals(),
             "warm_up": self._warm_up,
+            "event_log": None if self.events is None else str(self.events.path),
+            "live_events": len(self.live),
+            "live_users": self.live.users,
         }
 
     def close(self) -> None:
@@ -606,6 +670,8 @@ class Recommender:
         self._swap.stop_polling()
         self._batcher.close()
         self._searcher.close()
+        if self.events is not None:
+            self.events.close()
 
     def __enter__(self) -> Recommender:
         return self

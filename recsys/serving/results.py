@@ -55,3 +55,41 @@ class RecommendResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EventsResult:
+    """What `add_events` did with a batch: each event's status, in the batch's order, and the commit time.
+
+    - `statuses[i]`: `accepted` (logged now), `duplicate` (its `event_id` was logged before: a retry),
+      or `unknown_item` (the catalog lacks the item: not logged).
+    - `commit_ms`: the log's fsynced commit (0 when nothing was written).
+    """
+
+    event_ids: list[str]
+    statuses: list[str]
+    commit_ms: float = 0.0
+
+    @property
+    def accepted(self) -> int:
+        return self.statuses.count("accepted")
+
+    @property
+    def duplicates(self) -> int:
+        return self.statuses.count("duplicate")
+
+    @property
+    def unknown_items(self) -> int:
+        return self.statuses.count("unknown_item")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "unknown_items": self.unknown_items,
+            "events": [
+                {"event_id": event_id, "status": status}
+                for event_id, status in zip(self.event_ids, self.statuses, strict=True)
+            ],
+            "commit_ms": self.commit_ms,
+        }

@@ -8,13 +8,14 @@ can carry, so they are a 422 like any other bad value.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 from pydantic.json_schema import JsonValue
 
 from recsys.serving.config import ServingConfig
-from recsys.serving.validation import MAX_ID_CHARS, blank_problem, unicode_problem
+from recsys.serving.validation import MAX_EVENT_KIND_CHARS, MAX_ID_CHARS, blank_problem, unicode_problem
 
 MAX_FILTERS = 16
 MAX_FILTER_VALUES = 100
@@ -120,6 +121,64 @@ def request_model(config: ServingConfig) -> type[BaseModel]:
             return self
 
     return RecommendRequest
+
+
+EventKind = Annotated[StrictStr, Field(min_length=1, max_length=MAX_EVENT_KIND_CHARS), AfterValidator(_valid_unicode)]
+EVENT_EXAMPLE: JsonValue = {
+    "events": [{"event_id": "3f6c-0001", "user_id": "42", "item_id": "318", "event": "click"}],
+}
+
+
+class EventIn(BaseModel):
+    """One interaction that just happened."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: Id = Field(
+        description="The client's unique id of this event: a retry with the same id is stored once.",
+        examples=["3f6c-0001"],
+    )
+    user_id: Id = Field(description="Who acted (a new user id is fine: it starts a history).", examples=["42"])
+    item_id: Id = Field(description="A catalog item id (unknown ones are reported, not stored).", examples=["318"])
+    ts: datetime | None = Field(
+        None,
+        description="When it happened: ISO 8601 (no zone: UTC) or Unix seconds, from 1900 to a day ahead. "
+        "Absent or null: the time the service received it.",
+    )
+    event: EventKind | None = Field(None, description="The kind of event, e.g. click, view, rating.")
+    weight: float | None = Field(None, allow_inf_nan=False, description="An optional strength (a rating, say).")
+
+
+def events_model(config: ServingConfig) -> type[BaseModel]:
+    """The `POST /v1/events` body class with this config's batch bound."""
+
+    class EventsRequest(BaseModel):
+        """A batch of events (at most `ServingConfig.max_events`), stored durably before the response."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EVENT_EXAMPLE]})
+
+        events: Annotated[list[EventIn], Field(min_length=1, max_length=config.max_events)] = Field(
+            description=f"1 to {config.max_events} events. Each is validated; the batch is stored in one "
+            "fsynced transaction."
+        )
+
+    return EventsRequest
+
+
+class EventStatus(BaseModel):
+    event_id: str
+    status: Literal["accepted", "duplicate", "unknown_item"] = Field(
+        description="accepted: stored now; duplicate: this event_id was stored before (a retry); "
+        "unknown_item: the catalog lacks the item, not stored."
+    )
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(ge=0, description="Events stored by this request.")
+    duplicates: int = Field(ge=0, description="Events whose event_id was already stored (not counted again).")
+    unknown_items: int = Field(ge=0, description="Events naming an item the catalog lacks (not stored).")
+    events: list[EventStatus] = Field(description="Each event's status, in the order sent.")
+    commit_ms: float = Field(description="Milliseconds of the log's fsynced commit.")
 
 
 class RecommendedItem(BaseModel):

@@ -7,15 +7,23 @@ Each raises `DataError` naming the field in `column` (the HTTP layer turns it in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from recsys.errors import DataError
 from recsys.serving.config import ServingConfig
+from recsys.serving.events import Event
 
 MAX_ID_CHARS = 256
+MAX_EVENT_KIND_CHARS = 64
+EVENT_FIELDS = ("event_id", "user_id", "item_id", "ts", "event", "weight")
+MIN_EVENT_TS_US = -2_208_988_800 * 10**6  # 1900-01-01: the ranker's time origin
+FUTURE_SLACK_US = 86_400 * 10**6  # clocks disagree; a day ahead is a bug, not skew
 QUERIES = ("user_id", "history", "text")
 
 
@@ -88,3 +96,57 @@ def check_text(text: Any, config: ServingConfig) -> str:
     if problem is not None:
         raise DataError(problem, column="text")
     return text
+
+
+def check_events(events: Any, config: ServingConfig, now_us: int | None = None) -> list[Event]:
+    """A batch of 1 to `config.max_events` event mappings, checked (`DataError` naming `events[i].field`).
+
+    `ts`: a datetime (naive is UTC), Unix seconds, or an ISO 8601 string; absent: `now_us` (the time
+    of receipt). Times before 1900 or over a day ahead are refused.
+    """
+    if isinstance(events, str | bytes | Mapping) or not isinstance(events, Sequence):
+        raise DataError("must be a list of events", column="events")
+    if not 1 <= len(events) <= config.max_events:
+        raise DataError(f"must hold 1 to {config.max_events} events, got {len(events)}", column="events")
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    return [_check_event(raw, f"events[{i}]", now) for i, raw in enumerate(events)]
+
+
+def _check_event(raw: Any, where: str, now_us: int) -> Event:
+    if not isinstance(raw, Mapping):
+        raise DataError("must be an object with event_id, user_id and item_id", column=where)
+    unknown = sorted(str(key) for key in raw if key not in EVENT_FIELDS)
+    if unknown:
+        raise DataError(f"unknown field(s) {unknown}; known: {list(EVENT_FIELDS)}", column=where)
+    ids = [check_id(raw.get(name), f"{where}.{name}") for name in ("event_id", "user_id", "item_id")]
+    kind = raw.get("event")
+    if kind is not None and (not isinstance(kind, str) or not 1 <= len(kind) <= MAX_EVENT_KIND_CHARS):
+        raise DataError(f"must be a string of 1 to {MAX_EVENT_KIND_CHARS} characters", column=f"{where}.event")
+    if kind is not None:
+        check_unicode(kind, f"{where}.event")
+    weight = raw.get("weight")
+    if weight is not None and (
+        isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight)
+    ):
+        raise DataError("must be a finite number", column=f"{where}.weight")
+    ts = event_ts_us(raw.get("ts"), f"{where}.ts", now_us)
+    return Event(ids[0], ids[1], ids[2], ts, kind, None if weight is None else float(weight))
+
+
+def event_ts_us(value: Any, column: str, now_us: int) -> int:
+    """An event time as Unix microseconds (see `check_events`)."""
+    if value is None:
+        return now_us
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise DataError(f"not an ISO 8601 time: {value[:40]!r}", column=column) from None
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DataError("must be a time: ISO 8601 text or Unix seconds", column=column)
+    us = round(value * 1_000_000)
+    if not MIN_EVENT_TS_US <= us <= now_us + FUTURE_SLACK_US:
+        raise DataError("must lie between 1900 and a day from now", column=column)
+    return us
