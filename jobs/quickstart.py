@@ -17,7 +17,8 @@ Steps (each skipped when its output is already complete, so a rerun only re-serv
  8. A/B        fine-tuned vs frozen, and encoder vs encoder + ranker -> work/ab-*/report.md
  9. lists      every system's test top-50 (`user_id, item_id, rank`) -> work/lists/*.parquet
 10. serve      `recsys serve` on a free loopback port; sample requests over HTTP; a few users' histories
-               printed beside their recommendations, with titles; the server is stopped
+               printed beside their recommendations, with titles; one user's click posted as an event
+               (`POST /v1/events`) and their recommendations before and after it; the server is stopped
 11. summary    quality table, where everything is, and the MLflow UI command
 
 All state lives under `--work` (MLflow's embedded SQLite store included, unless MLFLOW_TRACKING_URI
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -399,18 +401,39 @@ def serve_and_sample(paths: dict[str, Path], config: QuickstartConfig) -> dict[s
                 config.echo(
                     "  recommended: " + " | ".join(titles.get(i.get("item_id"), i.get("item_id")) for i in items)
                 )
+            event_demo = _event_demo(client, samples[0], titles, config.echo) if samples else None
             text = client.post("/v1/recommend", json={"text": _sample_text(titles), "k": 3}).json()
             config.echo(
                 "\nfree text query -> "
                 + " | ".join(titles.get(i.get("item_id"), i.get("item_id")) for i in text.get("items", []))
             )
-        return {"port": port, "ready": ready, "samples": samples, "log": str(log_file)}
+        return {"port": port, "ready": ready, "samples": samples, "event_demo": event_demo, "log": str(log_file)}
     finally:
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def _event_demo(client: Any, sample: dict[str, Any], titles: dict[str, str], echo: Callable[[str], None]) -> dict:
+    """Post an event (the user picks their top recommendation) and show the next recommendations change.
+
+    The event is logged durably (`POST /v1/events`), the item joins the user's history at once: the
+    next `/v1/recommend` excludes it as seen and encodes the updated history.
+    """
+    user, before = sample["user_id"], sample["recommended"]
+    event = {"event_id": f"quickstart-{uuid.uuid4().hex}", "user_id": user, "item_id": before[0], "event": "click"}
+    posted = client.post("/v1/events", json={"events": [event]})
+    posted.raise_for_status()
+    response = client.post("/v1/recommend", json={"user_id": user, "k": len(before)})
+    response.raise_for_status()
+    after = [item["item_id"] for item in response.json()["items"]]
+    clicked = titles.get(before[0], before[0])
+    echo(f"\nuser {user} clicks {clicked} (POST /v1/events: {posted.json()['accepted']} accepted)")
+    echo("  before: " + " | ".join(titles.get(i, i) for i in before))
+    echo("  after:  " + " | ".join(titles.get(i, i) for i in after))
+    return {"user_id": user, "event": event, "before": before, "after": after, "changed": after != before}
 
 
 def _sample_text(titles: dict[str, str]) -> str:

@@ -11,6 +11,8 @@ service share the loaders of `encoders.registry` and `ranking.registry`.
 - `state.py`        the immutable serving state a request reads once; user-vector cache; filter masks;
                     the index vectors the ranker's features read
 - `catalog.py`      titles, texts, filters, histories and popularity from the dataset folder
+- `events.py`       the SQLite event log of `POST /v1/events` (durable, idempotent); `live.py` the
+                    events laid over the catalog's histories until the dataset has them
 - `models.py`       encoder and ranker sources (registry aliases, folders, objects)
 - `batcher.py`      one encoder thread that batches concurrent requests
 - `app.py`          the FastAPI app; `schemas.py` its bodies; `middleware.py` request id, keys, body limit
