@@ -86,6 +86,11 @@ class SequenceTrainConfig:
     # ... scored on this many random targets a step: it trains only the text projection, which needs
     # far fewer than the tower; the whole batch cost +60% a step, 256 costs ~nothing (ml-latest-small).
     text_loss_targets: int = 256
+    # Exponential moving average of the weights, per step (0 = off, chosen on validation: decay 0.99
+    # smoothed the curve but did not raise it, BENCHMARKS "Tried since"): what validation scores, what
+    # early stopping keeps and what a refit serves. Validation NDCG@10 at 610 users moves by
+    # ±0.004 epoch to epoch; the average keeps the noise of the last steps out of the served model.
+    ema_decay: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +100,8 @@ class SequenceTrainConfig:
             raise ConfigError(f"holdout_tail must be >= 0, got {self.holdout_tail}")
         if self.text_loss < 0:
             raise ConfigError(f"text_loss must be >= 0, got {self.text_loss}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.text_loss_targets < 1:
             raise ConfigError(f"text_loss_targets must be >= 1, got {self.text_loss_targets}")
 
@@ -113,7 +120,7 @@ class TrainReport:
     examples_per_second: float
     refit_epochs: int = 0
     refit_seconds: float = 0.0
-    curve: list[tuple[int, float, float]] = field(default_factory=list)
+    curve: list[tuple[float, ...]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -363,7 +370,7 @@ def _fit(
     progress: bool,
     valid: tuple[SequenceHistories, dict[str, int], np.ndarray] | None,
     label: str,
-) -> tuple[SequenceTower, list[tuple[int, float, float]], int, float, int, int]:
+) -> tuple[SequenceTower, list[tuple[float, ...]], int, float, int, int]:
     """One training run; with `valid`, early-stopped and rolled back to the best evaluation."""
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -380,8 +387,9 @@ def _fit(
     steps_per_epoch = len(_batches(windows, tc.tokens_per_batch, np.random.default_rng(0)))
     total = steps_per_epoch * tc.epochs  # a refit stops early on the same schedule as the run it repeats
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_warmup(s, total, max(1, total // 50)))
+    average = WeightAverage(model, tc.ema_decay) if tc.ema_decay > 0 else None
     best_state, best_ndcg, best_epoch, bad = None, -1.0, 0, 0
-    curve: list[tuple[int, float, float]] = []
+    curve: list[tuple[float, ...]] = []
     started, examples, epoch = time.perf_counter(), 0, 0
     bar = _progress_bar(epochs, progress, label)
     for epoch in range(1, epochs + 1):
@@ -400,18 +408,22 @@ def _fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             n = int(keep.sum())
             loss_sum, loss_count = loss_sum + float(loss.detach()) * n, loss_count + n
         examples += loss_count
+        kept = average.model if average is not None else model
         if valid is not None and (epoch % tc.eval_every == 0 or epoch == epochs):
             valid_hist, targets_of, allowed = valid
-            ndcg = ndcg10_of_targets(
-                user_vectors(model, valid_hist, config.max_len), item_matrix(model), valid_hist, targets_of, allowed
-            )
-            curve.append((epoch, loss_sum / max(1, loss_count), ndcg))
+            ndcg = _valid_ndcg(kept, valid_hist, targets_of, allowed)
+            point: tuple[float, ...] = (epoch, loss_sum / max(1, loss_count), ndcg)
+            if average is not None:  # the raw weights' score beside it: what the average buys
+                point += (_valid_ndcg(model, valid_hist, targets_of, allowed),)
+            curve.append(point)
             if ndcg > best_ndcg:
                 best_ndcg, best_epoch, bad = ndcg, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(kept.state_dict())
             else:
                 bad += 1
             if bar is not None:
@@ -426,12 +438,49 @@ def _fit(
             break
     if bar is not None:
         bar.close()
+    if average is not None:
+        model = average.model
     if best_state is not None:
         model.load_state_dict(best_state)
     if valid is None:
         best_epoch = epoch
     model.eval()
     return model, curve, best_epoch, best_ndcg, epoch, examples
+
+
+def _valid_ndcg(model: SequenceTower, hist: SequenceHistories, targets: dict[str, int], allowed: np.ndarray) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        return ndcg10_of_targets(
+            user_vectors(model, hist, model.config.max_len), item_matrix(model), hist, targets, allowed
+        )
+    finally:
+        model.train(was_training)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (`SequenceTrainConfig.ema_decay`).
+
+    The decay ramps up over the first steps ((1 + step) / (10 + step), as TensorFlow's
+    ExponentialMovingAverage does), so the average does not remember the random initialisation.
+    Buffers (text vectors, warm rows) are copied, not averaged.
+    """
+
+    def __init__(self, model: SequenceTower, decay: float) -> None:
+        self.model = copy.deepcopy(model)
+        self.model.eval()
+        self.decay = decay
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, model: SequenceTower) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        averaged: list[torch.Tensor] = list(self.model.parameters())
+        current: list[torch.Tensor] = list(model.parameters())
+        torch._foreach_mul_(averaged, decay)
+        torch._foreach_add_(averaged, current, alpha=1 - decay)
 
 
 def _progress_bar(total: int, enabled: bool, label: str):

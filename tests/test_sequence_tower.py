@@ -28,6 +28,7 @@ from encoders.sequence import (
 )
 from encoders.sequence_training import (
     SequenceTrainConfig,
+    WeightAverage,
     _batches,
     _seen_rows,
     _text_only_loss,
@@ -335,3 +336,40 @@ def test_text_loss_trains_the_text_part_and_leaves_the_user_tower_alone():
         SequenceTrainConfig(text_loss_targets=0).check()
     few = _text_only_loss(model, states[:, -2], targets, SequenceTrainConfig(text_loss_targets=3), None, None)
     assert torch.isfinite(few) and few.requires_grad
+
+
+def test_weight_average_follows_the_model_and_leaves_buffers_alone():
+    """The average starts at the model, moves a decayed step towards it, and copies no training state."""
+    text = np.random.default_rng(0).normal(size=(11, 4)).astype(np.float32)
+    model = build_model(text, np.ones(11, bool), SequenceConfig(dim=8, heads=2, max_len=5, items="hybrid"))
+    average = WeightAverage(model, decay=0.9)
+    assert not average.model.training
+    before = average.model.text_proj.weight.detach().clone()
+    with torch.no_grad():
+        model.text_proj.weight.add_(1.0)
+    average.update(model)
+    moved = average.model.text_proj.weight - before
+    # step 1: decay min(0.9, 2 / 11) = 0.18, so the average moves 82% of the way to the model
+    assert torch.allclose(moved, torch.full_like(moved, 1 - 2 / 11), atol=1e-5)
+    assert average.model.text is not model.text and torch.equal(average.model.text, model.text)
+
+
+def test_averaged_training_keeps_and_scores_the_average():
+    """With `ema_decay` the kept model is the average; the curve carries the raw weights' score beside it."""
+    log = _cycle_log()
+    split = leave_last_out(log)
+    index = {item: row + 1 for row, item in enumerate(sorted(log["item_id"].unique().to_list(), key=int))}
+    text = np.vstack([np.zeros((1, 6), np.float32), np.random.default_rng(1).normal(size=(len(index), 6))])
+    allowed = np.r_[False, np.ones(len(index), bool)]
+    train_hist = histories(split.history("valid"), index)
+    valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
+    config = SequenceConfig(dim=32, layers=1, max_len=16, dropout=0.1, items="id")
+    train_config = SequenceTrainConfig(epochs=40, tokens_per_batch=256, lr=3e-3, patience=40, threads=1, ema_decay=0.9)
+    model, report = train_sequence_tower(
+        train_hist, valid_targets, text, np.ones(len(index) + 1, bool), allowed, config, train_config, progress=False
+    )
+    assert all(len(point) == 4 for point in report.curve)
+    assert report.best_valid_ndcg10 > 0.8
+    assert _ndcg10(model, train_hist, valid_targets) == pytest.approx(report.best_valid_ndcg10)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        SequenceTrainConfig(ema_decay=1.0).check()
