@@ -37,6 +37,8 @@ from recsys.index import IndexStore, VectorIndex
 from recsys.registry import configure_mlflow, set_alias
 from recsys.serving import Recommender, ServingConfig, UnknownItemError, create_app
 from recsys.serving.catalog import Catalog
+from recsys.serving.events import Event
+from recsys.serving.live import LiveHistories
 
 ATOL = 1e-4
 
@@ -269,6 +271,25 @@ def test_catalog_filters_match_list_valued_columns_case_insensitively():
     assert catalog.matching(catalog.check_filters({"genres": "comedy"})) == {"1", "2"}
     assert catalog.matching(catalog.check_filters({"genres": ["DRAMA"], "year": "1995"})) == {"2"}
     assert catalog.matching(catalog.check_filters({"genres": "Adventure, Comedy"})) == {"1"}
+
+
+def test_served_histories_order_same_second_ties_like_the_models_and_live_events_follow():
+    """Newest first, ties by id in natural order (docs/data.md): "10" is newer than "9", as in the split.
+
+    The served history used to break ties as strings ("9" newest), so a user whose newest second
+    held items 9 and 10 was served a sequence ending in another item than the one the tower trained on.
+    """
+    items = pl.DataFrame({"item_id": ["2", "9", "10", "11"], "title": ["A", "B", "C", "D"]})
+    stamp = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    interactions = pl.DataFrame(
+        {"user_id": ["u"] * 3, "item_id": ["2", "9", "10"], "ts": [stamp - timedelta(days=1), stamp, stamp]}
+    )
+    catalog = Catalog(Dataset(items, interactions, text_template="{title}"))
+    assert catalog.history("u").item_ids == ["10", "9", "2"]
+    live = LiveHistories()
+    live.apply([Event("e1", "u", "11", int(stamp.timestamp() * 1_000_000))])
+    merged, fresh = live.history(catalog, "u")
+    assert fresh and merged.item_ids == ["11", "10", "9", "2"]
 
 
 # ------------------------------------------------------------------------------------ towers

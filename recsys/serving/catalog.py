@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.dataset import Dataset
+from recsys.data.order import chronological, ids_are_integers
 from recsys.errors import DataError
 
 DATASET_FILES = ("dataset.json", "items.parquet", "interactions.parquet")
@@ -83,6 +84,8 @@ class Catalog:
         self._tokens: dict[str, dict[str, list[str]]] = {}
         self._lock = threading.Lock()
         self._histories, self.interactions = _histories(dataset.interactions)
+        # The tie order of same-second events (`recsys.data.order`), which live events must follow too.
+        self.integer_item_ids = ids_are_integers(dataset.interactions["item_id"])
         self.popular, self.popular_counts, self.popular_in_window = _popularity(
             dataset.interactions, self.item_ids, self.popular_days
         )
@@ -154,10 +157,10 @@ class Catalog:
 
 
 def _histories(interactions: pl.DataFrame) -> tuple[dict[str, tuple[list[str], np.ndarray]], int]:
-    """user -> (item ids newest first, their Unix microseconds)."""
+    """user -> (item ids newest first, their Unix microseconds), same-second ties in the models' order."""
     grouped = (
-        interactions.select("user_id", "item_id", pl.col("ts").dt.epoch("us").alias("us"))
-        .sort(["user_id", "us", "item_id"], descending=[False, True, True])
+        chronological(interactions.select("user_id", "item_id", "ts"), descending=True)
+        .with_columns(pl.col("ts").dt.epoch("us").alias("us"))
         .group_by("user_id", maintain_order=True)
         .agg("item_id", "us")
     )

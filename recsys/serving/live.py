@@ -16,7 +16,7 @@ poll interval). An event is applied once, by `event_id`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -55,8 +55,8 @@ class LiveHistories:
     def history(self, catalog: Catalog, user_id: str) -> tuple[UserHistory | None, bool]:
         """The user's history, newest first, with the live events merged in; and whether any was new to it.
 
-        Ordered like the catalog's ((ts, item_id) descending); an event the catalog already has at the
-        same (item, time) is not added again.
+        Ordered like the catalog's (time, then item id in natural order, descending); an event the
+        catalog already has at the same (item, time) is not added again.
         """
         base = catalog.history(user_id)
         with self._lock:
@@ -68,7 +68,7 @@ class LiveHistories:
         fresh = [pair for pair in dict.fromkeys(live) if pair not in seen]
         if not fresh:
             return base, False
-        merged = sorted([*own, *fresh], reverse=True)
+        merged = sorted([*own, *fresh], key=_natural_order(catalog.integer_item_ids, own, fresh), reverse=True)
         return UserHistory([item for _, item in merged], np.asarray([ts for ts, _ in merged], dtype=np.int64)), True
 
     @property
@@ -79,3 +79,12 @@ class LiveHistories:
     def __len__(self) -> int:
         with self._lock:
             return len(self._ids)
+
+
+def _natural_order(
+    integer_ids: bool, *pairs: list[tuple[int, str]]
+) -> Callable[[tuple[int, str]], tuple[int, int]] | None:
+    """Sort key of (ts, item id) pairs: same-second ties by id in natural order (`recsys.data.order`)."""
+    if integer_ids and all(item.isdigit() for group in pairs for _, item in group):
+        return lambda pair: (pair[0], int(pair[1]))
+    return None
