@@ -46,16 +46,28 @@ def tiny_vocab() -> list[str]:
     return list(seen)
 
 
-def make_tiny_bert(path: str | Path, *, seed: int = 0, max_position_embeddings: int = 128) -> Path:
+def make_tiny_bert(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    max_position_embeddings: int = 128,
+    hidden_size: int = HIDDEN_SIZE,
+    num_layers: int = NUM_LAYERS,
+    num_heads: int = NUM_HEADS,
+    vocab_size: int | None = None,
+) -> Path:
     """Write a tiny random `BertModel` (hidden 32, 2 layers, 2 heads) and its tokenizer to `path`.
 
     Returns the folder. Loadable offline by `AutoModel.from_pretrained(path, local_files_only=True)`
     and `AutoTokenizer.from_pretrained(path, local_files_only=True)`, and therefore by
-    `TextEncoder.from_pretrained(path)`.
+    `TextEncoder.from_pretrained(path)`. The shape arguments (and `vocab_size`, reached with made-up
+    words `w0`, `w1`, ...) let `benchmarks/gpu_check.py` write a random stand-in of a real model's
+    size when the real one is not installed: speed depends on the shape, not the weights.
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
+    vocab += [f"w{i}" for i in range(max(0, (vocab_size or 0) - len(vocab)))]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer_config = {
         "tokenizer_class": "BertTokenizer",
@@ -71,10 +83,10 @@ def make_tiny_bert(path: str | Path, *, seed: int = 0, max_position_embeddings: 
 
     config = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=HIDDEN_SIZE,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=NUM_HEADS,
-        intermediate_size=4 * HIDDEN_SIZE,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
         max_position_embeddings=max_position_embeddings,
         pad_token_id=0,
     )
