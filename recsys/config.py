@@ -10,7 +10,16 @@ Resolution order, highest first:
   `MLFLOW_TRACKING_URI` (a real MLflow server or any store MLflow understands);
 - defaults: work dir `./.recsys`, prefix `recsys`, and the *embedded* store: SQLite tracking and
   registry at `<work dir>/mlflow.db` with artifacts under `<work dir>/mlartifacts`. A tracking URI
-  that names exactly that SQLite file is the embedded store too (MLflow exports the URI it was given).
+  that names that very SQLite file (absolute or relative to the current folder) is the embedded store
+  too (MLflow exports the URI it was given, and `mlflow ui` users paste the relative form).
+
+Where experiment artifacts go (`Settings.artifact_root`), so that no command litters the folder it is
+run from with MLflow's default `./mlruns`:
+- embedded store: `<work dir>/mlartifacts`;
+- any other SQLite file: `mlartifacts` beside that file (the database and its files travel together);
+- another database URI used directly (postgresql://, mysql://, mssql://): `<work dir>/mlartifacts`;
+- a tracking server (http://, https://, databricks) or a file store: `None`, the server (or store)
+  decides, e.g. `mlflow server --artifacts-destination ...`.
 
 This module is ground floor and import-light: no mlflow, no torch.
 """
@@ -22,6 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from recsys.errors import ConfigError
 
@@ -32,6 +42,11 @@ PREFIX_ENV = "RECSYS_PREFIX"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
+
+# SQLAlchemy dialects MLflow accepts as a tracking store (mlflow.store.db.db_types), without importing
+# mlflow here: a URI with one of these schemes (optionally `+driver`) is a database used directly, so
+# nobody but recsys chooses where its experiments' artifacts go.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 # Registered-model names become parts of `models:/<name>@<alias>` URIs and of file paths, so the
 # prefix is kept to characters that survive both; '@' and '/' would make URIs ambiguous.
@@ -54,11 +69,13 @@ class Settings:
             )
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
         if self.tracking_uri is not None and (
-            not self.tracking_uri.strip() or self.tracking_uri.strip() == self._embedded_uri()
+            not self.tracking_uri.strip()
+            or self.tracking_uri.strip() == self._embedded_uri()
+            or sqlite_file(self.tracking_uri) == self.db_path
         ):
             # `configure_mlflow` exports the embedded store's URI to MLFLOW_TRACKING_URI (MLflow does, for
-            # child processes); read back, it is still the embedded store, not an external server, so
-            # experiments keep their artifacts under `home` rather than in ./mlruns.
+            # child processes), and a user may export the `mlflow ui` form `sqlite:///.recsys/mlflow.db`;
+            # read back, either is still the embedded store, not an external one.
             object.__setattr__(self, "tracking_uri", None)
 
     @property
@@ -72,9 +89,25 @@ class Settings:
         return self.home / DB_FILE
 
     @property
-    def artifact_root(self) -> Path:
-        """The embedded artifact folder; experiments created by recsys store their files here."""
-        return self.home / ARTIFACTS_DIR
+    def database(self) -> bool:
+        """True when MLflow talks to a database itself (embedded or not) rather than to a server.
+
+        Then MLflow's own default for a new experiment's artifacts is `./mlruns` of whatever folder
+        the command runs in, so recsys must name the location (see `artifact_root`).
+        """
+        return self.tracking_uri is None or _scheme(self.tracking_uri) in DATABASE_SCHEMES
+
+    @property
+    def artifact_root(self) -> Path | None:
+        """Folder under which experiments created by recsys store their files; `None`: the server decides.
+
+        See the module doc: beside the SQLite file, else under `home`; `None` for a tracking server
+        or a file store, which have an artifact root of their own.
+        """
+        if not self.database:
+            return None
+        database = sqlite_file(self.tracking_uri) if self.tracking_uri is not None else self.db_path
+        return (database.parent if database is not None else self.home) / ARTIFACTS_DIR
 
     @property
     def mlflow_uri(self) -> str:
@@ -93,6 +126,26 @@ class Settings:
 
 
 MODEL_KINDS = ("encoder", "ranker")
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The absolute database file a `sqlite://` URI names; `None` for other URIs and in-memory databases.
+
+    A relative path is relative to the current folder, as SQLAlchemy opens it.
+    """
+    text = uri.strip()
+    if _scheme(text) != "sqlite" or "///" not in text:
+        return None
+    path = unquote(text.split("///", 1)[1].split("?", 1)[0])
+    if not path or path == ":memory:":
+        return None
+    return Path(path).expanduser().resolve()
+
+
+def _scheme(uri: str) -> str:
+    """`postgresql` for `postgresql+psycopg2://...`; empty for a plain path."""
+    scheme, sep, _ = uri.strip().partition("://")
+    return scheme.split("+", 1)[0].lower() if sep else ""
 
 
 def load_settings(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from recsys.config import MODEL_KINDS, Settings, load_settings
+from recsys.config import MODEL_KINDS, Settings, load_settings, sqlite_file
 from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -63,10 +63,11 @@ def configure_mlflow(settings: Settings | None = None) -> str:
     global _active
     settings = settings or load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
-    if settings.embedded:
+    if settings.artifact_root is not None:
         settings.artifact_root.mkdir(parents=True, exist_ok=True)
         # The first use of a fresh SQLite store runs schema migrations that log a dozen INFO lines.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    _prepare_store(settings)
     uri = settings.mlflow_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -98,9 +99,10 @@ def model_name(kind: str, prefix: str | None = None) -> str:
 def ensure_experiment(name: str, settings: Settings | None = None) -> str:
     """Id of experiment `name`, created if missing.
 
-    In the embedded store a new experiment's artifacts go to `<work dir>/mlartifacts/<name>`;
-    without that, MLflow would put them in `./mlruns` under whatever the current directory is.
-    A server (`MLFLOW_TRACKING_URI`) decides artifact locations itself.
+    When MLflow talks to a database itself (the embedded store, another SQLite file, a database URI),
+    a new experiment's artifacts go to `<settings.artifact_root>/<name>`; without that, MLflow would
+    put them in `./mlruns` under whatever the current directory is. A tracking server decides
+    artifact locations itself (its `--artifacts-destination` / `--default-artifact-root`).
     """
     settings = settings or active_settings()
     if not name or not name.strip():
@@ -115,7 +117,7 @@ def ensure_experiment(name: str, settings: Settings | None = None) -> str:
             )
         return str(found.experiment_id)
     location = None
-    if settings.embedded:
+    if settings.artifact_root is not None:
         folder = settings.artifact_root / re.sub(r"[^\w.-]", "_", name.strip())
         folder.mkdir(parents=True, exist_ok=True)
         location = folder.as_uri()
@@ -265,7 +267,29 @@ def _client(settings: Settings) -> MlflowClient:
 
     if settings.embedded:
         settings.home.mkdir(parents=True, exist_ok=True)
+    _prepare_store(settings)
     return MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+
+
+def _prepare_store(settings: Settings) -> None:
+    """Create a SQLite store recsys talks to with its artifact root, before MLflow creates it its own way.
+
+    MLflow creates a new database with a 'Default' experiment (id 0) whose artifacts go to `./mlruns/0`
+    of the current folder, fixed forever in the database; `mlflow run` without an experiment and
+    plain `mlflow.start_run()` log there. Creating the schema here, with the artifact root, puts that
+    experiment beside the others. A store that exists is left as it is; servers are not touched.
+    """
+    root = settings.artifact_root
+    database = settings.db_path if settings.embedded else sqlite_file(settings.mlflow_uri)
+    if root is None or database is None or database.exists():
+        return
+    # local (c): keeps mlflow out of `import recsys.registry` (tests/test_registry.py guards it)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a dozen INFO lines of schema migrations
+    SqlAlchemyStore(settings.mlflow_uri, root.as_uri())
 
 
 def _quote(name: str) -> str:

@@ -8,7 +8,9 @@
 - `mlflow_store`: an embedded SQLite MLflow store under a temporary home, configured as this process's
   tracking and registry store, with telemetry off; module-scoped (creating the schema takes seconds);
 - `mlflow_settings`: the settings of a fresh embedded store for one test (`tmp_path / "home"`), with
-  telemetry off; the code under test configures MLflow from them itself.
+  telemetry off; the code under test configures MLflow from them itself;
+- `client_cwd`: an empty current folder for one test (to check nothing is written where a user stands),
+  with MLflow's process-wide URIs and recsys' active settings restored afterwards.
 
 Heavier, module-specific worlds (trained encoders, published indexes, servers) stay in their modules
 or come from `jobs.testing.build_world`.
@@ -20,9 +22,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from encoders.testing import make_tiny_bert
+from recsys import registry
 from recsys.config import Settings, load_settings
 from recsys.data.synthetic import generate
 from recsys.registry import configure_mlflow
@@ -64,3 +68,22 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
 def mlflow_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return load_settings(home=tmp_path / "home", prefix="recsys", tracking_uri="")
+
+
+@pytest.fixture
+def client_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty folder to run from, as a user in a shell would; process-wide MLflow state restored after.
+
+    `configure_mlflow` sets MLflow's URIs, exports MLFLOW_TRACKING_URI and remembers the active settings:
+    later test modules must not inherit this test's store (or a stopped server's URI).
+    """
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(registry, "_active", registry._active)
+    tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield folder
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry_uri)
