@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from encoders.registry import resolve_encoder
 from encoders.text_training import TextTrainConfig
 from jobs.train_encoder import train_encoder
-from jobs.train_ranker import catalog_texts, item_space, stage_queries, topk_frame
+from jobs.train_ranker import catalog_texts, item_space, item_text_vectors, stage_queries, topk_frame
 from ranking.context import BehaviorContext
 from ranking.registry import load_ranker
 from ranking.training import RankerConfig, top_k
@@ -97,7 +97,10 @@ def model_topk(
         )
     config.candidates.retrieval_k = max(config.candidates.retrieval_k, k)
     texts = catalog_texts(dataset, context.item_ids)
-    vectors = item_space(loaded, context.item_ids, texts, None)
+    text_vectors = item_text_vectors(loaded, texts, None)
+    vectors = item_space(loaded, context.item_ids, texts, None, text_vectors)
+    if ranker is not None and config.item_content:
+        context.with_content(text_vectors)
     labeled = stage_queries(loaded, context, split, stage, vectors, texts, config)
     users = labeled.user_ids
     if ranker is None:

@@ -15,7 +15,9 @@ Flow on a leave-last-out split (module doc of `ranking.training` says why the qu
    order), both written as parquet (`user_id, item_id, rank`) and evaluated over every test user.
 
 Output folder: `ranker/` (model.txt + ranker.json), `run.json` (metrics, timings, report),
-`topk_test.parquet`, `topk_test_encoder.parquet`, `importance.png`, `item_vectors.npy` (cache).
+`topk_test.parquet`, `topk_test_encoder.parquet`, `importance.png`, the retrieval vectors the
+queries saw (`item_vectors.npy`, and `item_vectors_holdout.npy` when stacking), and the items' text
+vectors (`item_text_vectors.npy`: a cache per encoder version, and the ranker's item content).
 """
 
 from __future__ import annotations
@@ -71,21 +73,36 @@ def catalog_texts(dataset: Dataset, item_ids: list[str]) -> list[str]:
     return [text_of[i] for i in item_ids]
 
 
-def item_space(
-    loaded: LoadedEncoder, item_ids: list[str], texts: list[str], out: Path | None, name: str = "item_vectors"
-) -> np.ndarray:
-    """Every item's vector in the encoder's retrieval space, cached in `out` per encoder version."""
-    key = {"encoder_version": loaded.version, "items": len(item_ids)}
+def item_text_vectors(loaded: LoadedEncoder, texts: list[str], out: Path | None) -> np.ndarray:
+    """Every item's unit text vector from the encoder's text model, cached in `out` per encoder version.
+
+    The one encoding pass a ranker run makes: the retrieval spaces (`item_space`) and the item
+    content (`ranking.content`) are both computed from it.
+    """
+    key = {"encoder_version": loaded.version, "items": len(texts)}
     if out is not None:
-        cache, stamp = out / f"{name}.npy", out / f"{name}.json"
+        cache, stamp = out / "item_text_vectors.npy", out / "item_text_vectors.json"
         if cache.is_file() and stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == key:
             return np.load(cache)
-    vectors = loaded.bundle.index_vectors(item_ids, text_vectors=loaded.bundle.encode_items(texts))
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.ascontiguousarray(loaded.bundle.encode_items(texts), dtype=np.float32)
     if out is not None:
         np.save(cache, vectors)
         stamp.write_text(json.dumps(key), encoding="utf-8")
     return vectors
+
+
+def item_space(
+    loaded: LoadedEncoder,
+    item_ids: list[str],
+    texts: list[str],
+    out: Path | None,
+    text_vectors: np.ndarray | None = None,
+) -> np.ndarray:
+    """Every item's vector in the encoder's retrieval space (from `text_vectors` when given)."""
+    if text_vectors is None:
+        text_vectors = item_text_vectors(loaded, texts, out)
+    vectors = loaded.bundle.index_vectors(item_ids, text_vectors=text_vectors)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def stage_queries(
@@ -265,16 +282,19 @@ def train_ranker(
 
     started = time.perf_counter()
     texts = catalog_texts(dataset, context.item_ids)
-    vectors = item_space(loaded, context.item_ids, texts, out)
+    text_vectors = item_text_vectors(loaded, texts, out)
+    vectors = item_space(loaded, context.item_ids, texts, out, text_vectors)
+    context.with_content(text_vectors if config.item_content else None)
     # Stacking: training and validation queries see the tower as it was before their targets
     # (`EncoderBundle.ranker_training_view`); test queries and the service see the served one.
     fitting = replace(loaded, bundle=loaded.bundle.ranker_training_view())
     stacking = _stacking_report(fitting, config)
     fitting_vectors = (
-        vectors
-        if fitting.bundle is loaded.bundle
-        else item_space(fitting, context.item_ids, texts, out, name="item_vectors_holdout")
+        vectors if fitting.bundle is loaded.bundle else item_space(fitting, context.item_ids, texts, out, text_vectors)
     )
+    np.save(out / "item_vectors.npy", vectors)
+    if fitting_vectors is not vectors:
+        np.save(out / "item_vectors_holdout.npy", fitting_vectors)
     space = {"train": fitting_vectors, "valid": fitting_vectors, "test": vectors}
     encoder_of = {"train": fitting, "valid": fitting, "test": loaded}
     timings["item_vectors_s"] = round(time.perf_counter() - started, 1)

@@ -1,8 +1,10 @@
-"""Candidate generation: retrieval results plus co-visitation and recent-popularity fallbacks.
+"""Candidate generation: retrieval results plus co-visitation, text and recent-popularity sources.
 
-Why three sources: the dense retriever alone finds the target for ~40% of MovieLens users in its
+Why four sources: the dense retriever alone finds the target for ~40% of MovieLens users in its
 top 200; the items consumed right next to the user's last few items (co-visitation, point-in-time)
-add ~15 points of recall, and recent popularity is the only thing a user without history can get.
+add ~15 points of recall; the items whose text is closest to the user's recent ones
+(`ranking.content`, when the context has item text vectors) are the one source that does not come
+from behaviour; and recent popularity is the only thing a user without history can get.
 Each candidate keeps the first source that proposed it, which the ranker sees as a categorical
 feature. Seen/excluded items and items outside `allowed` never become candidates.
 """
@@ -17,8 +19,8 @@ import numpy as np
 from ranking.context import BehaviorContext
 from recsys.errors import ConfigError
 
-SOURCES = ("retrieval", "covisit", "popular")
-RETRIEVAL, COVISIT, POPULAR = range(3)
+SOURCES = ("retrieval", "covisit", "popular", "text")
+RETRIEVAL, COVISIT, POPULAR, TEXT = range(4)
 
 ItemVectors = Callable[[np.ndarray], np.ndarray]
 """Item rows -> their vectors in the retrieval space (training: a matrix slice; serving: the index)."""
@@ -31,6 +33,8 @@ class CandidateConfig:
     retrieval_k: int = 200
     covisit_k: int = 100
     popular_k: int = 50
+    # Items whose text is closest to the user's recent ones (`ranking.content`); 0, or no content, = off.
+    text_k: int = 100
     popular_days: int = 30
     recent_items: int = 5
 
@@ -41,7 +45,9 @@ class CandidateConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> CandidateConfig:
+        """Rebuild a stored config; one stored before text candidates existed keeps them off."""
         known = {k: int(v) for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
+        known.setdefault("text_k", 0)
         return cls(**known)
 
 
@@ -117,6 +123,13 @@ def _one(
             keep &= allowed[partners]
         for row in partners[keep][: config.covisit_k].tolist():
             chosen.setdefault(row, COVISIT)
+    content = context.content
+    if config.text_k and content is not None and len(query.history):
+        profile = content.profile(query.history)
+        if profile is not None:
+            banned_rows = np.fromiter(banned, np.int64, len(banned))
+            for row in content.similar(profile, banned_rows, allowed, config.text_k).tolist():
+                chosen.setdefault(row, TEXT)
     if config.popular_k:
         # Ask for enough to survive the exclusions; with a filter, look through the whole ranking.
         wanted = len(context.item_ids) if allowed is not None else config.popular_k + len(banned) + len(chosen)

@@ -5,6 +5,9 @@ Built once from a `Dataset` (items, interaction log, optional impressions) and s
 time-indexed structures (`ranking.behavior`), so asking it about time t can never reveal an event at
 or after t: point-in-time correctness is a property of the data structure, not of caller discipline.
 
+Item content (`ranking.content`, optional): one text vector per item row, attached by the caller that
+has an encoder (`with_content`), since the dataset alone holds texts, not vectors.
+
 Item metadata used as features: a release year (`year` column, or the year of `created_at`), a
 primary category (`category`, else the first of `genres`) and the set of genres for the user x
 category affinity (`genres` split on "," or "|", else the category alone). Either column may be a
@@ -25,6 +28,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from ranking.behavior import DEFAULT_COVISIT_WINDOW, CovisitPairs, KeyedEvents, to_seconds
+from ranking.content import ItemContent
 from recsys.data.order import chronological
 from recsys.errors import DataError
 
@@ -53,6 +57,8 @@ class BehaviorContext:
     genres: list[frozenset[int]]
     impressions: KeyedEvents | None = None
     clicks: KeyedEvents | None = None
+    # Item text vectors (`ranking.content`): the text candidates and similarity features; None = off.
+    content: ItemContent | None = None
     as_of: int = 0  # seconds (context epoch) just after the newest event
     origin: int = _ORIGIN
     _popular_cache: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
@@ -108,6 +114,11 @@ class BehaviorContext:
         if dataset.impressions is not None and dataset.impressions.height:
             context._add_impressions(dataset.impressions)
         return context
+
+    def with_content(self, vectors: np.ndarray | None) -> BehaviorContext:
+        """Attach the items' text vectors (row order; None detaches them); returns self."""
+        self.content = None if vectors is None else ItemContent.from_vectors(vectors, len(self.item_ids))
+        return self
 
     def _add_impressions(self, impressions: pl.DataFrame) -> None:
         known = impressions.filter(pl.col("item_id").is_in(list(self.row_of)))

@@ -30,7 +30,7 @@ class Feature:
 FEATURES: tuple[Feature, ...] = (
     Feature("interest", "retriever score: user vector . item vector"),
     Feature("retrieval_rank", "position in the retrieval list (retrieval_k when not retrieved)"),
-    Feature("source", "first candidate source: 0 retrieval, 1 co-visitation, 2 popular", categorical=True),
+    Feature("source", "first candidate source: 0 retrieval, 1 co-visitation, 2 popular, 3 text", categorical=True),
     Feature("pop_1d", "interactions with the item in the day before t"),
     Feature("pop_7d", "... in the 7 days before t"),
     Feature("pop_30d", "... in the 30 days before t"),
@@ -52,6 +52,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("forward_share", "covisit_forward / covisit_sum: how sequential the link is"),
     Feature("sim_last", "cosine of the item with the most recent history item"),
     Feature("sim_max5", "highest cosine with one of the 5 most recent items"),
+    Feature("text_sim_last", "cosine of the item's text with the most recent history item's (NaN: no content)"),
+    Feature("text_sim_profile", "cosine of the item's text with the user's text profile (ranking.content)"),
     Feature("impressions", "times the item was shown before t (NaN without impression logs)"),
     Feature("ctr", "smoothed click rate before t: (clicks + 1) / (impressions + 20)"),
 )
@@ -120,6 +122,7 @@ def compute(
     out["forward_share"] = np.where(covisit_sum > 0, forward / np.maximum(covisit_sum, 1e-12), np.nan)
     out.setdefault("sim_last", np.full(n, np.nan))
     out["sim_max5"] = sim_max
+    out["text_sim_last"], out["text_sim_profile"] = _text_similarity(context, queries, q, item, recent)
     if context.impressions is not None and context.clicks is not None:
         shown = context.impressions.total(item, t)
         out["impressions"] = shown
@@ -130,6 +133,39 @@ def compute(
     return (
         np.column_stack([out[name].astype(np.float64) for name in FEATURE_NAMES]) if n else np.zeros((0, len(FEATURES)))
     )
+
+
+def _text_similarity(
+    context: BehaviorContext, queries: list[Query], q: np.ndarray, item: np.ndarray, recent: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine with the newest history item's text, cosine with the user's text profile); NaN without content.
+
+    Per query (candidates of one query are contiguous): one [candidates, dim] x [dim, 2] product, so
+    memory stays at one query's candidates instead of three [all candidates, dim] gathers.
+    """
+    n = len(item)
+    last, profile = np.full(n, np.nan), np.full(n, np.nan)
+    content = context.content
+    if content is None or not n:
+        return last, profile
+    bounds = np.flatnonzero(np.diff(q)) + 1
+    for rows in np.split(np.arange(n), bounds):
+        query = queries[int(q[rows[0]])]
+        anchors = []
+        newest = int(recent[rows[0], 0])
+        if newest >= 0:
+            anchors.append(content.vectors[newest])
+        user_profile = content.profile(query.history)
+        if user_profile is not None:
+            anchors.append(user_profile)
+        if not anchors:
+            continue
+        scores = content.vectors[item[rows]] @ np.stack(anchors, axis=1)
+        if newest >= 0:
+            last[rows] = scores[:, 0]
+        if user_profile is not None:
+            profile[rows] = scores[:, -1]
+    return last, profile
 
 
 def _user_features(queries: list[Query]) -> dict[str, np.ndarray]:

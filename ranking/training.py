@@ -43,6 +43,8 @@ class RankerConfig:
     extra_cuts: int = 8
     graded: bool = True
     covisit_window: int = 20
+    # Give the ranker the items' text vectors (`ranking.content`): text candidates and similarities.
+    item_content: bool = True
     seed: int = 0
     threads: int = 0
 

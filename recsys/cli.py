@@ -472,6 +472,10 @@ def train_ranker_command(
     retrieval_k: int = typer.Option(200, "--retrieval-k", help="Candidates from the encoder per query."),
     covisit_k: int = typer.Option(100, "--covisit-k", help="Co-visitation candidates per query."),
     popular_k: int = typer.Option(50, "--popular-k", help="Recent-popularity candidates per query."),
+    text_k: int = typer.Option(100, "--text-k", help="Candidates by text similarity to the user's recent items."),
+    item_content: bool = typer.Option(
+        True, "--item-content/--no-item-content", help="Text candidates and text-similarity features."
+    ),
     extra_cuts: int = typer.Option(8, "--extra-cuts", help="Training targets per user from its training part."),
     graded: bool = typer.Option(True, "--graded/--binary", help="Grade labels by rating/weight when present."),
     learning_rate: float = typer.Option(0.03, "--learning-rate"),
@@ -494,7 +498,8 @@ def train_ranker_command(
     from recsys.splits import Split
 
     config = RankerConfig(
-        candidates=CandidateConfig(retrieval_k=retrieval_k, covisit_k=covisit_k, popular_k=popular_k),
+        candidates=CandidateConfig(retrieval_k=retrieval_k, covisit_k=covisit_k, popular_k=popular_k, text_k=text_k),
+        item_content=item_content,
         extra_cuts=extra_cuts,
         graded=graded,
         learning_rate=learning_rate,

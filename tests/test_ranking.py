@@ -22,7 +22,7 @@ from encoders.text_training import TextTrainConfig
 from jobs.train_encoder import train_encoder
 from jobs.train_ranker import train_ranker
 from ranking.behavior import CovisitPairs, KeyedEvents
-from ranking.candidates import CandidateConfig, Query, generate
+from ranking.candidates import TEXT, CandidateConfig, Query, generate
 from ranking.context import BehaviorContext
 from ranking.features import FEATURE_NAMES, compute
 from ranking.model import RankerModel, category_map
@@ -130,11 +130,19 @@ def _query(context: BehaviorContext, user: str, position: int, vectors: np.ndarr
     )
 
 
+def features_of(model: RankerModel, query: Query, vectors) -> np.ndarray:
+    """The text-similarity columns of a query's candidates (ranking.content)."""
+    _, features, _ = model.score([query], vectors)
+    return features[:, [FEATURE_NAMES.index("text_sim_last"), FEATURE_NAMES.index("text_sim_profile")]]
+
+
 # ------------------------------------------------------------------------------ leakage
 def test_planted_future_events_change_no_feature(world):
     """A training example at time t must not see events at or after t; events before t do move it."""
     dataset: Dataset = world["dataset"]
     context = BehaviorContext.build(dataset, covisit_window=5)
+    text_vectors = np.load(world["root"] / "ranker-run" / "item_text_vectors.npy")
+    context.with_content(text_vectors)
     vectors = np.load(world["root"] / "ranker-run" / "item_vectors.npy")
     user = dataset.interactions["user_id"].value_counts().sort("count", descending=True)["user_id"][0]
     rows, _ = context.history_of(user)
@@ -181,7 +189,7 @@ def test_planted_future_events_change_no_feature(world):
     leaky = replace(
         leaky, impressions=pl.concat([dataset.impressions, planted_impressions.select(dataset.impressions.columns)])
     )
-    context_leaky = BehaviorContext.build(leaky, covisit_window=5)
+    context_leaky = BehaviorContext.build(leaky, covisit_window=5).with_content(text_vectors)
     candidates_leaky = generate(context_leaky, [query], SMALL.candidates, lambda r: vectors[r])
     np.testing.assert_array_equal(candidates_leaky.item, candidates.item)
     after = compute(context_leaky, [query], candidates_leaky, lambda r: vectors[r])
@@ -195,7 +203,7 @@ def test_planted_future_events_change_no_feature(world):
             [dataset.interactions, early.with_columns(**extra).select(dataset.interactions.columns)]
         ),
     )
-    context_seen = BehaviorContext.build(seen, covisit_window=5)
+    context_seen = BehaviorContext.build(seen, covisit_window=5).with_content(text_vectors)
     moved = compute(context_seen, [query], candidates, lambda r: vectors[r])
     changed = {
         FEATURE_NAMES[j]
@@ -229,6 +237,7 @@ def test_train_and_serve_paths_give_the_same_features_and_scores(world):
     dataset: Dataset = world["dataset"]
     out = world["root"] / "ranker-run"
     context = BehaviorContext.build(dataset, covisit_window=SMALL.covisit_window)
+    context.with_content(np.load(out / "item_text_vectors.npy"))  # as training had it: text candidates too
     model = RankerModel.load(out / "ranker", context)
     assert isinstance(model, CandidateRanker)
     vectors = np.load(out / "item_vectors.npy")
@@ -238,6 +247,7 @@ def test_train_and_serve_paths_give_the_same_features_and_scores(world):
         return vectors[context.rows(ids)]
 
     users = world["split"].targets("test")["user_id"].to_list()[:8]
+    sources_seen: set[int] = set()
     for user in users:
         rows, _ = context.history_of(user)
         query = _query(context, user, len(rows) - 1, vectors)
@@ -257,11 +267,15 @@ def test_train_and_serve_paths_give_the_same_features_and_scores(world):
         served = model.rank(request, explain=True)
         assert served.item_ids == [context.item_ids[r] for r in candidates.item[order].tolist()]
         np.testing.assert_allclose(served.scores, scores[order], rtol=1e-12)
-        assert set(served.sources) <= {"retrieval", "covisit", "popular"}
+        assert set(served.sources) <= {"retrieval", "covisit", "popular", "text"}
+        sources_seen.update(candidates.source.tolist())
+        text_features = features_of(model, query, lookup_rows)
+        assert np.isfinite(text_features).all()  # the context's item content reached both paths
         explanation = served.explanations[0]
         assert 0 < len(explanation["contributions"]) <= 5
         assert set(explanation["contributions"]) <= set(FEATURE_NAMES)
         assert explanation["because_of"] in request.history
+    assert TEXT in sources_seen  # text candidates (ranking.content) were generated and ranked
 
 
 def test_a_real_time_event_after_the_snapshot_is_scored_as_training_scores_it_just_before_t(world):

@@ -37,6 +37,7 @@ from jobs.log_ranker import log_ranker_run
 from jobs.nightly_embed import run_nightly
 from jobs.testing import embed_config, train_tiny_encoder
 from jobs.train_ranker import train_ranker
+from ranking import load_ranker
 from ranking.candidates import CandidateConfig
 from ranking.features import FEATURE_NAMES
 from ranking.training import RankerConfig
@@ -48,6 +49,8 @@ from recsys.errors import ConfigError
 from recsys.index import IndexStore
 from recsys.registry import configure_mlflow, set_alias
 from recsys.serving import ServingConfig
+from recsys.serving.catalog import Catalog
+from recsys.serving.models import with_content
 from recsys.serving.state import ItemVectors
 from recsys.serving.testing import ServerProcess, wait_for_readyz
 from recsys.splits import Split, leave_last_out
@@ -64,7 +67,7 @@ SMALL = RankerConfig(
     covisit_window=5,
     threads=1,
 )
-SOURCES = {"retrieval", "covisit", "popular"}
+SOURCES = {"retrieval", "covisit", "popular", "text"}
 UNKNOWN_USER = "nobody-we-know"
 
 
@@ -326,6 +329,28 @@ def test_the_rankers_item_vectors_are_the_index_vectors_and_unknown_items_are_mi
     for bad in ({"rank_concurrency": 0}, {"keep_alive": 0}, {"rank_concurrency": 1.5}):
         with pytest.raises(ConfigError):
             ServingConfig(**bad)
+
+
+def test_a_served_ranker_gets_the_item_content_it_was_trained_with(world):
+    """Training attached the encoder's item text vectors (`ranking.content`); the service gives the loaded
+    ranker the same ones, read from the nightly store (or encoded when the store lacks them): otherwise it
+    would serve NaN text similarities and no text candidates, a train/serve skew."""
+    trained = np.load(world.root / "ranker-1" / "item_text_vectors.npy")
+    expected = trained / np.linalg.norm(trained, axis=1, keepdims=True)
+    catalog = Catalog(world.dataset)
+    for embeddings in (world.store / "embeddings", None):
+        ranker = load_ranker(world.root / "ranker-1", dataset=world.dataset)
+        assert ranker.meta["config"]["item_content"] and ranker.context.content is None
+        with_content(ranker, world.served_encoder, catalog, embeddings)
+        content = ranker.context.content
+        assert content is not None
+        np.testing.assert_allclose(content.vectors, expected, atol=2e-3)  # the store may keep fp16
+        with_content(ranker, world.served_encoder, catalog, embeddings)
+        assert ranker.context.content is content  # once per loaded ranker
+    plain = load_ranker(world.root / "ranker-1", dataset=world.dataset)
+    plain.meta["config"]["item_content"] = False
+    with_content(plain, world.served_encoder, catalog, world.store / "embeddings")
+    assert plain.context.content is None  # a ranker trained without item content is left alone
 
 
 # ------------------------------------------------------------------------------------ hot swap

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from recsys.errors import ConfigError, DataError, RecsysError
 from recsys.index.store import CURRENT_FILE
 from recsys.serving.catalog import Catalog, folder_signature
-from recsys.serving.models import EncoderSource, RankerSource, ranker_conflict
+from recsys.serving.models import EncoderSource, RankerSource, ranker_conflict, with_content
 from recsys.serving.state import ServingState, load_index
 
 if TYPE_CHECKING:
@@ -147,6 +147,8 @@ class HotSwap:
             mismatch = _ranker_mismatch(ranker_obj, ranker_loaded, loaded, pending)
             if mismatch is not None:
                 served, note = None, f"{mismatch[0]}: serving retrieval order"
+            else:
+                with_content(ranker_obj, loaded, catalog, ranker_source.embeddings)
         if note and ranker_source.wanted and mismatch is None:
             log.info("serving retrieval order: %s", note)
         state = ServingState(loaded, index, served_version, metadata, users, catalog, served, note)
@@ -352,6 +354,7 @@ class HotSwap:
             return None, note
         mismatch = _ranker_mismatch(self._ranker_obj, self._ranker_loaded, encoder, self._pending)
         if mismatch is None:
+            with_content(self._ranker_obj, encoder, catalog, source.embeddings)  # once per loaded ranker
             return self._ranker_obj, None
         text, _ = mismatch
         if served is not None and served is not self._ranker_obj and ranker_conflict(served, encoder.version) is None:

@@ -20,7 +20,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsys.embedding_store import registry_encoder_version
+import numpy as np
+
+from recsys.embedding_store import EmbeddingStore, registry_encoder_version
 from recsys.errors import ConfigError, DataError
 from recsys.registry import resolve
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from ranking.protocol import CandidateRanker
     from recsys.config import Settings
     from recsys.data.dataset import Dataset
+    from recsys.serving.catalog import Catalog
 
 log = logging.getLogger("recsys.serving")
 NO_RANKER = ("", "none", "off", "false")
@@ -81,9 +84,17 @@ class EncoderSource:
 class RankerSource:
     """The ranker reference: registry alias, local folder, a ranker object, or None (retrieval only)."""
 
-    def __init__(self, ref: Any, *, settings: Settings | None = None, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        ref: Any,
+        *,
+        settings: Settings | None = None,
+        cache_dir: Path | None = None,
+        embeddings: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.cache_dir = cache_dir
+        self.embeddings = embeddings  # the nightly store's item text vectors (`with_content`)
         self.fixed: CandidateRanker | None = None
         self.ref: str | None = None
         if ref is None or (isinstance(ref, str) and ref.strip().lower() in NO_RANKER):
@@ -145,6 +156,36 @@ class RankerSource:
         except (ConfigError, DataError) as exc:
             return None, f"ranker {target!r} not loaded: {exc}"
         return ranker, None
+
+
+def with_content(ranker: Any, encoder: LoadedEncoder, catalog: Catalog, embeddings: Path | None) -> None:
+    """Give a ranker trained with item content (`ranking.content`) the text vectors of its catalogue.
+
+    Training attached the encoder's text vectors of every item (`jobs.train_ranker`); without them
+    the served ranker would see NaN where it learned similarities, and no text candidates: a silent
+    train/serve skew. The vectors come from the nightly store, which holds exactly these (same
+    encoder, same texts); items it lacks are encoded here. Done once per loaded ranker (a reloaded
+    one gets a fresh context), before it serves; a ranker without item content is left alone.
+    """
+    context = getattr(ranker, "context", None)
+    config = (getattr(ranker, "meta", None) or {}).get("config") or {}
+    if context is None or not config.get("item_content") or getattr(context, "content", None) is not None:
+        return
+    ids = list(context.item_ids)
+    texts = [catalog.text_of.get(item, "") for item in ids]
+    vectors = np.zeros((len(ids), encoder.text_encoder.dim), dtype=np.float32)
+    todo = np.arange(len(ids))
+    if embeddings is not None and embeddings.is_dir():
+        plan = EmbeddingStore(embeddings).plan(encoder.version, ids, texts, variant=encoder.variant)
+        if len(plan.cached_rows):
+            vectors[plan.cached_rows] = plan.cached_vectors
+        todo = plan.todo_rows
+    if len(todo):
+        vectors[todo] = encoder.bundle.encode_items([texts[i] for i in todo.tolist()])
+    context.with_content(vectors)
+    log.info(
+        "ranker %s: item content for %d items (%d encoded now)", getattr(ranker, "version", "?"), len(ids), len(todo)
+    )
 
 
 def ranker_conflict(ranker: Any, encoder_version: str) -> str | None:

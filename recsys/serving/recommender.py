@@ -170,7 +170,7 @@ class Recommender:
                 )
         catalog = _catalog(data, config)
         encoder_source = EncoderSource(encoder, settings=settings, cache_dir=layout.encoders, device=config.device)
-        ranker_source = RankerSource(ranker, settings=settings, cache_dir=layout.rankers)
+        ranker_source = RankerSource(ranker, settings=settings, cache_dir=layout.rankers, embeddings=layout.embeddings)
         stats: dict[str, Any] = {
             "swaps": 0,
             "refusals": {},

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SOURCES = ("retrieval", "covisit", "popular")
+SOURCES = ("retrieval", "covisit", "popular", "text")  # ranking.candidates.SOURCES (not imported: cheap import)
 MODES = ("ranked", "retrieval", "popular")
 QUERIES = ("user", "history", "text", "item")
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended item. `source` says which stage proposed it (`retrieval`, `covisit`, `popular`);
+    """One recommended item. `source` says which stage proposed it (`retrieval`, `covisit`, `popular`, `text`);
     `score` is the ranker's score in ranked mode, the inner product in retrieval order, and the
     interaction count in the popularity fallback (None if a ranker returned a non-finite value, and
     for popular items that top up a ranker's list when its own candidates ran short under a filter)."""

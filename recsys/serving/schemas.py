@@ -192,7 +192,7 @@ class RecommendedItem(BaseModel):
     )
     rank: int = Field(ge=1, description="1-based position.")
     source: str = Field(
-        description="Stage that proposed the item: retrieval, covisit or popular.", examples=["retrieval"]
+        description="Stage that proposed the item: retrieval, covisit, popular or text.", examples=["retrieval"]
     )
     explanation: dict[str, Any] | None = Field(None, description="Present when `explain` was asked.")
 
