@@ -15,6 +15,7 @@ import uuid
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.testing import build_world
 from recsys.embedding_store import read_user_vectors
@@ -76,6 +77,13 @@ def test_a_posted_event_changes_the_users_next_recommendations(client, cached_us
     assert (retry["accepted"], retry["duplicates"]) == (0, 1)
     status = client.get("/readyz").json()
     assert status["live_events"] == 1 and status["live_users"] == 1
+    counted = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "recsys_events_total"
+    }
+    assert counted == {"accepted": 1, "duplicate": 1, "unknown_item": 1}  # Prometheus sees what the bodies said
 
 
 def test_bad_event_batches_are_422s_naming_the_field(client, world):

@@ -129,6 +129,16 @@ class _StateCollector:
         for origin, count in stats["user_vector"].items():
             vectors.add_metric([origin], count)
         yield vectors
+        events = CounterMetricFamily(
+            "recsys_events",
+            "Posted events by outcome: accepted (logged durably), duplicate (an event_id already logged: "
+            "a retry), unknown_item (not in the served catalog: not logged).",
+            labels=["outcome"],
+        )
+        counts = stats.get("events") or {}
+        for outcome, key in (("accepted", "accepted"), ("duplicate", "duplicates"), ("unknown_item", "unknown_items")):
+            events.add_metric([outcome], counts.get(key, 0))
+        yield events
         yield CounterMetricFamily(
             "recsys_cold_starts", "Requests served by the cold-start path.", value=stats["cold_start"]
         )
