@@ -50,7 +50,7 @@ def bench_request(run: Path, data: Path, requests: int) -> dict:
     context = BehaviorContext.build(dataset, covisit_window=20)
     context_s = time.perf_counter() - started
     model = RankerModel.load(run / "ranker", context)
-    if (model.meta.get("config") or {}).get("item_content"):  # as the service attaches it (`with_content`)
+    if model.item_content:  # as the service attaches it (`with_content`)
         context.with_content(np.load(run / "item_text_vectors.npy"))
     vectors = np.load(run / "item_vectors.npy").astype(np.float32)
     index = faiss.IndexFlatIP(vectors.shape[1])

@@ -20,8 +20,8 @@ after every section, so a run cut short still leaves what it measured):
    anchor shape (bf16, 256 + 32 tokens, batch 256);
 3. the sequence tower (`encoders.sequence.SequenceTower`): training steps/s and targets/s with the exact
    full-catalog softmax at 10k and 100k items (full 200-item windows; the repo's 2,048 targets a step and
-   a GPU-sized 16,384), and the latency of one user vector from a 200-item history on the device and
-   through the repo's CPU `user_vectors` at one thread;
+   a GPU-sized 16,384), and the latency of one user vector from a 200-item history through the repo's
+   `user_vectors`, on the device and on the CPU at one thread;
 4. peak GPU memory of each row (`torch.cuda.max_memory_allocated`, reset before each).
 
 Imports are limited to what the device has (torch, transformers, peft, sentence-transformers, numpy,
@@ -67,7 +67,7 @@ try:
 
     from encoders.base_model import default_model_path
     from encoders.encoding import default_batch_size, encode_texts
-    from encoders.sequence import SequenceConfig, SequenceTower, build_model, right_aligned, user_vectors
+    from encoders.sequence import SequenceConfig, SequenceTower, build_model, user_vectors
     from encoders.sequence import SequenceHistories as SeqHistories
     from encoders.testing import make_tiny_bert
     from encoders.text_encoder import TextEncoder
@@ -566,25 +566,6 @@ class SequenceStep:
         return int(targets.numel())
 
 
-def device_user_vector(model: SequenceTower, items: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-    """`encoders.sequence.user_vectors` for one history with its tensors on the model's device.
-
-    The repo function builds CPU tensors and calls `.numpy()`, so it serves from the CPU only; this is
-    its arithmetic (right-aligned window, only the history's item vectors computed) on the GPU.
-    """
-    dev = model.text.device
-    max_len = model.config.max_len
-    window = right_aligned([items], max_len)
-    rows, local = np.unique(window, return_inverse=True)
-    with torch.inference_mode():
-        rows_t = torch.as_tensor(rows, device=dev)
-        matrix = model.item_vectors(model.text[rows_t], rows_t)
-        local_t = torch.as_tensor(local.reshape(window.shape), device=dev)
-        gaps_t = torch.as_tensor(right_aligned([gaps], max_len), device=dev)
-        padding = torch.as_tensor(window == 0, device=dev)
-        return model.user_vectors(local_t, gaps_t, matrix, padding=padding).float().cpu().numpy()
-
-
 def _latency_ms(call: Callable[[], object], calls: int) -> tuple[float, float]:
     """(p50, p95) milliseconds of `call` after 3 warm-up calls; each call returns host data, so it is synchronous."""
     for _ in range(3):
@@ -641,9 +622,10 @@ def check_sequence(run: Run, deadline: float) -> None:
         # One served history of max_len items: on the device, and the repo's CPU path at one thread.
         history = rng.integers(1, n_items + 1, size=config.max_len)
         gaps = rng.integers(0, 16, size=config.max_len)
+        hist = SeqHistories(["u"], [history], [gaps])
         model.eval()
         reset_peak(dev)
-        p50, p95 = _latency_ms(lambda m=model, h=history, g=gaps: device_user_vector(m, h, g), sizes.latency_calls)
+        p50, p95 = _latency_ms(lambda m=model, h=hist: user_vectors(m, h, config.max_len), sizes.latency_calls)
         run.summary[f"seq_user_vector_ms_p50_{_count_tag(n_items)}_{dev.type}"] = round(p50, 3)
         run.add(
             "sequence",
@@ -654,7 +636,6 @@ def check_sequence(run: Run, deadline: float) -> None:
             p95_ms=round(p95, 3),
         )
         cpu_model = copy.deepcopy(model).cpu()
-        hist = SeqHistories(["u"], [history], [gaps])
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

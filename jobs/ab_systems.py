@@ -99,7 +99,7 @@ def model_topk(
     texts = catalog_texts(dataset, context.item_ids)
     text_vectors = item_text_vectors(loaded, texts, None)
     vectors = item_space(loaded, context.item_ids, texts, None, text_vectors)
-    if ranker is not None and config.item_content:
+    if ranker is not None and ranker.item_content:
         context.with_content(text_vectors)
     labeled = stage_queries(loaded, context, split, stage, vectors, texts, config)
     users = labeled.user_ids

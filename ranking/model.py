@@ -95,6 +95,12 @@ class RankerModel:
         return model
 
     @property
+    def item_content(self) -> bool:
+        """Whether it was trained with item text vectors in its context (`ranking.content`): then
+        whoever serves it must attach the same ones (`recsys.serving.models.with_content`)."""
+        return bool((self.meta.get("config") or {}).get("item_content"))
+
+    @property
     def item_ids(self) -> list[str]:
         """Item ids in row order: the order `RankRequest.item_matrix` must follow."""
         return self.context.item_ids

@@ -167,9 +167,8 @@ def with_content(ranker: Any, encoder: LoadedEncoder, catalog: Catalog, embeddin
     encoder, same texts); items it lacks are encoded here. Done once per loaded ranker (a reloaded
     one gets a fresh context), before it serves; a ranker without item content is left alone.
     """
-    context = getattr(ranker, "context", None)
-    config = (getattr(ranker, "meta", None) or {}).get("config") or {}
-    if context is None or not config.get("item_content") or getattr(context, "content", None) is not None:
+    context = getattr(ranker, "context", None)  # a host application's own ranker has none: left alone
+    if context is None or not getattr(ranker, "item_content", False) or context.content is not None:
         return
     ids = list(context.item_ids)
     texts = [catalog.text_of.get(item, "") for item in ids]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SOURCES = ("retrieval", "covisit", "popular", "text")  # ranking.candidates.SOURCES (not imported: cheap import)
 MODES = ("ranked", "retrieval", "popular")
 QUERIES = ("user", "history", "text", "item")
 
