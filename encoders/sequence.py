@@ -16,9 +16,17 @@ The same item vectors are the transformer's inputs and the retrieval index's vec
 and output embeddings, as in SASRec), so a user vector ranks items by an inner product in FAISS.
 
 Inputs are right-aligned windows of the most recent `max_len` items (0 = padding on the left).
-Position 0 is the most recent slot of the window and positions count back from there, so the
-newest item of a served history sits where the newest item of every training window sat. A
-learned log-scale bucket of the time since the previous item is added when `time_gaps` is on.
+Positions (`SequenceConfig.positions`):
+- `from_start` (default, SASRec's and RecBole's): position 0 is the window's oldest real item and
+  positions count forward. Training states are causal, so the state at slot j sees positions 0..j
+  with its newest item at j: exactly what a served history of j + 1 items looks like. Every
+  training target is therefore scored in the configuration serving will meet;
+- `from_end` (the first rebuilt tower, kept so its stored models reload exactly): position 0 is
+  the window's newest slot. Only the last state of each training window sees its newest item at
+  position 0, as every served history does; the other states see it at 1, 2, ... (a position
+  that says how many items are still to come), so most of the training signal comes from a
+  configuration serving never shows.
+A learned log-scale bucket of the time since the previous item is added when `time_gaps` is on.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from recsys.errors import ConfigError
 N_GAP_BUCKETS = 16
 INPUT_INIT_STD = 0.02
 ITEM_REPRESENTATIONS = ("hybrid", "id", "text")
+POSITION_SCHEMES = ("from_start", "from_end")
 # The early-stopped tower kept beside the served one for ranker training (`encoders.sequence_training`).
 HOLDOUT_WEIGHTS = "holdout.pt"
 HOLDOUT_MATRIX = "holdout_item_matrix.npy"
@@ -55,8 +64,12 @@ class SequenceConfig:
     # Hybrid items: the share of items whose id embedding is dropped in each training step, so the
     # text part alone must score them, as it must for items never seen in training (cold items).
     id_dropout: float = 0.0
+    # Where position 0 is (module doc). Stored configs without the key are `from_end` (`from_dict`).
+    positions: str = "from_start"
 
     def __post_init__(self) -> None:
+        if self.positions not in POSITION_SCHEMES:
+            raise ConfigError(f"unknown position scheme {self.positions!r}; use one of {', '.join(POSITION_SCHEMES)}")
         if self.items not in ITEM_REPRESENTATIONS:
             raise ConfigError(
                 f"unknown item representation {self.items!r}; use one of {', '.join(ITEM_REPRESENTATIONS)}"
@@ -71,9 +84,12 @@ class SequenceConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> SequenceConfig:
-        """Rebuild from a stored config; keys of older formats that no longer exist are ignored."""
+        """Rebuild from a stored config; keys of older formats that no longer exist are ignored.
+
+        A config stored before `positions` existed was trained with positions counted from the end.
+        """
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{"positions": "from_end", **{k: v for k, v in values.items() if k in known}})
 
     @property
     def uses_text(self) -> bool:
@@ -212,15 +228,26 @@ class SequenceTower(nn.Module):
         length = items.shape[1]
         if length > self.config.max_len:
             raise ConfigError(f"window of {length} items exceeds the tower's max_len {self.config.max_len}")
-        positions = torch.arange(length - 1, -1, -1, device=items.device)  # 0 = the window's newest slot
-        x = matrix[items] + self.position(positions).unsqueeze(0)
+        real = items > 0 if padding is None else ~padding
+        x = matrix[items] + self.position(self.slot_positions(real))
         if self.gap is not None:
             x = x + self.gap(gaps)
         x = self.input_dropout(self.input_norm(x))
-        allowed = attention_allowed(items if padding is None else (~padding).long())
+        allowed = attention_allowed(real.long())
         for block in self.blocks:
             x = block(x, allowed)
         return self.output_norm(x)
+
+    def slot_positions(self, real: torch.Tensor) -> torch.Tensor:
+        """Position index [B, L] of every slot of right-aligned windows (`real` marks non-padding).
+
+        `from_start`: the count of real items before the slot (padding slots get 0; they are never
+        attended to). `from_end`: distance from the window's last slot.
+        """
+        length = real.shape[1]
+        if self.config.positions == "from_end":
+            return torch.arange(length - 1, -1, -1, device=real.device).expand(real.shape[0], length)
+        return (real.long().cumsum(dim=1) - 1).clamp(min=0)
 
     def user_vectors(
         self, items: torch.Tensor, gaps: torch.Tensor, matrix: torch.Tensor, padding: torch.Tensor | None = None

@@ -202,8 +202,46 @@ def test_id_items_have_no_vector_when_cold_hybrid_items_keep_their_text():
 def test_config_rejects_unknown_items_and_reads_old_keys():
     with pytest.raises(ConfigError, match="item representation"):
         SequenceConfig(items="bag")
+    with pytest.raises(ConfigError, match="position scheme"):
+        SequenceConfig(positions="middle")
     old = SequenceConfig.from_dict({"dim": 32, "heads": 2, "id_embeddings": True, "text_dropout": 0.0})
     assert old.dim == 32 and old.items == "hybrid"
+    assert old.positions == "from_end"  # stored before the key existed: trained that way, reloads that way
+    assert SequenceConfig.from_dict(SequenceConfig().to_dict()).positions == "from_start"
+
+
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
+def test_every_training_state_is_a_state_serving_computes(positions):
+    """The state that predicts item j + 1 in a training window equals the served vector of items 0..j.
+
+    Training scores every slot of a window; serving scores only the newest slot of a history. With
+    positions counted from the window's end (the tower's earlier scheme) the two disagree for every
+    slot but the last: the newest item of a training prefix sits at position 1, 2, ... where serving
+    always puts it at 0, so most training targets were learned in a configuration serving never shows.
+    """
+    text = np.random.default_rng(4).normal(size=(30, 8)).astype(np.float32)
+    config = SequenceConfig(dim=16, heads=2, max_len=12, items="hybrid", dropout=0.0, positions=positions)
+    model = build_model(text, np.ones(30, bool), config).eval()
+    history, gaps = np.array([4, 17, 9, 22, 3, 11, 28]), np.array([0, 1, 3, 0, 2, 5, 1])
+    with torch.no_grad():
+        window = torch.as_tensor(right_aligned([history], 10))  # padded on the left, as training batches are
+        states = model.states(window, torch.as_tensor(right_aligned([gaps], 10)), model.item_matrix())[
+            0, -len(history) :
+        ]
+    served = user_vectors(
+        model,
+        SequenceHistories(
+            [str(j) for j in range(len(history))],
+            [history[: j + 1] for j in range(len(history))],
+            [gaps[: j + 1] for j in range(len(history))],
+        ),
+        config.max_len,
+    )
+    agree = [np.allclose(states[j].numpy(), served[j], atol=1e-5) for j in range(len(history))]
+    if positions == "from_start":
+        assert all(agree)
+    else:
+        assert agree == [False] * (len(history) - 1) + [True]
 
 
 def test_gaps_count_from_the_previous_item():
