@@ -487,6 +487,9 @@ def train_ranker_command(
     learning_rate: float = typer.Option(0.03, "--learning-rate"),
     num_leaves: int = typer.Option(15, "--num-leaves"),
     seed: int = typer.Option(0, "--seed"),
+    bagging_seeds: int = typer.Option(
+        5, "--bagging-seeds", help="LightGBM boosters (seeds seed, seed+1, ...) averaged into one ranker."
+    ),
     threads: int = typer.Option(0, "--threads", help="Threads for torch and LightGBM (0: all cores)."),
     register: bool = typer.Option(True, "--register/--no-register", help="Log and register in MLflow."),
     alias: str | None = typer.Option(None, "--alias", help="Point this alias (challenger/champion) at it."),
@@ -511,6 +514,7 @@ def train_ranker_command(
         learning_rate=learning_rate,
         num_leaves=num_leaves,
         seed=seed,
+        bagging_seeds=bagging_seeds,
         threads=threads,
     )
     config.check()

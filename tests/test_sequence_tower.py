@@ -32,6 +32,7 @@ from encoders.sequence_training import (
     _batches,
     _seen_rows,
     _text_only_loss,
+    heldout_targets,
     histories,
     ndcg10_of_targets,
     next_item_loss,
@@ -411,3 +412,39 @@ def test_averaged_training_keeps_and_scores_the_average():
     assert _ndcg10(model, train_hist, valid_targets) == pytest.approx(report.best_valid_ndcg10)
     with pytest.raises(ConfigError, match="ema_decay"):
         SequenceTrainConfig(ema_decay=1.0).check()
+
+
+def test_heldout_targets_are_the_tail_the_run_never_fitted_and_the_validation_target():
+    """Early stopping scores every target the early-stopped run did not train on, each after its own prefix."""
+    hist = SequenceHistories(["a", "b"], [np.array([5, 6, 7, 8, 9]), np.array([1, 2])], [np.arange(5), np.arange(2)])
+    fit = without_tail(hist, 2)  # a keeps 5, 6, 7; b keeps its first pair
+    pairs, targets = heldout_targets(hist, fit, {"a": 11, "b": 12})
+    assert targets == {"a#3": 8, "a#4": 9, "a#5": 11, "b#2": 12}
+    prefixes = dict(zip(pairs.user_ids, pairs.items, strict=True))
+    assert prefixes["a#3"].tolist() == [5, 6, 7] and prefixes["a#5"].tolist() == [5, 6, 7, 8, 9]
+    assert [len(g) for g in pairs.gaps] == [len(i) for i in pairs.items]
+    # without a tail only the validation targets remain: the old early-stopping signal
+    assert heldout_targets(hist, hist, {"a": 11})[1] == {"a#5": 11}
+
+
+def test_training_reports_the_heldout_curve_that_chose_the_epoch():
+    log = _cycle_log(n_users=40)
+    split = leave_last_out(log)
+    index = {item: row + 1 for row, item in enumerate(sorted(log["item_id"].unique().to_list(), key=int))}
+    text = np.vstack([np.zeros((1, 6), np.float32), np.random.default_rng(1).normal(size=(len(index), 6))])
+    allowed = np.r_[False, np.ones(len(index), bool)]
+    train_hist = histories(split.history("valid"), index)
+    valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
+    config = SequenceConfig(dim=16, layers=1, max_len=16, dropout=0.1, items="id")
+    tc = SequenceTrainConfig(epochs=4, tokens_per_batch=256, patience=4, threads=1, holdout_tail=3)
+    fit = without_tail(train_hist, 3)
+    _, report = train_sequence_tower(
+        train_hist, valid_targets, text, np.ones(len(text), bool), allowed, config, tc, progress=False, fit_hist=fit
+    )
+    assert report.heldout_targets == len(valid_targets) + sum(
+        len(a) - len(b) for a, b in zip(train_hist.items, fit.items, strict=True)
+    )
+    assert [e for e, _ in report.heldout_curve] == [1, 2, 3, 4]
+    best = max(report.heldout_curve, key=lambda p: p[1])
+    assert report.best_epoch == best[0]
+    assert report.best_valid_ndcg10 == dict((p[0], p[2]) for p in report.curve)[report.best_epoch]
