@@ -297,24 +297,31 @@ def user_vectors(model: SequenceTower, hist: SequenceHistories, max_len: int, ba
     """The tower's output for each history's newest slot (one vector per user).
 
     Only the item vectors a batch reads are computed (not the whole catalog's), so one online
-    history costs a 200-slot forward pass, not a projection of every item. Runs where the model is
-    (the service keeps it on the CPU; `benchmarks/gpu_check.py` times it on a GPU).
+    history costs one forward pass over its own items, not a projection of every item. Histories
+    are batched by length and each batch is padded only to its longest window (left padding is
+    invisible to the tower: `tests/test_sequence_tower.py`), so short histories do not pay for
+    `max_len` slots. Runs where the model is (the service keeps it on the CPU;
+    `benchmarks/gpu_check.py` times it on a GPU).
     """
     model.eval()
     device = model.text.device
-    out = [np.zeros((0, model.config.dim), dtype=np.float32)]
+    out = np.zeros((len(hist.items), model.config.dim), dtype=np.float32)
+    lengths = np.asarray([min(len(seq), max_len) for seq in hist.items], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
     with torch.inference_mode():
-        for start in range(0, len(hist.items), batch_size):
-            items = right_aligned(hist.items[start : start + batch_size], max_len)
-            gaps = torch.as_tensor(right_aligned(hist.gaps[start : start + batch_size], max_len), device=device)
+        for start in range(0, len(order), batch_size):
+            picked = order[start : start + batch_size]
+            width = max(1, int(lengths[picked].max()))
+            items = right_aligned([hist.items[i] for i in picked], width)
+            gaps = torch.as_tensor(right_aligned([hist.gaps[i] for i in picked], width), device=device)
             rows, local = np.unique(items, return_inverse=True)  # row 0 (padding) maps to itself if present
             rows_t = torch.as_tensor(rows, device=device)
             matrix = model.item_vectors(model.text[rows_t], rows_t)
             local_t = torch.as_tensor(local.reshape(items.shape), device=device)
             padding = torch.as_tensor(items == 0, device=device)
             vectors = model.user_vectors(local_t, gaps, matrix, padding=padding)
-            out.append(vectors.float().cpu().numpy())
-    return np.concatenate(out)
+            out[picked] = vectors.float().cpu().numpy()
+    return out
 
 
 def item_matrix(model: SequenceTower) -> np.ndarray:
