@@ -53,6 +53,7 @@ import polars as pl
 import torch
 from torch.nn import functional as F
 
+from encoders.catalog_softmax import catalog_cross_entropy
 from encoders.sequence import (
     SequenceConfig,
     SequenceHistories,
@@ -258,15 +259,15 @@ def next_item_loss(
 ) -> torch.Tensor:
     """Cross-entropy of each target row over the catalog rows 1.. (exact, or sampled with logQ).
 
+    The exact one is `catalog_cross_entropy`: the same value and gradients as autograd's
+    cross-entropy over the full logit matrix, at half the step time on CPU (BENCHMARKS.md).
+
     `seen` (bool over rows 1..) limits the exact softmax to the items seen in training (module
     doc); the sampled one draws only those already (`_sampler`).
     """
     catalog = matrix[1:]
     if sampler is None:
-        logits = states @ catalog.T
-        if seen is not None:
-            logits = logits.masked_fill(~seen, float("-inf"))
-        return F.cross_entropy(logits, targets - 1)
+        return catalog_cross_entropy(states, catalog, targets - 1, seen)
     negatives = torch.multinomial(sampler, config.sampled_negatives, replacement=True)
     positive = (states * catalog[targets - 1]).sum(-1, keepdim=True) - torch.log(sampler[targets - 1]).unsqueeze(1)
     sampled = states @ catalog[negatives].T - torch.log(sampler[negatives]).unsqueeze(0)
