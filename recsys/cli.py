@@ -351,7 +351,7 @@ def train_encoder_command(
         "--seq-positions",
         help="Sequence tower: position 0 is the window's oldest item (from_start, SASRec's) or its newest (from_end).",
     ),
-    seq_dim: int = typer.Option(64, "--seq-dim", help="Sequence tower width."),
+    seq_dim: int = typer.Option(128, "--seq-dim", help="Sequence tower width."),
     seq_layers: int = typer.Option(2, "--seq-layers", help="Sequence tower transformer layers."),
     seq_dropout: float = typer.Option(0.5, "--seq-dropout", help="Sequence tower dropout."),
     seq_lr: float = typer.Option(2e-3, "--seq-lr", help="Sequence tower learning rate (Adam)."),
