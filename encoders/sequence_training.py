@@ -173,6 +173,11 @@ def without_tail(hist: SequenceHistories, tail: int) -> SequenceHistories:
     )
 
 
+def heldout_key(user: str, position: int) -> str:
+    """Id of the held-out target at `position` of `user`'s history (the validation target: its length)."""
+    return f"{user}#{position}"
+
+
 def heldout_targets(
     hist: SequenceHistories, fit_hist: SequenceHistories, valid_targets: dict[str, int]
 ) -> tuple[SequenceHistories, dict[str, int]]:
@@ -185,13 +190,13 @@ def heldout_targets(
     for row, user in enumerate(hist.user_ids):
         seq, gap = hist.items[row], hist.gaps[row]
         for position in range(len(fit_hist.items[row]), len(seq)):
-            key = f"{user}#{position}"
+            key = heldout_key(user, position)
             ids.append(key)
             items.append(seq[:position])
             gaps.append(gap[:position])
             targets[key] = int(seq[position])
         if user in valid_targets:
-            key = f"{user}#{len(seq)}"
+            key = heldout_key(user, len(seq))
             ids.append(key)
             items.append(seq)
             gaps.append(gap)
@@ -314,7 +319,15 @@ def ndcg10_of_targets(
     user_vecs: np.ndarray, matrix: np.ndarray, hist: SequenceHistories, targets: dict[str, int], allowed: np.ndarray
 ) -> float:
     """Mean NDCG@10 of one target row per user, history excluded, ranking over `allowed` rows."""
-    total, count = 0.0, 0
+    scores = ndcg10_by_target(user_vecs, matrix, hist, targets, allowed)
+    return float(np.mean(list(scores.values()))) if scores else 0.0
+
+
+def ndcg10_by_target(
+    user_vecs: np.ndarray, matrix: np.ndarray, hist: SequenceHistories, targets: dict[str, int], allowed: np.ndarray
+) -> dict[str, float]:
+    """NDCG@10 of each history's target (keyed by its id in `hist`), history excluded, over `allowed` rows."""
+    out: dict[str, float] = {}
     for row, user in enumerate(hist.user_ids):
         target = targets.get(user)
         if target is None:
@@ -322,9 +335,8 @@ def ndcg10_of_targets(
         scores = np.where(allowed, matrix @ user_vecs[row], -np.inf)
         scores[hist.items[row]] = -np.inf
         rank = int((scores > scores[target]).sum())
-        total += 1.0 / np.log2(rank + 2) if rank < 10 else 0.0
-        count += 1
-    return total / max(1, count)
+        out[user] = 1.0 / np.log2(rank + 2) if rank < 10 else 0.0
+    return out
 
 
 def train_sequence_tower(
@@ -438,6 +450,11 @@ def _fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_warmup(s, total, max(1, total // 50)))
     average = WeightAverage(model, tc.ema_decay) if tc.ema_decay > 0 else None
     best_state, best_ndcg, best_epoch, bad = None, -1.0, 0, 0
+    valid_keys = (
+        []
+        if valid is None
+        else [heldout_key(u, len(s)) for u, s in zip(valid[0].user_ids, valid[0].items, strict=True) if u in valid[1]]
+    )
     curve: list[tuple[float, ...]] = []
     started, examples, epoch = time.perf_counter(), 0, 0
     bar = _progress_bar(epochs, progress, label)
@@ -465,8 +482,10 @@ def _fit(
         kept = average.model if average is not None else model
         if valid is not None and (epoch % tc.eval_every == 0 or epoch == epochs):
             valid_hist, targets_of, allowed, (heldout_hist, heldout_of) = valid
-            valid_ndcg = _valid_ndcg(kept, valid_hist, targets_of, allowed)
-            ndcg = _valid_ndcg(kept, heldout_hist, heldout_of, allowed)
+            # one pass over the held-out targets; the validation targets are among them (`heldout_targets`)
+            by_target = _ndcg_by_target(kept, heldout_hist, heldout_of, allowed)
+            ndcg = float(np.mean(list(by_target.values())))
+            valid_ndcg = float(np.mean([by_target[k] for k in valid_keys])) if valid_keys else 0.0
             point: tuple[float, ...] = (epoch, loss_sum / max(1, loss_count), valid_ndcg, ndcg)
             if average is not None:  # the raw weights' score beside it: what the average buys
                 point += (_valid_ndcg(model, valid_hist, targets_of, allowed),)
@@ -504,10 +523,17 @@ def _fit(
 
 
 def _valid_ndcg(model: SequenceTower, hist: SequenceHistories, targets: dict[str, int], allowed: np.ndarray) -> float:
+    scores = _ndcg_by_target(model, hist, targets, allowed)
+    return float(np.mean(list(scores.values()))) if scores else 0.0
+
+
+def _ndcg_by_target(
+    model: SequenceTower, hist: SequenceHistories, targets: dict[str, int], allowed: np.ndarray
+) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        return ndcg10_of_targets(
+        return ndcg10_by_target(
             user_vectors(model, hist, model.config.max_len), item_matrix(model), hist, targets, allowed
         )
     finally:

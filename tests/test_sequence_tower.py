@@ -59,6 +59,18 @@ def _cycle_log(n_items: int = 30, n_users: int = 120, seed: int = 0) -> pl.DataF
     )
 
 
+def _cycle_problem(n_users: int = 120):
+    """The cycle log's rows, random text, the ranking mask, training histories and validation targets."""
+    log = _cycle_log(n_users=n_users)
+    split = leave_last_out(log)
+    index = {item: row + 1 for row, item in enumerate(sorted(log["item_id"].unique().to_list(), key=int))}
+    text = np.vstack([np.zeros((1, 6), np.float32), np.random.default_rng(1).normal(size=(len(index), 6))])
+    allowed = np.r_[False, np.ones(len(index), bool)]
+    train_hist = histories(split.history("valid"), index)
+    valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
+    return index, text, allowed, train_hist, valid_targets
+
+
 def _ndcg10(model: SequenceTower, hist: SequenceHistories, targets: dict[str, int]) -> float:
     """NDCG@10 of the targets under the evaluation protocol (history excluded, full catalog)."""
     matrix = item_matrix(model)
@@ -395,13 +407,7 @@ def test_weight_average_follows_the_model_and_leaves_buffers_alone():
 
 def test_averaged_training_keeps_and_scores_the_average():
     """With `ema_decay` the kept model is the average; the curve carries the raw weights' score beside it."""
-    log = _cycle_log()
-    split = leave_last_out(log)
-    index = {item: row + 1 for row, item in enumerate(sorted(log["item_id"].unique().to_list(), key=int))}
-    text = np.vstack([np.zeros((1, 6), np.float32), np.random.default_rng(1).normal(size=(len(index), 6))])
-    allowed = np.r_[False, np.ones(len(index), bool)]
-    train_hist = histories(split.history("valid"), index)
-    valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
+    index, text, allowed, train_hist, valid_targets = _cycle_problem()
     config = SequenceConfig(dim=32, layers=1, max_len=16, dropout=0.1, items="id")
     train_config = SequenceTrainConfig(epochs=40, tokens_per_batch=256, lr=3e-3, patience=40, threads=1, ema_decay=0.9)
     model, report = train_sequence_tower(
@@ -428,13 +434,7 @@ def test_heldout_targets_are_the_tail_the_run_never_fitted_and_the_validation_ta
 
 
 def test_training_reports_the_heldout_curve_that_chose_the_epoch():
-    log = _cycle_log(n_users=40)
-    split = leave_last_out(log)
-    index = {item: row + 1 for row, item in enumerate(sorted(log["item_id"].unique().to_list(), key=int))}
-    text = np.vstack([np.zeros((1, 6), np.float32), np.random.default_rng(1).normal(size=(len(index), 6))])
-    allowed = np.r_[False, np.ones(len(index), bool)]
-    train_hist = histories(split.history("valid"), index)
-    valid_targets = {u: index[i] for u, i in zip(split.valid["user_id"], split.valid["item_id"], strict=True)}
+    _, text, allowed, train_hist, valid_targets = _cycle_problem(n_users=40)
     config = SequenceConfig(dim=16, layers=1, max_len=16, dropout=0.1, items="id")
     tc = SequenceTrainConfig(epochs=4, tokens_per_batch=256, patience=4, threads=1, holdout_tail=3)
     fit = without_tail(train_hist, 3)
